@@ -32,7 +32,7 @@ const messageTypes: MessageType[] = [
   'readIndex',
   'readIndexResp',
 ];
-const confOps: ConfChangeOp[] = ['addLearner', 'promote', 'remove'];
+const confOps: ConfChangeOp[] = ['addLearner', 'promote', 'remove', 'bootstrap'];
 
 /** Growable byte writer. */
 export class Writer {

@@ -31,7 +31,8 @@ export interface Membership {
   removed: NodeId[];
 }
 
-export type ConfChangeOp = 'addLearner' | 'promote' | 'remove';
+/** `bootstrap` makes `id` the sole voter of an empty configuration (first entry of a new cluster). */
+export type ConfChangeOp = 'addLearner' | 'promote' | 'remove' | 'bootstrap';
 
 export interface ConfChange {
   op: ConfChangeOp;
@@ -139,6 +140,8 @@ export interface Ready {
   readStates: ReadState[];
   /** Read contexts the core gave up on (leadership lost, no leader): fail them, the client may retry. */
   droppedReads: number[];
+  /** Set when the configuration in effect changed (on append, not commit): update the transport's peers. */
+  membership: Membership | null;
 }
 
 export function emptyMessage(type: MessageType, from: NodeId, to: NodeId, term: number): Message {

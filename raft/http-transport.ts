@@ -1,0 +1,580 @@
+// The Raft transport over HTTP/1.1: a node:http server that accepts authenticated batches of
+// messages, and undici pools that send them on a control lane and a bulk lane per peer.
+
+import { createHmac, timingSafeEqual, type Hmac } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { isIPv4, isIPv6 } from 'node:net';
+import { Pool } from 'undici';
+import { decodeMessages, encodeMessages, entrySize } from './codec.ts';
+import { SiderError } from './errors.ts';
+import type { Transport, TransportReport } from './ports.ts';
+import type { Message, NodeId } from './types.ts';
+
+/** The one route of the Raft port. */
+export const RAFT_MESSAGES_PATH = '/raft/v1/messages';
+
+/** Requests whose timestamp is further than this from the receiver's clock are refused. */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+
+export type TransportLogLevel = 'info' | 'warn' | 'error';
+export type TransportLog = (level: TransportLogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+export interface HttpTransportOptions {
+  /** This node's id: every accepted message must be addressed to it. */
+  id: NodeId;
+  /** Sent as `x-sider-cluster` and covered by the signature; requests naming another id get 403. */
+  clusterId: string;
+  /** 'host:port' to listen on (IPv6 as '[::1]:port'); port 0 picks a free port, see `address()`. */
+  listen: string;
+  /** Shared secret (at least 16 bytes) that signs every request. */
+  clusterKey?: string;
+  /** Without `clusterKey`, allow plaintext, unauthenticated traffic when everything is on loopback. */
+  allowInsecureLoopback?: boolean;
+  log?: TransportLog;
+  /** Largest request body accepted (and the largest snapshot that can travel). Default 64 MiB. */
+  maxBodyBytes?: number;
+  /** Connections per peer for `app` and `snap` traffic. Default 2. */
+  bulkConnections?: number;
+  /** Messages queued per peer and lane before the oldest is dropped. Default 4096. */
+  maxQueuedMessages?: number;
+  /** Deadline of one control request (heartbeats, votes, responses). Default 1000 ms. */
+  controlTimeoutMs?: number;
+  /** Deadline of one request of `app` messages. Default 5000 ms. */
+  bulkTimeoutMs?: number;
+  /** Deadline of one `snap` request. Default 60000 ms. */
+  snapshotTimeoutMs?: number;
+}
+
+const MiB = 1024 * 1024;
+const DEFAULT_MAX_BODY = 64 * MiB;
+/** Bulk requests carry at most this many bytes of messages (approximately), unless one message is larger. */
+const MAX_BATCH_BYTES = 4 * MiB;
+const MAX_BATCH_MESSAGES = 1024;
+const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+
+type LaneKind = 'control' | 'bulk';
+
+interface Lane {
+  kind: LaneKind;
+  pool: Pool;
+  queue: Message[];
+  inFlight: number;
+  maxInFlight: number;
+  scheduled: boolean;
+}
+
+interface Peer {
+  id: NodeId;
+  addr: string;
+  control: Lane;
+  bulk: Lane;
+  /** Removed by setPeers or close: its requests no longer report. */
+  retired: boolean;
+  /** Whether the last request failed, so that failures are logged once per outage. */
+  failing: boolean;
+}
+
+interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Parses 'host:port' or '[v6]:port'. Returns null when malformed. */
+function parseHostPort(addr: string): HostPort | null {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(addr) ?? /^([^:[\]\s/]+):(\d{1,5})$/.exec(addr);
+  if (!m) return null;
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (port > 65535) return null;
+  if (addr.startsWith('[') && !isIPv6(host)) return null;
+  return { host, port };
+}
+
+/** 127.0.0.0/8, ::1 (also as an IPv4-mapped 127/8 address) and the name `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIPv4(h)) return h.startsWith('127.');
+  if (isIPv6(h)) {
+    if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+    return mapped !== null && mapped[1]!.startsWith('127.');
+  }
+  return false;
+}
+
+function configError(message: string): SiderError {
+  return new SiderError('SIDER_CONFIG', message);
+}
+
+function boundedInt(value: number | undefined, fallback: number, min: number, max: number, name: string): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw configError(`transport option ${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function signature(key: string, clusterId: string, from: string, timestamp: string): Hmac {
+  return createHmac('sha256', key).update(`${clusterId}\n${from}\n${timestamp}\n`);
+}
+
+function approxSize(m: Message): number {
+  let n = 128 + m.from.length + m.to.length;
+  for (const e of m.entries) n += entrySize(e);
+  if (m.snapshot) n += m.snapshot.data.length + 256;
+  return n;
+}
+
+/**
+ * `Transport` over HTTP. Each request is `POST /raft/v1/messages` whose body is `encodeMessages` of a
+ * batch addressed to one peer, with headers `x-sider-cluster`, `x-sider-from`, and, with a cluster
+ * key, `x-sider-timestamp` (ms since the epoch) and `x-sider-auth` = hex HMAC-SHA256(key,
+ * `${clusterId}\n${from}\n${timestamp}\n` + body). The receiver refuses timestamps more than 60 s
+ * from its clock; a captured request can be replayed within that window, which Raft tolerates (it
+ * already copes with duplicated and reordered messages). The key authenticates, it does not
+ * encrypt: traffic is plaintext. mTLS is not implemented here.
+ *
+ * Per peer there are two undici pools: the control lane (one connection, one request in flight)
+ * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, at most 2
+ * requests in flight), so heartbeats and votes never wait behind appends or snapshots. Messages sent
+ * while a lane is busy are batched into its next request; a `snap` message always travels alone.
+ * Failures come back as `unreachable` reports; every `snap` also reports its outcome. Reports are
+ * delivered asynchronously, never from inside `send()`.
+ */
+export class HttpTransport implements Transport {
+  readonly #id: NodeId;
+  readonly #clusterId: string;
+  readonly #listen: HostPort;
+  readonly #key: string | undefined;
+  readonly #insecure: boolean;
+  readonly #log: TransportLog;
+  readonly #maxBody: number;
+  readonly #bulkConnections: number;
+  readonly #maxQueued: number;
+  readonly #timeouts: Record<'control' | 'bulk' | 'snapshot', number>;
+
+  #server: Server | null = null;
+  #deliver: ((m: Message) => void) | null = null;
+  #report: ((r: TransportReport) => void) | null = null;
+  #started = false;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+
+  #peers = new Map<NodeId, Peer>();
+  /** Peers whose address was refused (malformed, or non-loopback without a key): id → address. */
+  #refused = new Map<NodeId, string>();
+  /** Pools of removed peers still finishing their requests. */
+  #retiring = new Set<Pool>();
+  #pendingUnreachable = new Set<NodeId>();
+
+  constructor(opts: HttpTransportOptions) {
+    if (typeof opts.id !== 'string' || !ID_PATTERN.test(opts.id)) {
+      throw configError('transport option id must be 1 to 128 printable ASCII characters without spaces');
+    }
+    if (typeof opts.clusterId !== 'string' || !ID_PATTERN.test(opts.clusterId)) {
+      throw configError('transport option clusterId must be 1 to 128 printable ASCII characters without spaces');
+    }
+    const listen = parseHostPort(opts.listen);
+    if (!listen) throw configError(`transport option listen must be 'host:port', got '${opts.listen}'`);
+    if (opts.clusterKey !== undefined && Buffer.byteLength(opts.clusterKey) < 16) {
+      throw configError('transport option clusterKey must be at least 16 bytes long');
+    }
+    this.#id = opts.id;
+    this.#clusterId = opts.clusterId;
+    this.#listen = listen;
+    this.#key = opts.clusterKey;
+    this.#insecure = opts.clusterKey === undefined;
+    if (this.#insecure) {
+      if (opts.allowInsecureLoopback !== true) {
+        throw configError(
+          'transport option clusterKey is required: Raft traffic must be authenticated ' +
+            '(allowInsecureLoopback permits plaintext only when every address is on loopback)',
+        );
+      }
+      if (!isLoopbackHost(listen.host)) {
+        throw configError(
+          `transport option clusterKey is required to listen on non-loopback address '${opts.listen}'`,
+        );
+      }
+    }
+    this.#log = opts.log ?? (() => {});
+    this.#maxBody = boundedInt(opts.maxBodyBytes, DEFAULT_MAX_BODY, 1024, 1024 * MiB, 'maxBodyBytes');
+    this.#bulkConnections = boundedInt(opts.bulkConnections, 2, 1, 16, 'bulkConnections');
+    this.#maxQueued = boundedInt(opts.maxQueuedMessages, 4096, 1, 1_000_000, 'maxQueuedMessages');
+    this.#timeouts = {
+      control: boundedInt(opts.controlTimeoutMs, 1000, 1, 600_000, 'controlTimeoutMs'),
+      bulk: boundedInt(opts.bulkTimeoutMs, 5000, 1, 600_000, 'bulkTimeoutMs'),
+      snapshot: boundedInt(opts.snapshotTimeoutMs, 60_000, 1, 3_600_000, 'snapshotTimeoutMs'),
+    };
+  }
+
+  async start(deliver: (m: Message) => void, report: (r: TransportReport) => void): Promise<void> {
+    if (this.#started || this.#closed) throw new SiderError('SIDER_STOPPED', 'transport already started or closed');
+    const [refused] = this.#refused;
+    if (this.#insecure && refused) {
+      throw configError(`peer ${refused[0]} at '${refused[1]}' is refused: ${this.#refusedWhy(refused[1])}`);
+    }
+    this.#started = true;
+    this.#deliver = deliver;
+    this.#report = report;
+    const server = createServer({
+      headersTimeout: 10_000,
+      requestTimeout: this.#timeouts.snapshot + 30_000,
+      keepAliveTimeout: 30_000,
+    });
+    server.on('request', (req, res) => this.#handle(req, res));
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        reject(new SiderError('SIDER_CONFIG', `cannot listen on '${this.#formatListen()}': ${err.message}`, { cause: err }));
+      };
+      server.once('error', onError);
+      server.listen({ host: this.#listen.host, port: this.#listen.port }, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.#log('error', 'raft transport server error', { error: err.message }));
+        resolve();
+      });
+    });
+    this.#log('info', 'raft transport listening', { address: this.address(), authenticated: !this.#insecure });
+  }
+
+  /** The bound 'host:port' (IPv6 in brackets). Valid after `start()` resolved. */
+  address(): string {
+    const a = this.#server?.address();
+    if (!a || typeof a === 'string') throw new SiderError('SIDER_STOPPED', 'transport is not listening');
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  setPeers(addrs: Record<NodeId, string>): void {
+    if (this.#closed) return;
+    for (const [id, peer] of this.#peers) {
+      if (addrs[id] !== peer.addr || id === this.#id) this.#retire(peer);
+    }
+    this.#refused.clear();
+    for (const [id, addr] of Object.entries(addrs)) {
+      if (id === this.#id || this.#peers.has(id)) continue;
+      const hp = parseHostPort(addr);
+      if (!hp || hp.port === 0 || (this.#insecure && !isLoopbackHost(hp.host))) {
+        this.#refused.set(id, addr);
+        this.#log('error', 'raft transport will not send to peer', { peer: id, addr, reason: this.#refusedWhy(addr) });
+      } else {
+        this.#peers.set(id, this.#newPeer(id, addr, hp));
+      }
+    }
+  }
+
+  /**
+   * Queues `m` for `m.to`. Keeps a reference to `m` until it is encoded: the caller must not mutate
+   * it afterwards. Dropped silently before `start()` and after `close()`.
+   */
+  send(m: Message): void {
+    if (!this.#started || this.#closed) return;
+    const peer = this.#peers.get(m.to);
+    if (!peer) {
+      if (m.type === 'snap') this.#emit({ kind: 'snapshot', to: m.to, ok: false });
+      this.#unreachable(m.to);
+      return;
+    }
+    const lane = m.type === 'app' || m.type === 'snap' ? peer.bulk : peer.control;
+    if (lane.queue.length >= this.#maxQueued) {
+      const dropped = lane.queue.shift()!;
+      if (dropped.type === 'snap') this.#emit({ kind: 'snapshot', to: peer.id, ok: false });
+      if (!peer.failing) {
+        this.#log('warn', 'raft transport queue full, dropping oldest message', { peer: peer.id, lane: lane.kind });
+      }
+      this.#unreachable(peer.id);
+    }
+    lane.queue.push(m);
+    if (!lane.scheduled) {
+      lane.scheduled = true;
+      // Deferred so that every message the driver sends in one turn shares a request.
+      queueMicrotask(() => {
+        lane.scheduled = false;
+        this.#pump(peer, lane);
+      });
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    const pools = [...this.#retiring];
+    for (const peer of this.#peers.values()) {
+      peer.retired = true;
+      peer.control.queue.length = 0;
+      peer.bulk.queue.length = 0;
+      pools.push(peer.control.pool, peer.bulk.pool);
+    }
+    this.#peers.clear();
+    this.#retiring.clear();
+    const waits: Promise<unknown>[] = pools.map((p) => p.destroy().catch(() => {}));
+    const server = this.#server;
+    if (server?.listening) {
+      waits.push(new Promise<void>((resolve) => server.close(() => resolve())));
+      server.closeAllConnections();
+    }
+    await Promise.all(waits);
+  }
+
+  #formatListen(): string {
+    const { host, port } = this.#listen;
+    return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  }
+
+  #refusedWhy(addr: string): string {
+    const hp = parseHostPort(addr);
+    return hp && hp.port !== 0 ? 'it is not on loopback and no clusterKey is set' : "it is not 'host:port'";
+  }
+
+  #newPeer(id: NodeId, addr: string, hp: HostPort): Peer {
+    const origin = `http://${isIPv6(hp.host) ? `[${hp.host}]` : hp.host}:${hp.port}`;
+    const lane = (kind: LaneKind, connections: number, maxInFlight: number): Lane => ({
+      kind,
+      pool: new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 20_000 }),
+      queue: [],
+      inFlight: 0,
+      maxInFlight,
+      scheduled: false,
+    });
+    return {
+      id,
+      addr,
+      control: lane('control', 1, 1),
+      bulk: lane('bulk', this.#bulkConnections, 2),
+      retired: false,
+      failing: false,
+    };
+  }
+
+  #retire(peer: Peer): void {
+    peer.retired = true;
+    this.#peers.delete(peer.id);
+    for (const lane of [peer.control, peer.bulk]) {
+      // A snapshot that will never be sent must still be reported, or its sender would wait for it.
+      for (const m of lane.queue) if (m.type === 'snap') this.#emit({ kind: 'snapshot', to: peer.id, ok: false });
+      lane.queue.length = 0;
+      const pool = lane.pool;
+      this.#retiring.add(pool);
+      void pool
+        .close()
+        .catch(() => {})
+        .finally(() => this.#retiring.delete(pool));
+    }
+  }
+
+  #pump(peer: Peer, lane: Lane): void {
+    while (!peer.retired && lane.inFlight < lane.maxInFlight && lane.queue.length > 0) {
+      const batch = this.#takeBatch(lane.queue);
+      lane.inFlight++;
+      void this.#post(peer, lane, batch).finally(() => {
+        lane.inFlight--;
+        this.#pump(peer, lane);
+      });
+    }
+  }
+
+  #takeBatch(queue: Message[]): Message[] {
+    if (queue[0]!.type === 'snap') return queue.splice(0, 1);
+    let n = 0;
+    let bytes = 0;
+    while (n < queue.length && n < MAX_BATCH_MESSAGES) {
+      const m = queue[n]!;
+      if (m.type === 'snap') break;
+      const size = approxSize(m);
+      if (n > 0 && bytes + size > MAX_BATCH_BYTES) break;
+      bytes += size;
+      n++;
+    }
+    return queue.splice(0, n);
+  }
+
+  async #post(peer: Peer, lane: Lane, batch: Message[]): Promise<void> {
+    const isSnap = batch[0]!.type === 'snap';
+    let ok = false;
+    let failure = '';
+    try {
+      const body = encodeMessages(batch);
+      const timestamp = String(Date.now());
+      const headers: Record<string, string> = {
+        'content-type': 'application/octet-stream',
+        'x-sider-cluster': this.#clusterId,
+        'x-sider-from': this.#id,
+      };
+      if (this.#key !== undefined) {
+        headers['x-sider-timestamp'] = timestamp;
+        headers['x-sider-auth'] = signature(this.#key, this.#clusterId, this.#id, timestamp)
+          .update(body)
+          .digest('hex');
+      }
+      const timeout = isSnap ? this.#timeouts.snapshot : this.#timeouts[lane.kind];
+      const signal = AbortSignal.timeout(timeout);
+      const res = await lane.pool.request({ method: 'POST', path: RAFT_MESSAGES_PATH, headers, body, signal });
+      await res.body.dump({ limit: 64 * 1024, signal });
+      ok = res.statusCode >= 200 && res.statusCode < 300;
+      if (!ok) failure = `HTTP ${res.statusCode}`;
+      if (res.statusCode === 413) failure += ` (request of ${body.length} bytes exceeds the peer's maxBodyBytes)`;
+    } catch (err) {
+      failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    }
+    if (this.#closed) return;
+    if (peer.retired) {
+      if (isSnap) this.#emit({ kind: 'snapshot', to: peer.id, ok });
+      return;
+    }
+    if (ok) {
+      if (peer.failing) this.#log('info', 'raft peer reachable again', { peer: peer.id });
+      peer.failing = false;
+    } else {
+      // Logged once per outage: heartbeats to a dead peer fail ten times a second.
+      if (!peer.failing || isSnap) {
+        this.#log('warn', 'raft transport send failed', {
+          peer: peer.id,
+          lane: lane.kind,
+          messages: batch.length,
+          error: failure,
+        });
+      }
+      peer.failing = true;
+      this.#unreachable(peer.id);
+    }
+    if (isSnap) this.#emit({ kind: 'snapshot', to: peer.id, ok });
+  }
+
+  #unreachable(to: NodeId): void {
+    if (this.#pendingUnreachable.size === 0) {
+      queueMicrotask(() => {
+        const ids = [...this.#pendingUnreachable];
+        this.#pendingUnreachable.clear();
+        for (const id of ids) this.#emit({ kind: 'unreachable', to: id });
+      });
+    }
+    this.#pendingUnreachable.add(to);
+  }
+
+  #emit(r: TransportReport): void {
+    queueMicrotask(() => {
+      if (!this.#closed) this.#report?.(r);
+    });
+  }
+
+  #handle(req: IncomingMessage, res: ServerResponse): void {
+    req.on('error', () => {});
+    res.on('error', () => {});
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== RAFT_MESSAGES_PATH) return this.#reject(req, res, 404, 'not found');
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST');
+      return this.#reject(req, res, 405, 'method not allowed');
+    }
+    if (this.#closed) return this.#reject(req, res, 503, 'transport closed');
+    const cluster = header(req, 'x-sider-cluster');
+    if (cluster !== this.#clusterId) {
+      return this.#reject(req, res, 403, 'foreign or missing cluster id', { cluster: cluster?.slice(0, 128) });
+    }
+    const from = header(req, 'x-sider-from') ?? '';
+    if (!ID_PATTERN.test(from)) return this.#reject(req, res, 400, 'missing or malformed x-sider-from');
+    const declared = header(req, 'content-length');
+    if (declared !== undefined && Number(declared) > this.#maxBody) {
+      return this.#reject(req, res, 413, 'body too large', { from, bytes: Number(declared), max: this.#maxBody });
+    }
+    let mac: Hmac | null = null;
+    let auth = '';
+    if (this.#key !== undefined) {
+      const timestamp = header(req, 'x-sider-timestamp') ?? '';
+      auth = header(req, 'x-sider-auth') ?? '';
+      if (!/^\d{1,16}$/.test(timestamp) || !/^[0-9a-fA-F]{64}$/.test(auth)) {
+        return this.#reject(req, res, 401, 'missing or malformed authentication headers', { from });
+      }
+      const skew = Date.now() - Number(timestamp);
+      if (Math.abs(skew) > MAX_CLOCK_SKEW_MS) {
+        return this.#reject(req, res, 401, 'timestamp outside the accepted window', { from, skewMs: skew });
+      }
+      mac = signature(this.#key, this.#clusterId, from, timestamp);
+    }
+
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let done = false;
+    const onData = (chunk: Buffer): void => {
+      if (done) return;
+      received += chunk.length;
+      if (received > this.#maxBody) {
+        done = true;
+        req.off('data', onData);
+        req.pause();
+        this.#reject(req, res, 413, 'body too large', { from, max: this.#maxBody });
+        return;
+      }
+      mac?.update(chunk);
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      if (mac) {
+        const expected = mac.digest();
+        const given = Buffer.from(auth, 'hex');
+        if (!timingSafeEqual(expected, given)) return this.#reject(req, res, 401, 'bad signature', { from });
+      }
+      let messages: Message[];
+      try {
+        messages = decodeMessages(Buffer.concat(chunks, received));
+      } catch (err) {
+        return this.#reject(req, res, 400, 'undecodable body', { from, error: (err as Error).message });
+      }
+      if (this.#closed) return this.#reject(req, res, 503, 'transport closed');
+      try {
+        for (const m of messages) {
+          if (m.to !== this.#id || m.from !== from) {
+            this.#log('warn', 'raft transport dropped misaddressed message', {
+              from,
+              msgFrom: m.from,
+              to: m.to,
+              type: m.type,
+            });
+            continue;
+          }
+          this.#deliver!(m);
+        }
+      } catch (err) {
+        this.#log('error', 'raft transport deliver failed', { from, error: (err as Error).message });
+        res.writeHead(500).end();
+        return;
+      }
+      res.writeHead(204).end();
+    });
+  }
+
+  /** Answers an error and closes the connection, so an unread body is not read any further. */
+  #reject(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    reason: string,
+    fields: Record<string, unknown> = {},
+  ): void {
+    this.#log('warn', 'raft transport rejected request', {
+      status,
+      reason,
+      remote: req.socket.remoteAddress,
+      method: req.method,
+      path: (req.url ?? '').slice(0, 128),
+      ...fields,
+    });
+    if (res.headersSent) return;
+    res.shouldKeepAlive = false;
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });
+    res.end(`${reason}\n`);
+  }
+}

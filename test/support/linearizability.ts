@@ -1,0 +1,431 @@
+// Porcupine-style linearizability checker for client histories recorded by the simulation and
+// fault-injection tests: Wing & Gong's search with Lowe's memo, run per partition of the history.
+
+/**
+ * One client operation as observed from outside the system.
+ *
+ * `call` and `ret` are logical times on one clock shared by every client (ticks, or better a
+ * counter bumped at every recorded event). `ret = Infinity` means the outcome is unknown (the
+ * request timed out or the client crashed): the operation may have taken effect at any instant
+ * after `call`, or never, and its `output` is ignored.
+ */
+export interface Operation<I, O> {
+  client: number;
+  input: I;
+  call: number;
+  ret: number;
+  output: O;
+}
+
+/**
+ * A sequential specification of the object under test.
+ *
+ * - `step` applies `input` to `state` and says whether `output` is what the sequential object
+ *   would have answered. It must not mutate `state` (the search backtracks to old states).
+ * - `stepUnknown` applies an operation whose outcome is unknown (`ret = Infinity`): its effect
+ *   on the state, whatever it answered. If absent, the checker calls `step` with the recorded
+ *   (meaningless) output and keeps the returned state, ignoring `ok`; a model that relies on this
+ *   must therefore return the effect of `input` from `step` even when it returns `ok: false`.
+ * - `partition` splits a history into independent sub-histories (P-compositionality: for objects
+ *   such as a key-value map, the history is linearizable iff each key's sub-history is). It may
+ *   also drop operations that can never constrain the result.
+ * - `hash` must be equal for states that behave the same; it keys the memo.
+ * - `describe` formats one operation for a failure witness.
+ */
+export interface Model<S, I, O> {
+  init(): S;
+  step(state: S, input: I, output: O): { ok: boolean; state: S };
+  stepUnknown?(state: S, input: I): S;
+  partition?(history: Operation<I, O>[]): Operation<I, O>[][];
+  hash(state: S): string;
+  describe?(input: I, output: O): string;
+}
+
+export interface CheckOptions {
+  /** Budget for the whole check; when it runs out the verdict is `{ ok: 'unknown' }`. */
+  timeoutMs?: number;
+}
+
+/**
+ * `partition` is the index, in the array `model.partition` returned (0 without one), of the first
+ * sub-history found not to be linearizable; `witness` explains it for a person.
+ */
+export type CheckResult =
+  | { ok: true }
+  | { ok: false; partition: number; witness: string }
+  | { ok: 'unknown' };
+
+/**
+ * Decides whether `history` is linearizable with respect to `model`.
+ *
+ * Tie rule: at equal times, calls are ordered before returns, so an operation that starts at the
+ * very instant another one returns counts as concurrent with it. Equal logical times mean the
+ * recorder could not tell the order, and treating such operations as overlapping only ever admits
+ * more linearizations: every `ok: false` verdict is a real violation however the instant is
+ * resolved. The price is that a violation hidden inside one instant is missed, so recorders that
+ * want full precision should stamp events with a strictly increasing counter rather than ticks.
+ *
+ * Unknown outcomes (`ret = Infinity`) have a call event and no return event: at any point after
+ * their call the search may apply them (via `stepUnknown`) or leave them out, and any left
+ * unapplied when every completed operation is linearized are taken never to have happened. The
+ * search tries completed operations before unknown ones, which keeps histories full of timeouts
+ * from thrashing on effects nobody observed.
+ */
+export function checkLinearizable<S, I, O>(
+  model: Model<S, I, O>,
+  history: Operation<I, O>[],
+  opts: CheckOptions = {},
+): CheckResult {
+  const { timeoutMs } = opts;
+  if (timeoutMs !== undefined && !(timeoutMs >= 0)) {
+    throw new RangeError(`timeoutMs must be a non-negative number, got ${timeoutMs}`);
+  }
+  history.forEach(validateOperation);
+  const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+  const partitions = model.partition ? model.partition(history) : [history];
+  for (const [index, ops] of partitions.entries()) {
+    const verdict = checkPartition(model, ops, deadline);
+    if (verdict === 'unknown') return { ok: 'unknown' };
+    if (verdict !== true) {
+      return { ok: false, partition: index, witness: `partition ${index}: ${verdict}` };
+    }
+  }
+  return { ok: true };
+}
+
+function validateOperation(op: Operation<unknown, unknown>, index: number): void {
+  if (!Number.isFinite(op.call)) {
+    throw new RangeError(`history[${index}].call must be a finite number, got ${op.call}`);
+  }
+  if (!(op.ret >= op.call)) {
+    throw new RangeError(`history[${index}].ret (${op.ret}) must be >= call (${op.call})`);
+  }
+}
+
+// Node 0 and node 1 are the sentinels of two circular doubly linked lists: the call and return
+// events of completed operations, and the call events of unknown-outcome operations. Lifting an
+// operation unlinks its events; backtracking relinks them in reverse order (dancing links).
+const HEAD_KNOWN = 0;
+const HEAD_UNKNOWN = 1;
+// How many search steps run between two looks at the clock.
+const CLOCK_EVERY = 1024;
+
+interface Event {
+  time: number;
+  isCall: boolean;
+  op: number;
+}
+
+/** Returns true, 'unknown' on timeout, or the witness text of a violation. */
+function checkPartition<S, I, O>(
+  model: Model<S, I, O>,
+  ops: Operation<I, O>[],
+  deadline: number,
+): true | 'unknown' | string {
+  const n = ops.length;
+  const unknown = ops.map((op) => op.ret === Infinity);
+  let remainingKnown = unknown.filter((u) => !u).length;
+  if (remainingKnown === 0) return true;
+
+  const events: Event[] = [];
+  ops.forEach((op, i) => {
+    events.push({ time: op.call, isCall: true, op: i });
+    if (!unknown[i]) events.push({ time: op.ret, isCall: false, op: i });
+  });
+  events.sort(
+    (a, b) => a.time - b.time || (a.isCall === b.isCall ? a.op - b.op : a.isCall ? -1 : 1),
+  );
+
+  // Per node (2 + index in `events`): links, operation, position in time order, and for the
+  // call of a completed operation the node of its return.
+  const size = events.length + 2;
+  const next = new Int32Array(size);
+  const prev = new Int32Array(size);
+  const opOf = new Int32Array(size);
+  const pos = new Int32Array(size);
+  const isCall = new Uint8Array(size);
+  const partner = new Int32Array(size);
+  const callNode = new Int32Array(n);
+  const tail = [HEAD_KNOWN, HEAD_UNKNOWN];
+  events.forEach((e, index) => {
+    const node = index + 2;
+    const list = unknown[e.op] ? HEAD_UNKNOWN : HEAD_KNOWN;
+    const last = tail[list]!;
+    next[last] = node;
+    prev[node] = last;
+    tail[list] = node;
+    opOf[node] = e.op;
+    pos[node] = index;
+    isCall[node] = e.isCall ? 1 : 0;
+    if (e.isCall) callNode[e.op] = node;
+    else partner[callNode[e.op]!] = node;
+  });
+  for (const head of [HEAD_KNOWN, HEAD_UNKNOWN]) {
+    next[tail[head]!] = head;
+    prev[head] = tail[head]!;
+  }
+  const unlink = (node: number): void => {
+    next[prev[node]!] = next[node]!;
+    prev[next[node]!] = prev[node]!;
+  };
+  const relink = (node: number): void => {
+    next[prev[node]!] = node;
+    prev[next[node]!] = node;
+  };
+
+  // The memo: (set of linearized operations, state) pairs already explored without success.
+  // The set is a bitset, fingerprinted by XOR-ing two fixed 32-bit values per member (Zobrist
+  // hashing, so adding or removing an operation costs O(1)); entries keep the full bitset to rule
+  // out fingerprint collisions, which would otherwise prune a branch that was never explored.
+  const bits = new Uint32Array(Math.ceil(n / 32));
+  const zobristA = new Uint32Array(n);
+  const zobristB = new Uint32Array(n);
+  for (let i = 0; i < n; i++) {
+    zobristA[i] = fmix32(2 * i + 1);
+    zobristB[i] = fmix32((2 * i + 2) ^ 0x5bd1e995);
+  }
+  let fingerA = 0;
+  let fingerB = 0;
+  const toggle = (op: number): void => {
+    bits[op >>> 5]! ^= 1 << (op & 31);
+    fingerA ^= zobristA[op]!;
+    fingerB ^= zobristB[op]!;
+  };
+  const memo = new Map<string, Uint32Array[]>();
+  const remember = (state: S): boolean => {
+    const key = `${fingerA}:${fingerB}:${model.hash(state)}`;
+    const seen = memo.get(key);
+    if (seen === undefined) {
+      memo.set(key, [bits.slice()]);
+      return true;
+    }
+    if (seen.some((b) => sameBits(b, bits))) return false;
+    seen.push(bits.slice());
+    return true;
+  };
+
+  const applyUnknown = (state: S, op: Operation<I, O>): S =>
+    model.stepUnknown
+      ? model.stepUnknown(state, op.input)
+      : model.step(state, op.input, op.output).state;
+
+  // Search stack: the call node linearized at each level, the state before it, and where the
+  // scan of candidates stood (phase and, in the unknown phase, the position of the first pending
+  // return, before which an unknown operation's call must lie to be a candidate).
+  const stackNode: number[] = [];
+  const stackState: S[] = [];
+  const stackInUnknown: boolean[] = [];
+  const stackLimit: number[] = [];
+  const knownTotal = remainingKnown;
+  let best: number[] = [];
+  let bestKnown = -1;
+
+  let state = model.init();
+  let node = next[HEAD_KNOWN]!;
+  let inUnknown = false;
+  let limit = 0;
+  let steps = 0;
+  while (remainingKnown > 0) {
+    if (steps++ % CLOCK_EVERY === 0 && performance.now() >= deadline) return 'unknown';
+
+    // Candidates are the pending calls that precede the first pending return: first those of
+    // completed operations in the known list, then those of unknown-outcome operations.
+    let candidate = -1;
+    if (!inUnknown) {
+      if (node !== HEAD_KNOWN && isCall[node] === 1) {
+        candidate = node;
+      } else {
+        inUnknown = true;
+        limit = node === HEAD_KNOWN ? Number.MAX_SAFE_INTEGER : pos[node]!;
+        node = next[HEAD_UNKNOWN]!;
+      }
+    }
+    if (inUnknown && node !== HEAD_UNKNOWN && pos[node]! < limit) candidate = node;
+
+    if (candidate !== -1) {
+      const i = opOf[candidate]!;
+      const op = ops[i]!;
+      let accepted = true;
+      let after: S;
+      if (unknown[i]) {
+        after = applyUnknown(state, op);
+      } else {
+        const r = model.step(state, op.input, op.output);
+        accepted = r.ok;
+        after = r.state;
+      }
+      if (accepted) {
+        toggle(i);
+        if (remember(after)) {
+          stackNode.push(candidate);
+          stackState.push(state);
+          stackInUnknown.push(inUnknown);
+          stackLimit.push(limit);
+          state = after;
+          unlink(candidate);
+          if (!unknown[i]) {
+            unlink(partner[candidate]!);
+            remainingKnown--;
+            if (knownTotal - remainingKnown > bestKnown) {
+              bestKnown = knownTotal - remainingKnown;
+              best = stackNode.map((c) => opOf[c]!);
+            }
+          }
+          node = next[HEAD_KNOWN]!;
+          inUnknown = false;
+          continue;
+        }
+        toggle(i);
+      }
+      node = next[candidate]!;
+      continue;
+    }
+
+    // Every candidate at this level failed: undo the last linearization and try its successor.
+    const undone = stackNode.pop();
+    if (undone === undefined) return witness(model, ops, events, best);
+    state = stackState.pop()!;
+    inUnknown = stackInUnknown.pop()!;
+    limit = stackLimit.pop()!;
+    const i = opOf[undone]!;
+    if (!unknown[i]) {
+      relink(partner[undone]!);
+      remainingKnown++;
+    }
+    relink(undone);
+    toggle(i);
+    node = next[undone]!;
+  }
+  return true;
+}
+
+function sameBits(a: Uint32Array, b: Uint32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// MurmurHash3's finalizer: spreads consecutive integers into unrelated 32-bit values, so the
+// fingerprints are deterministic without a random generator.
+function fmix32(x: number): number {
+  let h = x >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * Explains a failed partition: the longest prefix of completed operations the search managed to
+ * linearize, the state it leads to, and why none of the operations that could come next fits.
+ */
+function witness<S, I, O>(
+  model: Model<S, I, O>,
+  ops: Operation<I, O>[],
+  events: Event[],
+  prefix: number[],
+): string {
+  const show = (i: number): string => {
+    const op = ops[i]!;
+    const what = model.describe
+      ? model.describe(op.input, op.output)
+      : `${JSON.stringify(op.input)} -> ${JSON.stringify(op.output)}`;
+    const ret = op.ret === Infinity ? 'unknown outcome' : `ret ${op.ret}`;
+    return `client ${op.client}: ${what} [call ${op.call}, ${ret}]`;
+  };
+  let state = model.init();
+  for (const i of prefix) {
+    const op = ops[i]!;
+    state =
+      op.ret === Infinity
+        ? model.stepUnknown
+          ? model.stepUnknown(state, op.input)
+          : model.step(state, op.input, op.output).state
+        : model.step(state, op.input, op.output).state;
+  }
+  const done = new Set(prefix);
+  const candidates: number[] = [];
+  let deadlineOp = -1;
+  for (const e of events) {
+    if (done.has(e.op)) continue;
+    if (!e.isCall) {
+      deadlineOp = e.op;
+      break;
+    }
+    candidates.push(e.op);
+  }
+  const lines = [`not linearizable (${ops.length} operations)`];
+  lines.push(`longest linearizable prefix (${prefix.length} operations):`);
+  for (const i of prefix) lines.push(`  ${show(i)}`);
+  lines.push(`state after the prefix: ${JSON.stringify(model.hash(state))}`);
+  if (deadlineOp !== -1) {
+    lines.push(`${show(deadlineOp)} must take effect before it returns, yet no next step fits:`);
+  }
+  for (const i of candidates) {
+    const op = ops[i]!;
+    const fits = op.ret === Infinity || model.step(state, op.input, op.output).ok;
+    const why = fits ? 'fits here, but every continuation fails' : 'rejected by the model here';
+    lines.push(`  ${show(i)}: ${why}`);
+  }
+  return lines.join('\n');
+}
+
+/** Input of the key-value model; `value` is ignored by `get`. */
+export interface KvInput {
+  op: 'get' | 'put' | 'append';
+  key: string;
+  value: string;
+}
+
+/** `{ value }` for `get` (empty string for a missing key), `{}` for `put` and `append`. */
+export interface KvOutput {
+  value?: string;
+}
+
+export type KvOperation = Operation<KvInput, KvOutput>;
+
+/**
+ * A map of string keys to string values. Partitioned by key, so the state is one key's value
+ * ('' when missing); `get`s with unknown outcome are dropped by `partition`, as they change
+ * nothing and observed nothing.
+ */
+export const kvModel: Model<string, KvInput, KvOutput> = {
+  init: () => '',
+  step(state, input, output) {
+    switch (input.op) {
+      case 'get':
+        return { ok: output.value === state, state };
+      case 'put':
+        return { ok: true, state: input.value };
+      case 'append':
+        return { ok: true, state: state + input.value };
+    }
+  },
+  stepUnknown(state, input) {
+    switch (input.op) {
+      case 'get':
+        return state;
+      case 'put':
+        return input.value;
+      case 'append':
+        return state + input.value;
+    }
+  },
+  partition(history) {
+    const byKey = new Map<string, KvOperation[]>();
+    for (const op of history) {
+      if (op.input.op === 'get' && op.ret === Infinity) continue;
+      const ops = byKey.get(op.input.key);
+      if (ops === undefined) byKey.set(op.input.key, [op]);
+      else ops.push(op);
+    }
+    return [...byKey.values()];
+  },
+  hash: (state) => state,
+  describe(input, output) {
+    const key = JSON.stringify(input.key);
+    if (input.op === 'get') return `get(${key}) -> ${JSON.stringify(output.value)}`;
+    return `${input.op}(${key}, ${JSON.stringify(input.value)})`;
+  },
+};
