@@ -26,6 +26,11 @@ export interface HttpTransportOptions {
   clusterId: string;
   /** 'host:port' to listen on (IPv6 as '[::1]:port'); port 0 picks a free port, see `address()`. */
   listen: string;
+  /**
+   * The address peers reach this node at, sent with every request (signed) so that a peer that
+   * does not know this node yet can answer. Default: the bound listen address.
+   */
+  advertise?: string;
   /** Shared secret (at least 16 bytes) that signs every request. */
   clusterKey?: string;
   /** Without `clusterKey`, allow plaintext, unauthenticated traffic when everything is on loopback. */
@@ -120,8 +125,8 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-function signature(key: string, clusterId: string, from: string, timestamp: string): Hmac {
-  return createHmac('sha256', key).update(`${clusterId}\n${from}\n${timestamp}\n`);
+function signature(key: string, clusterId: string, from: string, fromAddr: string, timestamp: string): Hmac {
+  return createHmac('sha256', key).update(`${clusterId}\n${from}\n${fromAddr}\n${timestamp}\n`);
 }
 
 function approxSize(m: Message): number {
@@ -151,6 +156,7 @@ export class HttpTransport implements Transport {
   readonly #id: NodeId;
   readonly #clusterId: string;
   readonly #listen: HostPort;
+  #advertise = '';
   readonly #key: string | undefined;
   readonly #insecure: boolean;
   readonly #log: TransportLog;
@@ -167,13 +173,24 @@ export class HttpTransport implements Transport {
   #closing: Promise<void> | null = null;
 
   #peers = new Map<NodeId, Peer>();
+  /** The addresses last given to setPeers (the configuration). */
+  #configured: Record<NodeId, string> = {};
+  /**
+   * Addresses learned from authenticated requests of peers the configuration does not (yet) name:
+   * a node that has just joined knows no configuration until the leader's log reaches it, and must
+   * still be able to answer the leader.
+   */
+  #learned = new Map<NodeId, string>();
   /** Peers whose address was refused (malformed, or non-loopback without a key): id → address. */
   #refused = new Map<NodeId, string>();
   /** Pools of removed peers still finishing their requests. */
   #retiring = new Set<Pool>();
   #pendingUnreachable = new Set<NodeId>();
 
+  readonly #advertiseOpt: string;
+
   constructor(opts: HttpTransportOptions) {
+    this.#advertiseOpt = opts.advertise ?? '';
     if (typeof opts.id !== 'string' || !ID_PATTERN.test(opts.id)) {
       throw configError('transport option id must be 1 to 128 printable ASCII characters without spaces');
     }
@@ -241,6 +258,7 @@ export class HttpTransport implements Transport {
         resolve();
       });
     });
+    this.#advertise = this.#advertiseOpt || this.address();
     this.#log('info', 'raft transport listening', { address: this.address(), authenticated: !this.#insecure });
   }
 
@@ -251,8 +269,12 @@ export class HttpTransport implements Transport {
     return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
   }
 
-  setPeers(addrs: Record<NodeId, string>): void {
+  setPeers(configured: Record<NodeId, string>): void {
     if (this.#closed) return;
+    this.#configured = { ...configured };
+    const addrs: Record<NodeId, string> = {};
+    for (const [id, addr] of this.#learned) if (!(id in configured)) addrs[id] = addr;
+    Object.assign(addrs, configured);
     for (const [id, peer] of this.#peers) {
       if (addrs[id] !== peer.addr || id === this.#id) this.#retire(peer);
     }
@@ -409,10 +431,11 @@ export class HttpTransport implements Transport {
         'content-type': 'application/octet-stream',
         'x-sider-cluster': this.#clusterId,
         'x-sider-from': this.#id,
+        'x-sider-from-addr': this.#advertise,
       };
       if (this.#key !== undefined) {
         headers['x-sider-timestamp'] = timestamp;
-        headers['x-sider-auth'] = signature(this.#key, this.#clusterId, this.#id, timestamp)
+        headers['x-sider-auth'] = signature(this.#key, this.#clusterId, this.#id, this.#advertise, timestamp)
           .update(body)
           .digest('hex');
       }
@@ -483,6 +506,8 @@ export class HttpTransport implements Transport {
     }
     const from = header(req, 'x-sider-from') ?? '';
     if (!ID_PATTERN.test(from)) return this.#reject(req, res, 400, 'missing or malformed x-sider-from');
+    const fromAddr = header(req, 'x-sider-from-addr') ?? '';
+    if (fromAddr.length > 300) return this.#reject(req, res, 400, 'malformed x-sider-from-addr');
     const declared = header(req, 'content-length');
     if (declared !== undefined && Number(declared) > this.#maxBody) {
       return this.#reject(req, res, 413, 'body too large', { from, bytes: Number(declared), max: this.#maxBody });
@@ -499,7 +524,7 @@ export class HttpTransport implements Transport {
       if (Math.abs(skew) > MAX_CLOCK_SKEW_MS) {
         return this.#reject(req, res, 401, 'timestamp outside the accepted window', { from, skewMs: skew });
       }
-      mac = signature(this.#key, this.#clusterId, from, timestamp);
+      mac = signature(this.#key, this.#clusterId, from, fromAddr, timestamp);
     }
 
     const chunks: Buffer[] = [];
@@ -534,6 +559,7 @@ export class HttpTransport implements Transport {
         return this.#reject(req, res, 400, 'undecodable body', { from, error: (err as Error).message });
       }
       if (this.#closed) return this.#reject(req, res, 503, 'transport closed');
+      this.#learn(from, fromAddr);
       try {
         for (const m of messages) {
           if (m.to !== this.#id || m.from !== from) {
@@ -554,6 +580,14 @@ export class HttpTransport implements Transport {
       }
       res.writeHead(204).end();
     });
+  }
+
+  /** Remembers where an authenticated sender the configuration does not name can be reached. */
+  #learn(from: NodeId, addr: string): void {
+    if (!addr || from === this.#id || from in this.#configured || this.#learned.get(from) === addr) return;
+    if (this.#learned.size >= 64 && !this.#learned.has(from)) return;
+    this.#learned.set(from, addr);
+    this.setPeers(this.#configured);
   }
 
   /** Answers an error and closes the connection, so an unread body is not read any further. */

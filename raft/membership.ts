@@ -34,6 +34,7 @@ export function validateConfChange(m: Membership, cc: ConfChange): void {
       return;
     case 'bootstrap':
       if (m.voters.length + m.learners.length > 0) fail('configuration is not empty');
+      if (m.removed.includes(cc.id)) fail('ID was used by a removed node; node IDs are never reused');
       if (!cc.addr) fail('address required');
       return;
   }

@@ -74,8 +74,9 @@ function heartbeat(from: NodeId, to: NodeId, ctx = 1): Message {
   return m;
 }
 
+/** Hand-made requests send no x-sider-from-addr, which the signature then covers as ''. */
 function sign(key: string, cluster: string, from: string, timestamp: string, body: Uint8Array): string {
-  const sig = createHmac('sha256', key).update(`${cluster}\n${from}\n${timestamp}\n`).update(body).digest('hex');
+  const sig = createHmac('sha256', key).update(`${cluster}\n${from}\n\n${timestamp}\n`).update(body).digest('hex');
   sentSignatures.push(sig);
   return sig;
 }
