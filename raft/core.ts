@@ -95,6 +95,8 @@ interface Progress {
   recentActive: boolean;
   /** Highest read-round sequence this peer acknowledged. */
   readAck: number;
+  /** Highest commit index this peer was told (capped at the entries the message let it match). */
+  commitSent: number;
 }
 
 interface PendingRead {
@@ -235,17 +237,37 @@ export class RaftCore {
     for (const id of [...m.voters, ...m.learners]) {
       if (!this.#progress.has(id)) this.#progress.set(id, this.#newProgress(0));
     }
-    // Deleting the current key while iterating a Map is safe.
-    for (const id of this.#progress.keys()) {
-      if (!isMember(m, id) && id !== this.id) this.#progress.delete(id);
-    }
+    this.#pruneProgress();
     if (this.#leadTransferee && !isVoter(m, this.#leadTransferee)) this.#leadTransferee = '';
     // A smaller quorum may now be satisfied.
     this.#maybeCommit();
   }
 
+  /**
+   * Forgets peers that are no longer members. A removed node keeps getting appends and heartbeats
+   * until its removal commits and it has been told so (or it stops answering), so that it learns it
+   * was removed and stops campaigning; it never counts in a quorum meanwhile.
+   */
+  #pruneProgress(): void {
+    const m = this.membership();
+    const committed = this.membershipAt(this.#log.committed);
+    // Deleting the current key while iterating a Map is safe.
+    for (const [id, pr] of this.#progress) {
+      if (id === this.id || isMember(m, id) || isMember(committed, id)) continue;
+      const told = Math.min(pr.match, pr.commitSent);
+      const knows = told >= this.#log.offset && !isMember(this.membershipAt(told), id);
+      if (knows || !pr.recentActive) this.#progress.delete(id);
+    }
+  }
+
+  /**
+   * May campaign: a voter of the latest configuration, or a voter whose own removal is not yet
+   * committed (votes are still counted among the latest configuration's voters only). Such a node
+   * may hold the only copy of its removal, and the remaining voters, not having it, may need its
+   * vote, which it refuses them for their shorter logs: without this no leader could be elected.
+   */
   #promotable(): boolean {
-    return isVoter(this.membership(), this.id);
+    return isVoter(this.membership(), this.id) || isVoter(this.membershipAt(this.#log.committed), this.id);
   }
 
   // ---- public inputs --------------------------------------------------------------------------
@@ -277,6 +299,7 @@ export class RaftCore {
     if (this.#heartbeatElapsed >= this.#heartbeatTicks) {
       this.#heartbeatElapsed = 0;
       this.#bcastHeartbeat(this.#readRoundInFlight || this.#readSeq);
+      this.#pruneProgress();
       this.#maybePromoteLearner();
     }
   }
@@ -763,6 +786,7 @@ export class RaftCore {
       pendingSnapshot: 0,
       recentActive: true,
       readAck: 0,
+      commitSent: 0,
     };
   }
 
@@ -832,6 +856,7 @@ export class RaftCore {
     m.logTerm = prevTerm;
     m.entries = entries;
     m.commit = this.#log.committed;
+    pr.commitSent = Math.max(pr.commitSent, Math.min(m.commit, prevIndex + entries.length));
     if (pr.state === 'replicate' && entries.length > 0) {
       const last = entries[entries.length - 1]!.index;
       pr.next = last + 1;
@@ -863,6 +888,7 @@ export class RaftCore {
       if (id === this.id) continue;
       const m = this.#msg('heartbeat', id);
       m.commit = Math.min(pr.match, this.#log.committed);
+      pr.commitSent = Math.max(pr.commitSent, m.commit);
       m.ctx = ctx;
       this.#send(m);
     }
@@ -885,6 +911,7 @@ export class RaftCore {
     }
     if (this.#uncommittedBytes < 0) this.#uncommittedBytes = 0;
     if (!wasOwn && this.#committedOwnTerm()) this.#startReadRound();
+    this.#pruneProgress();
     // A leader that removed itself steps down once the change commits.
     if (!isMember(this.membership(), this.id) && this.#lastConfIndex <= this.#log.committed) {
       this.#becomeFollower(this.#term, '');
@@ -911,9 +938,15 @@ export class RaftCore {
     return this.#queuedReads.length + this.#pendingReads.length + this.#forwardedReads.size;
   }
 
+  /** Queues a read; the round starts in ready(), so every read asked before it shares one round. */
   #leaderRead(r: PendingRead): void {
     this.#queuedReads.push(r);
-    if (this.#committedOwnTerm() && this.#readRoundInFlight === 0) this.#startReadRound();
+  }
+
+  #readRoundDue(): boolean {
+    return (
+      this.#role === 'leader' && this.#readRoundInFlight === 0 && this.#queuedReads.length > 0 && this.#committedOwnTerm()
+    );
   }
 
   /** One quorum round confirms leadership for every read queued before it started. */
@@ -989,6 +1022,7 @@ export class RaftCore {
       this.#readStates.length > 0 ||
       this.#droppedReads.length > 0 ||
       this.#membershipChanged ||
+      this.#readRoundDue() ||
       this.#hardStateChanged() ||
       this.#softStateChanged()
     );
@@ -1006,6 +1040,7 @@ export class RaftCore {
   /** See `Ready` for the driver's obligations. Call `advance(ready)` before the next `ready()`. */
   ready(): Ready {
     const l = this.#log;
+    if (this.#readRoundDue()) this.#startReadRound();
     if (this.#role === 'leader') for (const id of this.#progress.keys()) this.#sendAppend(id, false);
     const entries = l.unstableFrom <= l.lastIndex() ? l.entries.slice(l.unstableFrom - l.offset - 1) : [];
     const committed = l.committed > l.applied ? l.slice(l.applied + 1, l.committed) : [];

@@ -87,6 +87,11 @@ export type Rule = (m: Message) => Verdict | undefined;
 export interface HarnessOptions {
   seed?: number;
   cfg?: Partial<Omit<CoreConfig, 'id' | 'random'>>;
+  /**
+   * Like the real driver, which receives messages while a Ready is being persisted: a message for
+   * a node that has a Ready pending is stepped between that `ready()` and its `advance()`.
+   */
+  interleave?: boolean;
 }
 
 function encodeState(applied: Applied[]): Uint8Array {
@@ -139,6 +144,7 @@ export class CoreHarness {
   #rules: Rule[] = [];
   #cfg: Partial<Omit<CoreConfig, 'id' | 'random'>>;
   #seed: number;
+  #interleave: boolean;
   #nodeSeq = 0;
   #leaderOfTerm = new Map<number, NodeId>();
   /** Index → "term/type/data" of every entry any node applied: state machine safety. */
@@ -146,6 +152,7 @@ export class CoreHarness {
 
   constructor(opts: HarnessOptions = {}) {
     this.#seed = opts.seed ?? 1;
+    this.#interleave = opts.interleave ?? false;
     this.#cfg = { electionTicks: 10, heartbeatTicks: 1, ...opts.cfg };
   }
 
@@ -240,8 +247,10 @@ export class CoreHarness {
 
   /** Queues held messages (those matching `pred`, all by default) for delivery, optionally reversed. */
   release(pred: (m: Message) => boolean = () => true, opts: { reverse?: boolean } = {}): Message[] {
-    const out = this.held.filter(pred);
-    this.held = this.held.filter((m) => !pred(m));
+    const out: Message[] = [];
+    const keep: Message[] = [];
+    for (const m of this.held) (pred(m) ? out : keep).push(m);
+    this.held = keep;
     if (opts.reverse) out.reverse();
     for (const m of out) {
       this.trace.push(`${formatMessage(m)} (late)`);
@@ -256,7 +265,14 @@ export class CoreHarness {
     this.#queue.push(m);
   }
 
-  #route(m: Message): void {
+  #route(msg: Message): void {
+    let m = msg;
+    if (m.type === 'snap' && m.snapshot) {
+      // The sender's driver fills the data from its snapshot store when it sends.
+      const src = this.store(m.from).snapshot;
+      if (!src || src.meta.index !== m.snapshot.meta.index) throw new Error(`${m.from} has no snapshot ${m.snapshot.meta.index}`);
+      m = { ...m, snapshot: { meta: m.snapshot.meta, data: src.data } };
+    }
     this.sent.push(m);
     let verdict: Verdict = 'deliver';
     for (const r of this.#rules) {
@@ -284,7 +300,7 @@ export class CoreHarness {
     for (let round = 0; ; round++) {
       if (round > maxRounds) throw new Error(`cluster not quiescent after ${maxRounds} rounds`);
       let busy = false;
-      for (const id of [...this.nodes.keys()]) while (this.#process(id)) busy = true;
+      for (const id of this.nodes.keys()) while (this.#process(id)) busy = true;
       if (this.#queue.length === 0) {
         if (!busy) return;
         continue;
@@ -390,7 +406,12 @@ export class CoreHarness {
   #process(id: NodeId): boolean {
     const core = this.nodes.get(id);
     if (!core || !core.hasReady()) return false;
-    const rd: Ready = core.ready();
+    this.#persist(id, core, core.ready());
+    return true;
+  }
+
+  /** Steps 1–5 of the driver contract for one Ready. */
+  #persist(id: NodeId, core: RaftCore, rd: Ready): void {
     const st = this.store(id);
     if (rd.snapshot) {
       const meta = rd.snapshot.meta;
@@ -408,7 +429,7 @@ export class CoreHarness {
     }
     if (rd.hardState) st.hardState = { ...rd.hardState };
     if (rd.softState) {
-      const term = rd.hardState?.term ?? core.status().term;
+      const term = st.hardState?.term ?? 0;
       this.trace.push(`${id} is ${rd.softState.role} term=${term}${rd.softState.leader ? ` leader=${rd.softState.leader}` : ''}`);
       if (rd.softState.role === 'leader') {
         const other = this.#leaderOfTerm.get(term);
@@ -419,7 +440,7 @@ export class CoreHarness {
     const snaps: Message[] = [];
     for (const m of rd.messages) {
       this.#route(m);
-      if (m.type === 'snap') snaps.push(m);
+      if (m.type === 'snap') snaps.push(this.sent.at(-1)!);
     }
     for (const e of rd.committed) {
       if (e.index !== st.appliedIndex + 1) throw new Error(`${id} applies ${e.index} after ${st.appliedIndex}`);
@@ -435,7 +456,6 @@ export class CoreHarness {
     for (const m of snaps) {
       if (!this.#queue.includes(m) && !this.held.includes(m)) core.reportSnapshot(m.to, false);
     }
-    return true;
   }
 
   #checkApplied(id: NodeId, a: Applied): void {
@@ -451,14 +471,14 @@ export class CoreHarness {
       if (m.type === 'snap') this.nodes.get(m.from)?.reportSnapshot(m.to, false);
       return;
     }
-    let msg = m;
-    if (m.type === 'snap' && m.snapshot) {
-      // The sender's driver fills the data from its snapshot store.
-      const src = this.store(m.from).snapshot;
-      if (!src || src.meta.index !== m.snapshot.meta.index) throw new Error(`${m.from} has no snapshot ${m.snapshot.meta.index}`);
-      msg = { ...m, snapshot: { meta: m.snapshot.meta, data: src.data } };
+    if (this.#interleave && core.hasReady()) {
+      // The message arrives while the node's previous Ready is being written.
+      const rd = core.ready();
+      core.step(m);
+      this.#persist(m.to, core, rd);
+    } else {
+      core.step(m);
     }
-    core.step(msg);
     if (m.type === 'snap') this.nodes.get(m.from)?.reportSnapshot(m.to, true);
   }
 }

@@ -173,34 +173,58 @@ function checkPartition<S, I, O>(
     prev[next[node]!] = node;
   };
 
-  // The memo: (set of linearized operations, state) pairs already explored without success.
-  // The set is a bitset, fingerprinted by XOR-ing two fixed 32-bit values per member (Zobrist
-  // hashing, so adding or removing an operation costs O(1)); entries keep the full bitset to rule
-  // out fingerprint collisions, which would otherwise prune a branch that was never explored.
-  const bits = new Uint32Array(Math.ceil(n / 32));
-  const zobristA = new Uint32Array(n);
-  const zobristB = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    zobristA[i] = fmix32(2 * i + 1);
-    zobristB[i] = fmix32((2 * i + 2) ^ 0x5bd1e995);
+  // The memo: nodes of the search already entered, as (linearized completed operations, state)
+  // plus the sets of unknown-outcome operations applied on the way there. A node is pruned if
+  // an entered node had the same completed set and state and applied a subset of its unknown
+  // operations: those are optional, so every way forward from the pruned node is open to the
+  // entered one too (this also holds when the entered node is still on the stack, by induction
+  // on how many unknown operations precede the next completed one on a way forward). Comparing
+  // subsets rather than equal sets is what keeps timed-out writes, which may be applied anywhere
+  // or nowhere, from multiplying the search.
+  // The completed set is fingerprinted by XOR-ing two fixed 32-bit values per member (Zobrist
+  // hashing, so adding or removing one costs O(1)); entries keep the full bitset to rule out
+  // fingerprint collisions, which would otherwise prune a branch that was never explored.
+  const slot = new Int32Array(n);
+  let knownSlots = 0;
+  let unknownSlots = 0;
+  for (let i = 0; i < n; i++) slot[i] = unknown[i] ? unknownSlots++ : knownSlots++;
+  const knownBits = new Uint32Array(Math.ceil(knownSlots / 32));
+  const unknownBits = new Uint32Array(Math.ceil(unknownSlots / 32));
+  const zobristA = new Uint32Array(knownSlots);
+  const zobristB = new Uint32Array(knownSlots);
+  for (let k = 0; k < knownSlots; k++) {
+    zobristA[k] = fmix32(2 * k + 1);
+    zobristB[k] = fmix32((2 * k + 2) ^ 0x5bd1e995);
   }
   let fingerA = 0;
   let fingerB = 0;
   const toggle = (op: number): void => {
-    bits[op >>> 5]! ^= 1 << (op & 31);
-    fingerA ^= zobristA[op]!;
-    fingerB ^= zobristB[op]!;
+    const k = slot[op]!;
+    if (unknown[op]) {
+      unknownBits[k >>> 5]! ^= 1 << (k & 31);
+    } else {
+      knownBits[k >>> 5]! ^= 1 << (k & 31);
+      fingerA ^= zobristA[k]!;
+      fingerB ^= zobristB[k]!;
+    }
   };
-  const memo = new Map<string, Uint32Array[]>();
-  const remember = (state: S): boolean => {
+  const memo = new Map<string, MemoEntry[]>();
+  const enter = (state: S): boolean => {
     const key = `${fingerA}:${fingerB}:${model.hash(state)}`;
-    const seen = memo.get(key);
-    if (seen === undefined) {
-      memo.set(key, [bits.slice()]);
+    let entries = memo.get(key);
+    if (entries === undefined) {
+      entries = [];
+      memo.set(key, entries);
+    }
+    const entry = entries.find((e) => sameBits(e.known, knownBits));
+    if (entry === undefined) {
+      entries.push({ known: knownBits.slice(), unknownSets: [unknownBits.slice()] });
       return true;
     }
-    if (seen.some((b) => sameBits(b, bits))) return false;
-    seen.push(bits.slice());
+    if (entry.unknownSets.some((u) => isSubset(u, unknownBits))) return false;
+    // Sets that include this one are now redundant: this one prunes everything they would.
+    entry.unknownSets = entry.unknownSets.filter((u) => !isSubset(unknownBits, u));
+    entry.unknownSets.push(unknownBits.slice());
     return true;
   };
 
@@ -256,7 +280,7 @@ function checkPartition<S, I, O>(
       }
       if (accepted) {
         toggle(i);
-        if (remember(after)) {
+        if (enter(after)) {
           stackNode.push(candidate);
           stackState.push(state);
           stackInUnknown.push(inUnknown);
@@ -299,8 +323,18 @@ function checkPartition<S, I, O>(
   return true;
 }
 
+interface MemoEntry {
+  known: Uint32Array;
+  unknownSets: Uint32Array[];
+}
+
 function sameBits(a: Uint32Array, b: Uint32Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function isSubset(a: Uint32Array, b: Uint32Array): boolean {
+  for (let i = 0; i < a.length; i++) if ((a[i]! & ~b[i]!) !== 0) return false;
   return true;
 }
 

@@ -114,7 +114,7 @@ t.test('a conf change survives the codec', async (t) => {
   for (const cc of ccs) t.same(decodeConfChange(encodeConfChange(cc)), cc);
 });
 
-t.test('any sequence of logged changes keeps the configuration consistent (property)', async (t) => {
+t.test('any sequence of logged changes keeps the configuration consistent (property)', async () => {
   const ids = ['a', 'b', 'c', 'd', 'e'];
   const cc = fc.record({
     op: fc.constantFrom<ConfChange['op']>('addLearner', 'promote', 'remove', 'bootstrap'),

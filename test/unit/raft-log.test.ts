@@ -96,7 +96,7 @@ t.test('maybeAppend skips entries covered by the snapshot', async (t) => {
   t.same(terms(l), [2, 3]);
 });
 
-t.test('after a successful append the follower holds the leader prefix (property)', async (t) => {
+t.test('after a successful append the follower holds the leader prefix (property)', async () => {
   // Leader and follower share a prefix, then the follower has a divergent suffix of other terms.
   const arb = fc
     .record({
