@@ -130,6 +130,23 @@ t.test('messages between two keyed nodes are delivered', async (t) => {
   t.same(a.reports, [], 'no failure reported');
 });
 
+t.test('a node that knows no peers yet can answer a sender it has never been told about', async (t) => {
+  // Regression: a freshly joined node has no configuration until the leader's log reaches it,
+  // so it must learn where the leader is from the leader's own (signed) requests.
+  const a = await startNode(t, { id: 'a' });
+  const b = await startNode(t, { id: 'b' });
+  a.transport.setPeers({ b: b.transport.address() });
+  a.transport.send(emptyMessage('heartbeat', 'a', 'b', 2));
+  await until('b hears a', () => b.delivered.length === 1);
+  b.transport.send(emptyMessage('heartbeatResp', 'b', 'a', 2));
+  await until('a hears b', () => a.delivered.length === 1);
+  t.equal(a.delivered[0]!.type, 'heartbeatResp');
+  b.transport.setPeers({});
+  b.transport.send(emptyMessage('heartbeatResp', 'b', 'a', 2));
+  await until('a hears b after an empty configuration', () => a.delivered.length === 2);
+  t.same(b.reports, [], 'no unreachable reports');
+});
+
 t.test('a request signed with the wrong key is rejected with 401 and nothing is delivered', async (t) => {
   const b = await startNode(t, { id: 'b' });
   const a = await startNode(t, { id: 'a', clusterKey: 'some-other-secret-key-987654' });
