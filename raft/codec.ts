@@ -18,7 +18,8 @@ import type {
 } from './types.ts';
 
 const entryTypes: EntryType[] = ['normal', 'conf', 'noop'];
-const messageTypes: MessageType[] = [
+/** Every message type, in wire-code order (append only: the index is the code on the wire). */
+export const messageTypes: readonly MessageType[] = [
   'app',
   'appResp',
   'heartbeat',
@@ -137,13 +138,13 @@ function bad(message: string): SiderError {
   return new SiderError('SIDER_BAD_REQUEST', message);
 }
 
-function enumIndex<T>(list: T[], v: T, what: string): number {
+function enumIndex<T>(list: readonly T[], v: T, what: string): number {
   const i = list.indexOf(v);
   if (i < 0) throw bad(`unknown ${what} ${String(v)}`);
   return i;
 }
 
-function enumValue<T>(list: T[], i: number, what: string): T {
+function enumValue<T>(list: readonly T[], i: number, what: string): T {
   const v = list[i];
   if (v === undefined) throw bad(`unknown ${what} code ${i}`);
   return v;

@@ -17,16 +17,18 @@ import type {
   Snapshot,
 } from '../../raft/types.ts';
 
-/** Small seeded PRNG (mulberry32): every core gets its own stream so runs replay exactly. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+import { mulberry32 } from './random.ts';
+
+export { mulberry32 };
+
+/** The `code` of what `fn` throws, 'no error' when it does not throw. */
+export function errorCode(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+  return 'no error';
 }
 
 const enc = new TextEncoder();

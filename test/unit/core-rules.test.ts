@@ -5,7 +5,7 @@ import t from 'tap';
 import { RaftCore } from '../../raft/core.ts';
 import { emptyMessage } from '../../raft/types.ts';
 import type { Entry, Message, MessageType, NodeId } from '../../raft/types.ts';
-import { CoreHarness, addrOf, confEntry, dataEntry, initialLog, mulberry32 } from '../support/core-harness.ts';
+import { CoreHarness, addrOf, confEntry, dataEntry, initialLog, mulberry32, errorCode } from '../support/core-harness.ts';
 
 function msg(type: MessageType, from: NodeId, to: NodeId, term: number, fields: Partial<Message> = {}): Message {
   return { ...emptyMessage(type, from, to, term), ...fields };
@@ -26,14 +26,7 @@ function count(lines: string[], re: RegExp): number {
   return lines.filter((l) => re.test(l)).length;
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-  return 'no error';
-}
+const code = errorCode;
 
 // ---- elections ----------------------------------------------------------------------------------
 

@@ -3,16 +3,9 @@
 
 import t from 'tap';
 import type { NodeId } from '../../raft/types.ts';
-import { CoreHarness, addrOf } from '../support/core-harness.ts';
+import { CoreHarness, addrOf, errorCode } from '../support/core-harness.ts';
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code ?? String(e);
-  }
-  return 'no error';
-}
+const code = errorCode;
 
 function count(lines: string[], re: RegExp): number {
   return lines.filter((l) => re.test(l)).length;

@@ -3,6 +3,7 @@
 
 import { createServer } from 'node:net';
 import t from 'tap';
+import { messageTypes } from '../../raft/codec.ts';
 import { HttpTransport } from '../../raft/http-transport.ts';
 import { MemoryNetwork } from '../../raft/memory-transport.ts';
 import type { Transport, TransportReport } from '../../raft/ports.ts';
@@ -46,20 +47,7 @@ function entry(index: number, type: Entry['type'], data: Uint8Array, rid = ''): 
   return { index, term: 3, type, data, rid };
 }
 
-const allTypes: MessageType[] = [
-  'app',
-  'appResp',
-  'heartbeat',
-  'heartbeatResp',
-  'preVote',
-  'preVoteResp',
-  'vote',
-  'voteResp',
-  'snap',
-  'timeoutNow',
-  'readIndex',
-  'readIndexResp',
-];
+const allTypes = messageTypes;
 
 /** One message of `type` from `from` to `to`, with every field the type uses set to non-zero values. */
 function sample(type: MessageType, from: NodeId, to: NodeId, seq: number): Message {
