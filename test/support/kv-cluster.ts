@@ -310,8 +310,11 @@ export interface KvClusterOptions {
   root?: string;
 }
 
-interface Voters {
-  membership?: { voters?: unknown };
+/** The voters listed in a /status answer (parsed, since it comes off the wire). */
+function votersOf(status: Record<string, unknown>): string[] {
+  const m = status.membership;
+  const v = typeof m === 'object' && m !== null ? (m as Record<string, unknown>).voters : undefined;
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 }
 
 /** A cluster of kv-server processes on loopback. */
@@ -422,10 +425,9 @@ export class KvCluster {
       async () => {
         for (const id of this.ids) {
           if (!this.procs.get(id)?.running) continue;
-          const st = (await this.client.status(id).catch(() => null)) as (Voters & Record<string, unknown>) | null;
-          if (!st || st.role !== 'leader') continue;
-          const v = Array.isArray(st.membership?.voters) ? (st.membership.voters as string[]) : [];
-          if ([...v].sort().join(',') === want) return id;
+          const st = await this.client.status(id).catch(() => null);
+          if (st?.role !== 'leader') continue;
+          if (votersOf(st).sort().join(',') === want) return id;
         }
         return '';
       },

@@ -3,6 +3,8 @@
 //
 //   node test/support/kv-server.ts --id n1 --raft 127.0.0.1:P --http 127.0.0.1:Q --dir D
 //        (--bootstrap | --cluster-id X) [--key K]        (or the key in env SIDER_CLUSTER_KEY)
+//        [--tick-ms 100] [--snapshot-threshold N]
+// Without a key, Raft traffic is plaintext and allowed on loopback only.
 //
 // API: POST /kv/put|append {client, seq, key, value} → {value, index, duplicate};
 // GET /kv/get?key= (linearizable, ReadIndex) → {value, index}; GET /status; POST /join {id, addr}.
@@ -154,7 +156,9 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
-        req.destroy();
+        // Stop reading; the 413 goes out with `connection: close`, which drops the rest.
+        req.removeAllListeners('data');
+        req.pause();
         reject(new BodyTooLarge());
         return;
       }
@@ -197,7 +201,9 @@ function str(body: Record<string, unknown>, field: string, max: number, allowEmp
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
+  if (status === 413) headers.connection = 'close';
+  res.writeHead(status, headers);
   res.end(text);
 }
 
@@ -283,10 +289,12 @@ let closing = false;
 async function shutdown(signal: string): Promise<void> {
   if (closing) return;
   closing = true;
+  const started = Date.now();
   log('info', 'kv-server: shutting down', { signal });
   server.close();
   server.closeAllConnections();
   await node.close();
+  log('info', 'kv-server: closed', { ms: Date.now() - started });
   process.exit(0);
 }
 process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -209,8 +209,16 @@ function checkPartition<S, I, O>(
     }
   };
   const memo = new Map<string, MemoEntry[]>();
-  const enter = (state: S): boolean => {
-    const key = `${fingerA}:${fingerB}:${model.hash(state)}`;
+  // States are numbered so memo keys stay short even when a state's hash is long (a value
+  // grown by thousands of appends).
+  const stateIds = new Map<string, number>();
+  const enter = (stateHash: string): boolean => {
+    let id = stateIds.get(stateHash);
+    if (id === undefined) {
+      id = stateIds.size;
+      stateIds.set(stateHash, id);
+    }
+    const key = `${fingerA}:${fingerB}:${id}`;
     let entries = memo.get(key);
     if (entries === undefined) {
       entries = [];
@@ -233,94 +241,177 @@ function checkPartition<S, I, O>(
       ? model.stepUnknown(state, op.input)
       : model.step(state, op.input, op.output).state;
 
-  // Search stack: the call node linearized at each level, the state before it, and where the
-  // scan of candidates stood (phase and, in the unknown phase, the position of the first pending
-  // return, before which an unknown operation's call must lie to be a candidate).
+  // Search stack, one entry per linearized operation: the call node, the state and its hash
+  // before it, and the level (the parent's children and how far through them the search is);
+  // a forced operation's level is null, as it has no alternatives.
   const stackNode: number[] = [];
   const stackState: S[] = [];
-  const stackInUnknown: boolean[] = [];
-  const stackLimit: number[] = [];
+  const stackHash: string[] = [];
+  const stackLevel: (Level<S> | null)[] = [];
   const knownTotal = remainingKnown;
   let best: number[] = [];
   let bestKnown = -1;
 
   let state = model.init();
-  let node = next[HEAD_KNOWN]!;
-  let inUnknown = false;
-  let limit = 0;
+  let stateHash = model.hash(state);
+  // The current node's children; null until the node has been expanded.
+  let level: Level<S> | null = null;
+
+  const descend = (child: Child<S>, forced: boolean): void => {
+    const i = opOf[child.node]!;
+    toggle(i);
+    stackNode.push(child.node);
+    stackState.push(state);
+    stackHash.push(stateHash);
+    stackLevel.push(forced ? null : level);
+    state = child.state;
+    stateHash = child.hash;
+    level = null;
+    unlink(child.node);
+    if (!unknown[i]) {
+      unlink(partner[child.node]!);
+      remainingKnown--;
+      if (knownTotal - remainingKnown > bestKnown) {
+        bestKnown = knownTotal - remainingKnown;
+        best = stackNode.map((c) => opOf[c]!);
+      }
+    }
+  };
+  // The current node has failed: undo linearizations up to the closest level that still has
+  // children to try. Returns false when there is none, i.e. the history is not linearizable.
+  const backtrack = (): boolean => {
+    for (;;) {
+      const undone = stackNode.pop();
+      if (undone === undefined) return false;
+      const i = opOf[undone]!;
+      state = stackState.pop()!;
+      stateHash = stackHash.pop()!;
+      level = stackLevel.pop()!;
+      if (!unknown[i]) {
+        relink(partner[undone]!);
+        remainingKnown++;
+      }
+      relink(undone);
+      toggle(i);
+      if (level !== null) return true;
+    }
+  };
+  // Enters a child in the memo; false if the memo already covers it.
+  const admit = (child: Child<S>): boolean => {
+    const i = opOf[child.node]!;
+    toggle(i);
+    const fresh = enter(child.hash);
+    toggle(i);
+    return fresh;
+  };
+  // Whether some candidate other than `child` fits after it and leaves its state as it is:
+  // a read that this write would explain.
+  const explainsARead = (child: Child<S>, candidates: number[]): boolean =>
+    candidates.some((c) => {
+      if (c === child.node) return false;
+      const op = ops[opOf[c]!]!;
+      const r = model.step(child.state, op.input, op.output);
+      return r.ok && model.hash(r.state) === child.hash;
+    });
+
   let steps = 0;
   while (remainingKnown > 0) {
     if (steps++ % CLOCK_EVERY === 0 && performance.now() >= deadline) return 'unknown';
 
-    // Candidates are the pending calls that precede the first pending return: first those of
-    // completed operations in the known list, then those of unknown-outcome operations.
-    let candidate = -1;
-    if (!inUnknown) {
-      if (node !== HEAD_KNOWN && isCall[node] === 1) {
-        candidate = node;
-      } else {
-        inUnknown = true;
-        limit = node === HEAD_KNOWN ? Number.MAX_SAFE_INTEGER : pos[node]!;
-        node = next[HEAD_UNKNOWN]!;
-      }
-    }
-    if (inUnknown && node !== HEAD_UNKNOWN && pos[node]! < limit) candidate = node;
-
-    if (candidate !== -1) {
-      const i = opOf[candidate]!;
-      const op = ops[i]!;
-      let accepted = true;
-      let after: S;
-      if (unknown[i]) {
-        after = applyUnknown(state, op);
-      } else {
-        const r = model.step(state, op.input, op.output);
-        accepted = r.ok;
-        after = r.state;
-      }
-      if (accepted) {
-        toggle(i);
-        if (enter(after)) {
-          stackNode.push(candidate);
-          stackState.push(state);
-          stackInUnknown.push(inUnknown);
-          stackLimit.push(limit);
-          state = after;
-          unlink(candidate);
-          if (!unknown[i]) {
-            unlink(partner[candidate]!);
-            remainingKnown--;
-            if (knownTotal - remainingKnown > bestKnown) {
-              bestKnown = knownTotal - remainingKnown;
-              best = stackNode.map((c) => opOf[c]!);
-            }
-          }
-          node = next[HEAD_KNOWN]!;
-          inUnknown = false;
-          continue;
+    if (level === null) {
+      // Expand the node. The candidates are the pending calls that precede the first pending
+      // return, completed operations first, in call order; unknown-outcome ones come last.
+      const candidates: number[] = [];
+      const known: Child<S>[] = [];
+      let limit = Number.MAX_SAFE_INTEGER;
+      let forced: Child<S> | null = null;
+      for (let c = next[HEAD_KNOWN]!; c !== HEAD_KNOWN; c = next[c]!) {
+        if (isCall[c] !== 1) {
+          limit = pos[c]!;
+          break;
         }
-        toggle(i);
+        candidates.push(c);
+        const op = ops[opOf[c]!]!;
+        const r = model.step(state, op.input, op.output);
+        if (!r.ok) continue;
+        const child = { node: c, state: r.state, hash: model.hash(r.state) };
+        // A completed operation that fits here and leaves the state as it is (a read that
+        // sees the current value) is linearized now without trying alternatives: any way
+        // forward that places it later still works with it moved here, as it changes no
+        // state and linearizing it only removes a return. This keeps wrong branches from
+        // running on past the reads that would refute them.
+        if (child.hash === stateHash) {
+          forced = child;
+          break;
+        }
+        known.push(child);
       }
-      node = next[candidate]!;
+      if (forced !== null) {
+        if (admit(forced)) descend(forced, true);
+        else if (!backtrack()) return witness(model, ops, events, best);
+        continue;
+      }
+      // All children are entered in the memo before any is explored, which lets dominance
+      // prune: a path that applies u and then v can reach the node that applies v alone, and
+      // that node must already be in the memo for the longer path to be cut. Every entered
+      // node is explored before the search can fail, which is what the memo relies on.
+      const children = known.filter(admit);
+      // Writes that explain a pending read go first: when concurrent writes are ordered
+      // wrongly, nothing refutes the order until a read, so guessing well matters.
+      if (children.length > 1) {
+        const explaining = children.filter((ch) => explainsARead(ch, candidates));
+        if (explaining.length > 0 && explaining.length < children.length) {
+          children.splice(0, children.length, ...explaining, ...children.filter((ch) => !explaining.includes(ch)));
+        }
+      }
+      level = { children, next: 0, limit, unknownAdded: false };
+    }
+
+    const child = level.children[level.next++];
+    if (child !== undefined) {
+      descend(child, false);
       continue;
     }
-
-    // Every candidate at this level failed: undo the last linearization and try its successor.
-    const undone = stackNode.pop();
-    if (undone === undefined) return witness(model, ops, events, best);
-    state = stackState.pop()!;
-    inUnknown = stackInUnknown.pop()!;
-    limit = stackLimit.pop()!;
-    const i = opOf[undone]!;
-    if (!unknown[i]) {
-      relink(partner[undone]!);
-      remainingKnown++;
+    if (!level.unknownAdded) {
+      level.unknownAdded = true;
+      level.children = unknownChildren(level.limit);
+      level.next = 0;
+      continue;
     }
-    relink(undone);
-    toggle(i);
-    node = next[undone]!;
+    if (!backtrack()) return witness(model, ops, events, best);
   }
   return true;
+
+  // The children reached by applying an unknown-outcome operation whose call precedes
+  // `limit`, already entered in the memo. They are only computed once the completed
+  // candidates have failed, as they rarely lie on the way to success.
+  function unknownChildren(limit: number): Child<S>[] {
+    const children: Child<S>[] = [];
+    for (let u = next[HEAD_UNKNOWN]!; u !== HEAD_UNKNOWN && pos[u]! < limit; u = next[u]!) {
+      const after = applyUnknown(state, ops[opOf[u]!]!);
+      const child = { node: u, state: after, hash: model.hash(after) };
+      // Applying an unknown-outcome operation that changes nothing here gains nothing: every
+      // way forward from there is open without it.
+      if (child.hash !== stateHash && admit(child)) children.push(child);
+    }
+    return children;
+  }
+}
+
+/** A node's children and how far the search has got through them. */
+interface Level<S> {
+  children: Child<S>[];
+  next: number;
+  /** Position of the node's first pending return: unknown-outcome candidates call before it. */
+  limit: number;
+  unknownAdded: boolean;
+}
+
+/** A child of a search node, already entered in the memo and waiting to be explored. */
+interface Child<S> {
+  node: number;
+  state: S;
+  hash: string;
 }
 
 interface MemoEntry {
@@ -420,9 +511,9 @@ export interface KvOutput {
 export type KvOperation = Operation<KvInput, KvOutput>;
 
 /**
- * A map of string keys to string values. Partitioned by key, so the state is one key's value
- * ('' when missing); `get`s with unknown outcome are dropped by `partition`, as they change
- * nothing and observed nothing.
+ * A map of string keys to string values, partitioned by key, so the state is one key's value
+ * ('' when missing). `partition` also settles what it can about unknown-outcome operations
+ * before the search (see `settleUnknown`), because each one left open multiplies the search.
  */
 export const kvModel: Model<string, KvInput, KvOutput> = {
   init: () => '',
@@ -449,12 +540,11 @@ export const kvModel: Model<string, KvInput, KvOutput> = {
   partition(history) {
     const byKey = new Map<string, KvOperation[]>();
     for (const op of history) {
-      if (op.input.op === 'get' && op.ret === Infinity) continue;
       const ops = byKey.get(op.input.key);
       if (ops === undefined) byKey.set(op.input.key, [op]);
       else ops.push(op);
     }
-    return [...byKey.values()];
+    return [...byKey.values()].map(settleUnknown);
   },
   hash: (state) => state,
   describe(input, output) {
@@ -463,3 +553,45 @@ export const kvModel: Model<string, KvInput, KvOutput> = {
     return `${input.op}(${key}, ${JSON.stringify(input.value)})`;
   },
 };
+
+/**
+ * Rewrites one key's history into an equivalent one (linearizable exactly when the original
+ * is) with fewer unknown outcomes, as etcd's robustness tests do before running Porcupine:
+ *
+ * - A `get` with unknown outcome is dropped: it changed nothing and observed nothing.
+ * - A `put(v)` or `append(v)` with unknown outcome that no read could have observed is dropped.
+ *   Once applied, the value starts with v (put) or contains v (append) until the next put, so
+ *   if no completed read returning at or after its call saw such a value, no read ran in that
+ *   stretch and leaving the write out changes no read.
+ * - A `put(v)` with unknown outcome that a read observed is given that read's return as its
+ *   own, when nothing else could have produced v: it is the only write of v, v is not '' (the
+ *   initial value) and the key has no appends. It must then have taken effect by then.
+ */
+function settleUnknown(ops: KvOperation[]): KvOperation[] {
+  const reads = ops.filter((op) => op.input.op === 'get' && op.ret !== Infinity);
+  const hasAppends = ops.some((op) => op.input.op === 'append');
+  const writers = new Map<string, number>();
+  for (const op of ops) {
+    if (op.input.op === 'put') writers.set(op.input.value, (writers.get(op.input.value) ?? 0) + 1);
+  }
+  const settled: KvOperation[] = [];
+  for (const op of ops) {
+    if (op.ret !== Infinity) {
+      settled.push(op);
+      continue;
+    }
+    const { op: kind, value } = op.input;
+    if (kind === 'get') continue;
+    const after = reads.filter((r) => r.ret >= op.call);
+    const seen = (r: KvOperation): boolean =>
+      kind === 'put' ? (r.output.value ?? '').startsWith(value) : (r.output.value ?? '').includes(value);
+    if (!after.some(seen)) continue;
+    if (kind === 'put' && !hasAppends && value !== '' && writers.get(value) === 1) {
+      const ret = Math.min(...after.filter((r) => r.output.value === value).map((r) => r.ret));
+      settled.push({ ...op, ret });
+      continue;
+    }
+    settled.push(op);
+  }
+  return settled;
+}
