@@ -609,11 +609,9 @@ export class RaftCore {
         this.#becomeProbe(pr);
         this.#becomeReplicate(pr);
       }
-      if (this.#maybeCommit()) {
-        this.#bcastAppend();
-      } else if (oldPaused || pr.next <= this.#log.lastIndex()) {
-        this.#sendAppend(m.from);
-      }
+      // A commit this causes reaches followers from ready(), once per Ready, not once per response.
+      this.#maybeCommit();
+      if (oldPaused || pr.next <= this.#log.lastIndex()) this.#sendAppend(m.from);
       if (m.from === this.#leadTransferee && pr.match === this.#log.lastIndex()) {
         this.#send(this.#msg('timeoutNow', m.from));
       }
@@ -1041,7 +1039,11 @@ export class RaftCore {
   ready(): Ready {
     const l = this.#log;
     if (this.#readRoundDue()) this.#startReadRound();
-    if (this.#role === 'leader') for (const id of this.#progress.keys()) this.#sendAppend(id, false);
+    // Everything proposed since the last Ready goes out in one append per follower; a follower
+    // that has nothing new gets an empty append only when it can learn a newer commit index.
+    if (this.#role === 'leader') {
+      for (const [id, pr] of this.#progress) this.#sendAppend(id, pr.commitSent < Math.min(l.committed, pr.next - 1));
+    }
     const entries = l.unstableFrom <= l.lastIndex() ? l.entries.slice(l.unstableFrom - l.offset - 1) : [];
     const committed = l.committed > l.applied ? l.slice(l.applied + 1, l.committed) : [];
     const rd: Ready = {
@@ -1074,7 +1076,7 @@ export class RaftCore {
       this.#log.stable = Math.max(this.#log.stable, last.index);
     }
     if (rd.snapshot) this.#log.stable = Math.max(this.#log.stable, rd.snapshot.meta.index);
-    if (this.#role === 'leader' && this.#maybeCommit()) this.#bcastAppend();
+    if (this.#role === 'leader') this.#maybeCommit();
   }
 
   status(): CoreStatus {

@@ -6,6 +6,8 @@ import { RaftCore } from './core.ts';
 import type { CoreStatus } from './core.ts';
 import { encodeConfChange } from './codec.ts';
 import { SiderError, invariant } from './errors.ts';
+import { afterWrite, mustSync, splitMessages } from './persist-rules.ts';
+import type { DurableVote } from './persist-rules.ts';
 import type { RaftStorage, SnapshotStore, StateMachine, Transport, TransportReport } from './ports.ts';
 import type { ConfChange, Entry, Membership, Message, NodeId, Ready, Snapshot, SnapshotMeta } from './types.ts';
 
@@ -88,6 +90,7 @@ export class RaftNode {
   #lastSnapIndex: number;
   #snapshotting = false;
   #lastLeader: NodeId = '';
+  #durable: DurableVote;
   #lastContact = Date.now();
 
   #running = false;
@@ -117,6 +120,8 @@ export class RaftNode {
     this.#latestSnapshot = snapshot;
     this.#lastSnapIndex = snapshot?.meta.index ?? 0;
     this.#applied = this.#lastSnapIndex;
+    const st = core.status();
+    this.#durable = { term: st.term, vote: st.vote };
   }
 
   /** Opens the data directory, checks its identity, restores state and starts the node. */
@@ -410,12 +415,20 @@ export class RaftNode {
   }
 
   async #handleReady(rd: Ready): Promise<void> {
+    // A leader's appends and heartbeats may leave while its own write is in progress.
+    const { early, late } = splitMessages(rd, this.#durable);
+    for (const m of early) this.#send(m);
     // 1. A snapshot from the leader replaces state wholesale.
     if (rd.snapshot) await this.#installSnapshot(rd.snapshot);
-    // 2. Entries and hard state: one synced batch (everything proposed meanwhile rides along).
-    if (rd.entries.length || rd.hardState) await this.#storage.save(rd.hardState, rd.entries);
+    // 2. Entries and hard state: one batch, synced unless only the commit index moved
+    //    (everything proposed meanwhile rides along in the next batch).
+    if (rd.entries.length || rd.hardState) {
+      const sync = mustSync(rd, this.#durable);
+      await this.#storage.save(rd.hardState, rd.entries, sync);
+      this.#durable = afterWrite(rd, this.#durable, sync);
+    }
     // 3. Only now may anything that depends on it leave.
-    for (const m of rd.messages) this.#send(m);
+    for (const m of late) this.#send(m);
     if (rd.membership) this.#setPeers(rd.membership);
     if (rd.softState) this.#onSoftState(rd.softState.leader, rd.softState.role);
     // 4. Apply, then answer reads.

@@ -35,8 +35,14 @@ export interface LogStore {
 export interface RaftStorage extends LogStore, StableStore {
   open(): Promise<void>;
   close(): Promise<void>;
-  /** Group commit: replace-suffix-and-append `entries` and set `hardState` in one synced write. */
-  save(hardState: HardState | null, entries: Entry[]): Promise<void>;
+  /**
+   * Group commit: replace-suffix-and-append `entries` and set `hardState` in one write, synced
+   * unless `sync` is false. The driver passes `sync: false` only when there are no entries and the
+   * hard state differs from the last synced one in `commit` alone (the commit index need not be
+   * durable: it is recovered from the log; etcd's MustSync rule). A later synced write makes it
+   * durable too.
+   */
+  save(hardState: HardState | null, entries: Entry[], sync?: boolean): Promise<void>;
 }
 
 /**

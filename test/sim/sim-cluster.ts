@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto';
 import { RaftCore } from '../../raft/core.ts';
 import { encodeConfChange } from '../../raft/codec.ts';
 import { SiderError } from '../../raft/errors.ts';
+import { afterWrite, mustSync, splitMessages } from '../../raft/persist-rules.ts';
+import type { DurableVote } from '../../raft/persist-rules.ts';
 import type { Entry, HardState, Message, NodeId, Ready, Snapshot } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
 import type { KvResult } from '../support/kv-machine.ts';
@@ -97,7 +99,9 @@ interface SimNode {
   durable: Disk;
   cache: Disk;
   sm: KvMachine;
-  persisting: { rd: Ready; doneAt: number } | null;
+  persisting: { rd: Ready; doneAt: number; late: Message[]; sync: boolean } | null;
+  /** What the driver believes is durable (the real driver's #durable). */
+  durableVote: DurableVote;
   pausedUntil: number;
   downUntil: number;
   nextTickAt: number;
@@ -227,6 +231,7 @@ export class SimCluster {
       cache: cloneDisk(disk),
       sm: new KvMachine(),
       persisting: null,
+      durableVote: { term: 0, vote: '' },
       pausedUntil: 0,
       downUntil: 0,
       nextTickAt: this.#now + 1 + this.#int(TICK_MS),
@@ -250,6 +255,7 @@ export class SimCluster {
     n.sm = new KvMachine();
     if (d.snapshot) n.sm.restore(d.snapshot.data);
     n.lastSnapIndex = d.snapshot?.meta.index ?? 0;
+    n.durableVote = { term: d.hardState?.term ?? 0, vote: d.hardState?.vote ?? '' };
     n.core = new RaftCore(
       {
         id: n.id,
@@ -381,7 +387,11 @@ export class SimCluster {
     if (!n.persisting && core.hasReady()) {
       const rd = core.ready();
       this.#checkReady(n, rd);
-      n.persisting = { rd, doneAt: this.#now + (this.opts.bug === 'skipFsync' ? 0 : 1 + this.#int(3)) };
+      // The driver's rules: a leader's appends may leave now; the rest after the write.
+      const { early, late } = splitMessages(rd, n.durableVote);
+      for (const m of early) this.#sendRaft(m);
+      const sync = mustSync(rd, n.durableVote);
+      n.persisting = { rd, late, sync, doneAt: this.#now + (this.opts.bug === 'skipFsync' ? 0 : 1 + this.#int(3)) };
       if (n.persisting.doneAt <= this.#now) this.#finishPersist(n);
     }
   }
@@ -419,7 +429,7 @@ export class SimCluster {
   }
 
   #finishPersist(n: SimNode): void {
-    const { rd } = n.persisting!;
+    const { rd, late, sync } = n.persisting!;
     n.persisting = null;
     const core = n.core!;
     // 1. snapshot, 2. entries + hard state (synced unless the planted bug skips the fsync).
@@ -436,10 +446,13 @@ export class SimCluster {
     }
     diskWrite(n.cache, rd.hardState, rd.entries);
     this.#checkLogMatching(n, rd.entries);
-    if (this.opts.bug !== 'skipFsync') n.durable = cloneDisk(n.cache);
+    // A synced write makes everything before it durable too (like LevelDB's log); an unsynced one
+    // (commit index only) stays in the page cache and is lost by a crash.
+    if (this.opts.bug !== 'skipFsync' && sync) n.durable = cloneDisk(n.cache);
     else if (rd.snapshot) n.durable.snapshot = rd.snapshot; // snapshot files are still fsynced
+    n.durableVote = afterWrite(rd, n.durableVote, sync);
     // 3. send.
-    for (const m of rd.messages) {
+    for (const m of late) {
       if (m.type === 'snap' && m.snapshot) {
         const snap = n.durable.snapshot ?? n.cache.snapshot;
         if (!snap) continue;

@@ -241,44 +241,52 @@ function checkPartition<S, I, O>(
       ? model.stepUnknown(state, op.input)
       : model.step(state, op.input, op.output).state;
 
-  // Search stack, one entry per linearized operation: the call node, the state and its hash
-  // before it, and the level (the parent's children and how far through them the search is);
-  // a forced operation's level is null, as it has no alternatives.
+  // Search stack, one level per linearized operation: its call node, the state and state hash
+  // before it, whether it was forced (see below), and where the scan of the parent's candidates
+  // stood: the next call in the known list, or the parent's list of unknown-outcome children
+  // and how many of them have been tried.
   const stackNode: number[] = [];
   const stackState: S[] = [];
   const stackHash: string[] = [];
-  const stackLevel: (Level<S> | null)[] = [];
+  const stackForced: boolean[] = [];
+  const stackCursor: number[] = [];
+  const stackPending: (Child<S>[] | null)[] = [];
+  const stackPendingIndex: number[] = [];
   const knownTotal = remainingKnown;
   let best: number[] = [];
   let bestKnown = -1;
 
   let state = model.init();
   let stateHash = model.hash(state);
-  // The current node's children; null until the node has been expanded.
-  let level: Level<S> | null = null;
+  let cursor = HEAD_KNOWN;
+  let pending: Child<S>[] | null = null;
+  let pendingIndex = 0;
+  let fresh = true;
 
-  const descend = (child: Child<S>, forced: boolean): void => {
-    const i = opOf[child.node]!;
-    toggle(i);
-    stackNode.push(child.node);
+  const descend = (candidate: number, after: S, afterHash: string, forced: boolean): void => {
+    const i = opOf[candidate]!;
+    stackNode.push(candidate);
     stackState.push(state);
     stackHash.push(stateHash);
-    stackLevel.push(forced ? null : level);
-    state = child.state;
-    stateHash = child.hash;
-    level = null;
-    unlink(child.node);
+    stackForced.push(forced);
+    stackCursor.push(cursor);
+    stackPending.push(pending);
+    stackPendingIndex.push(pendingIndex);
+    state = after;
+    stateHash = afterHash;
+    unlink(candidate);
     if (!unknown[i]) {
-      unlink(partner[child.node]!);
+      unlink(partner[candidate]!);
       remainingKnown--;
       if (knownTotal - remainingKnown > bestKnown) {
         bestKnown = knownTotal - remainingKnown;
         best = stackNode.map((c) => opOf[c]!);
       }
     }
+    fresh = true;
   };
   // The current node has failed: undo linearizations up to the closest level that still has
-  // children to try. Returns false when there is none, i.e. the history is not linearizable.
+  // candidates to try. Returns false when there is none, i.e. the history is not linearizable.
   const backtrack = (): boolean => {
     for (;;) {
       const undone = stackNode.pop();
@@ -286,125 +294,103 @@ function checkPartition<S, I, O>(
       const i = opOf[undone]!;
       state = stackState.pop()!;
       stateHash = stackHash.pop()!;
-      level = stackLevel.pop()!;
+      cursor = stackCursor.pop()!;
+      pending = stackPending.pop()!;
+      pendingIndex = stackPendingIndex.pop()!;
       if (!unknown[i]) {
         relink(partner[undone]!);
         remainingKnown++;
       }
       relink(undone);
       toggle(i);
-      if (level !== null) return true;
+      if (!stackForced.pop()!) return true;
     }
   };
-  // Enters a child in the memo; false if the memo already covers it.
-  const admit = (child: Child<S>): boolean => {
-    const i = opOf[child.node]!;
-    toggle(i);
-    const fresh = enter(child.hash);
-    toggle(i);
-    return fresh;
+  // The children of the current node reached by applying an unknown-outcome operation whose
+  // call precedes `limit`, entered in the memo all at once before any is explored. Entering
+  // them up front is what lets dominance prune: a child that applies u and then v reaches the
+  // node that applies v alone (when v overwrites u's effect), and that node must already be in
+  // the memo for the longer path to be cut. Every node entered is explored before the search
+  // can fail, so the memo's invariant is kept.
+  const unknownChildren = (limit: number): Child<S>[] => {
+    const children: Child<S>[] = [];
+    for (let u = next[HEAD_UNKNOWN]!; u !== HEAD_UNKNOWN && pos[u]! < limit; u = next[u]!) {
+      const i = opOf[u]!;
+      const after = applyUnknown(state, ops[i]!);
+      const afterHash = model.hash(after);
+      // Applying an unknown-outcome operation that changes nothing here gains nothing: every
+      // way forward from there is open without it.
+      if (afterHash === stateHash) continue;
+      toggle(i);
+      if (enter(afterHash)) children.push({ node: u, state: after, hash: afterHash });
+      toggle(i);
+    }
+    return children;
   };
-  // Whether some candidate other than `child` fits after it and leaves its state as it is:
-  // a read that this write would explain.
-  const explainsARead = (child: Child<S>, candidates: number[]): boolean =>
-    candidates.some((c) => {
-      if (c === child.node) return false;
-      const op = ops[opOf[c]!]!;
-      const r = model.step(child.state, op.input, op.output);
-      return r.ok && model.hash(r.state) === child.hash;
-    });
 
   let steps = 0;
   while (remainingKnown > 0) {
     if (steps++ % CLOCK_EVERY === 0 && performance.now() >= deadline) return 'unknown';
 
-    if (level === null) {
-      // Expand the node. The candidates are the pending calls that precede the first pending
-      // return, completed operations first, in call order; unknown-outcome ones come last.
-      const candidates: number[] = [];
-      const known: Child<S>[] = [];
-      let limit = Number.MAX_SAFE_INTEGER;
-      let forced: Child<S> | null = null;
-      for (let c = next[HEAD_KNOWN]!; c !== HEAD_KNOWN; c = next[c]!) {
-        if (isCall[c] !== 1) {
-          limit = pos[c]!;
-          break;
-        }
-        candidates.push(c);
+    if (fresh) {
+      fresh = false;
+      cursor = next[HEAD_KNOWN]!;
+      pending = null;
+      pendingIndex = 0;
+      // A completed operation that fits here and leaves the state as it is (a read that sees
+      // the current value) may be linearized now without trying alternatives: any way forward
+      // that places it later still works with it moved here, since it changes no state and
+      // linearizing it only removes a return. Committing to it keeps wrong branches from
+      // running on past the reads that would refute them.
+      let forced = -1;
+      for (let c = cursor; c !== HEAD_KNOWN && isCall[c] === 1; c = next[c]!) {
         const op = ops[opOf[c]!]!;
         const r = model.step(state, op.input, op.output);
-        if (!r.ok) continue;
-        const child = { node: c, state: r.state, hash: model.hash(r.state) };
-        // A completed operation that fits here and leaves the state as it is (a read that
-        // sees the current value) is linearized now without trying alternatives: any way
-        // forward that places it later still works with it moved here, as it changes no
-        // state and linearizing it only removes a return. This keeps wrong branches from
-        // running on past the reads that would refute them.
-        if (child.hash === stateHash) {
-          forced = child;
+        if (r.ok && model.hash(r.state) === stateHash) {
+          forced = c;
           break;
         }
-        known.push(child);
       }
-      if (forced !== null) {
-        if (admit(forced)) descend(forced, true);
-        else if (!backtrack()) return witness(model, ops, events, best);
+      if (forced !== -1) {
+        const i = opOf[forced]!;
+        toggle(i);
+        if (enter(stateHash)) {
+          descend(forced, state, stateHash, true);
+          continue;
+        }
+        toggle(i);
+        if (!backtrack()) return witness(model, ops, events, best);
         continue;
       }
-      // All children are entered in the memo before any is explored, which lets dominance
-      // prune: a path that applies u and then v can reach the node that applies v alone, and
-      // that node must already be in the memo for the longer path to be cut. Every entered
-      // node is explored before the search can fail, which is what the memo relies on.
-      const children = known.filter(admit);
-      // Writes that explain a pending read go first: when concurrent writes are ordered
-      // wrongly, nothing refutes the order until a read, so guessing well matters.
-      if (children.length > 1) {
-        const explaining = children.filter((ch) => explainsARead(ch, candidates));
-        if (explaining.length > 0 && explaining.length < children.length) {
-          children.splice(0, children.length, ...explaining, ...children.filter((ch) => !explaining.includes(ch)));
-        }
-      }
-      level = { children, next: 0, limit, unknownAdded: false };
     }
 
-    const child = level.children[level.next++];
-    if (child !== undefined) {
-      descend(child, false);
-      continue;
+    // Candidates are the pending calls that precede the first pending return: first those of
+    // completed operations, in call order, then those of unknown-outcome operations.
+    if (pending === null) {
+      if (cursor !== HEAD_KNOWN && isCall[cursor] === 1) {
+        const candidate = cursor;
+        cursor = next[candidate]!;
+        const i = opOf[candidate]!;
+        const op = ops[i]!;
+        const r = model.step(state, op.input, op.output);
+        if (!r.ok) continue;
+        const afterHash = model.hash(r.state);
+        toggle(i);
+        if (enter(afterHash)) descend(candidate, r.state, afterHash, false);
+        else toggle(i);
+        continue;
+      }
+      pending = unknownChildren(cursor === HEAD_KNOWN ? Number.MAX_SAFE_INTEGER : pos[cursor]!);
     }
-    if (!level.unknownAdded) {
-      level.unknownAdded = true;
-      level.children = unknownChildren(level.limit);
-      level.next = 0;
+    const child = pending[pendingIndex++];
+    if (child !== undefined) {
+      toggle(opOf[child.node]!);
+      descend(child.node, child.state, child.hash, false);
       continue;
     }
     if (!backtrack()) return witness(model, ops, events, best);
   }
   return true;
-
-  // The children reached by applying an unknown-outcome operation whose call precedes
-  // `limit`, already entered in the memo. They are only computed once the completed
-  // candidates have failed, as they rarely lie on the way to success.
-  function unknownChildren(limit: number): Child<S>[] {
-    const children: Child<S>[] = [];
-    for (let u = next[HEAD_UNKNOWN]!; u !== HEAD_UNKNOWN && pos[u]! < limit; u = next[u]!) {
-      const after = applyUnknown(state, ops[opOf[u]!]!);
-      const child = { node: u, state: after, hash: model.hash(after) };
-      // Applying an unknown-outcome operation that changes nothing here gains nothing: every
-      // way forward from there is open without it.
-      if (child.hash !== stateHash && admit(child)) children.push(child);
-    }
-    return children;
-  }
-}
-
-/** A node's children and how far the search has got through them. */
-interface Level<S> {
-  children: Child<S>[];
-  next: number;
-  /** Position of the node's first pending return: unknown-outcome candidates call before it. */
-  limit: number;
-  unknownAdded: boolean;
 }
 
 /** A child of a search node, already entered in the memo and waiting to be explored. */
