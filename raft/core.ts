@@ -877,10 +877,6 @@ export class RaftCore {
     this.#send(m);
   }
 
-  #bcastAppend(): void {
-    for (const id of this.#progress.keys()) this.#sendAppend(id);
-  }
-
   #bcastHeartbeat(ctx: number): void {
     for (const [id, pr] of this.#progress) {
       if (id === this.id) continue;

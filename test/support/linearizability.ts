@@ -28,8 +28,10 @@ export interface Operation<I, O> {
  *   must therefore return the effect of `input` from `step` even when it returns `ok: false`.
  * - `partition` splits a history into independent sub-histories (P-compositionality: for objects
  *   such as a key-value map, the history is linearizable iff each key's sub-history is). It may
- *   also drop operations that can never constrain the result.
- * - `hash` must be equal for states that behave the same; it keys the memo.
+ *   also rewrite a sub-history into one with the same verdict that is cheaper to search, such as
+ *   dropping unknown-outcome operations that nothing could have observed.
+ * - `hash` must be equal exactly for states that behave the same: it keys the memo, and two
+ *   different states with one hash would wrongly prune the search. Witnesses print it.
  * - `describe` formats one operation for a failure witness.
  */
 export interface Model<S, I, O> {
@@ -68,8 +70,14 @@ export type CheckResult =
  * Unknown outcomes (`ret = Infinity`) have a call event and no return event: at any point after
  * their call the search may apply them (via `stepUnknown`) or leave them out, and any left
  * unapplied when every completed operation is linearized are taken never to have happened. The
- * search tries completed operations before unknown ones, which keeps histories full of timeouts
- * from thrashing on effects nobody observed.
+ * search tries completed operations before unknown ones, and never bothers with an unknown one
+ * that would leave the state as it is.
+ *
+ * Cost: each partition is searched depth first over (linearized set, state) with a memo, so
+ * histories whose concurrent operations the reads quickly put in order check in milliseconds
+ * per thousand operations. The expensive case is many concurrent writes whose order no read
+ * settles until much later, above all appends from many clients to one key; `timeoutMs` bounds
+ * it, and spreading such a workload over keys or fewer clients keeps it cheap.
  */
 export function checkLinearizable<S, I, O>(
   model: Model<S, I, O>,
@@ -469,7 +477,7 @@ function witness<S, I, O>(
   const lines = [`not linearizable (${ops.length} operations)`];
   lines.push(`longest linearizable prefix (${prefix.length} operations):`);
   for (const i of prefix) lines.push(`  ${show(i)}`);
-  lines.push(`state after the prefix: ${JSON.stringify(model.hash(state))}`);
+  lines.push(`state after the prefix (its hash): ${JSON.stringify(model.hash(state))}`);
   if (deadlineOp !== -1) {
     lines.push(`${show(deadlineOp)} must take effect before it returns, yet no next step fits:`);
   }
@@ -497,9 +505,11 @@ export interface KvOutput {
 export type KvOperation = Operation<KvInput, KvOutput>;
 
 /**
- * A map of string keys to string values, partitioned by key, so the state is one key's value
- * ('' when missing). `partition` also settles what it can about unknown-outcome operations
- * before the search (see `settleUnknown`), because each one left open multiplies the search.
+ * A map of string keys to string values, partitioned by key (partitions come in the order of
+ * each key's first operation in the history), so the state is one key's value ('' when
+ * missing). `partition` also settles what it can about unknown-outcome operations before the
+ * search (see `settleUnknown`), because each one left open multiplies the search. Put distinct
+ * values (client and sequence number) so that reads say which write they saw.
  */
 export const kvModel: Model<string, KvInput, KvOutput> = {
   init: () => '',
@@ -551,14 +561,15 @@ export const kvModel: Model<string, KvInput, KvOutput> = {
  *   stretch and leaving the write out changes no read.
  * - A `put(v)` with unknown outcome that a read observed is given that read's return as its
  *   own, when nothing else could have produced v: it is the only write of v, v is not '' (the
- *   initial value) and the key has no appends. It must then have taken effect by then.
+ *   initial value) and the key has no appends. It must then have taken effect by then (a
+ *   witness shows that return).
  */
 function settleUnknown(ops: KvOperation[]): KvOperation[] {
   const reads = ops.filter((op) => op.input.op === 'get' && op.ret !== Infinity);
   const hasAppends = ops.some((op) => op.input.op === 'append');
   const writers = new Map<string, number>();
-  for (const op of ops) {
-    if (op.input.op === 'put') writers.set(op.input.value, (writers.get(op.input.value) ?? 0) + 1);
+  for (const { input } of ops) {
+    if (input.op === 'put') writers.set(input.value, (writers.get(input.value) ?? 0) + 1);
   }
   const settled: KvOperation[] = [];
   for (const op of ops) {
@@ -569,15 +580,16 @@ function settleUnknown(ops: KvOperation[]): KvOperation[] {
     const { op: kind, value } = op.input;
     if (kind === 'get') continue;
     const after = reads.filter((r) => r.ret >= op.call);
-    const seen = (r: KvOperation): boolean =>
-      kind === 'put' ? (r.output.value ?? '').startsWith(value) : (r.output.value ?? '').includes(value);
-    if (!after.some(seen)) continue;
+    const mayHaveSeen = (r: KvOperation): boolean => {
+      const read = r.output.value ?? '';
+      return kind === 'put' ? read.startsWith(value) : read.includes(value);
+    };
+    if (!after.some(mayHaveSeen)) continue;
+    let ret = Infinity;
     if (kind === 'put' && !hasAppends && value !== '' && writers.get(value) === 1) {
-      const ret = Math.min(...after.filter((r) => r.output.value === value).map((r) => r.ret));
-      settled.push({ ...op, ret });
-      continue;
+      for (const r of after) if (r.output.value === value && r.ret < ret) ret = r.ret;
     }
-    settled.push(op);
+    settled.push(ret === Infinity ? op : { ...op, ret });
   }
   return settled;
 }
