@@ -30,6 +30,10 @@ export interface Operation<I, O> {
  *   such as a key-value map, the history is linearizable iff each key's sub-history is). It may
  *   also rewrite a sub-history into one with the same verdict that is cheaper to search, such as
  *   dropping unknown-outcome operations that nothing could have observed.
+ * - `readOnly` says that an input never changes any state (a read). The search linearizes such
+ *   an operation as soon as it fits, without trying alternatives, which is what keeps it from
+ *   wandering down wrong orders that the next read would refute. Optional: without it every
+ *   operation is treated as a possible write, which is always correct, only slower.
  * - `hash` must be equal exactly for states that behave the same: it keys the memo, and two
  *   different states with one hash would wrongly prune the search. Witnesses print it.
  * - `describe` formats one operation for a failure witness.
@@ -38,6 +42,7 @@ export interface Model<S, I, O> {
   init(): S;
   step(state: S, input: I, output: O): { ok: boolean; state: S };
   stepUnknown?(state: S, input: I): S;
+  readOnly?(input: I): boolean;
   partition?(history: Operation<I, O>[]): Operation<I, O>[][];
   hash(state: S): string;
   describe?(input: I, output: O): string;
@@ -75,9 +80,11 @@ export type CheckResult =
  *
  * Cost: each partition is searched depth first over (linearized set, state) with a memo, so
  * histories whose concurrent operations the reads quickly put in order check in milliseconds
- * per thousand operations. The expensive case is many concurrent writes whose order no read
- * settles until much later, above all appends from many clients to one key; `timeoutMs` bounds
- * it, and spreading such a workload over keys or fewer clients keeps it cheap.
+ * per thousand operations (with `readOnly`, and with `partition` settling what it can about
+ * unknown outcomes, as `kvModel` does). The expensive case is many concurrent writes whose
+ * order no read settles until much later, above all appends from many clients to one key:
+ * `timeoutMs` bounds it, and spreading such a workload over keys or fewer clients keeps it
+ * cheap.
  */
 export function checkLinearizable<S, I, O>(
   model: Model<S, I, O>,
@@ -345,14 +352,16 @@ function checkPartition<S, I, O>(
       cursor = next[HEAD_KNOWN]!;
       pending = null;
       pendingIndex = 0;
-      // A completed operation that fits here and leaves the state as it is (a read that sees
-      // the current value) may be linearized now without trying alternatives: any way forward
-      // that places it later still works with it moved here, since it changes no state and
-      // linearizing it only removes a return. Committing to it keeps wrong branches from
-      // running on past the reads that would refute them.
+      // A completed read-only operation that fits here may be linearized now without trying
+      // alternatives: any way forward that places it later still works with it moved here, as
+      // it changes no state anywhere and linearizing it only removes a return. (That needs
+      // read-only in every state: a write of the current value is not, as it may be needed
+      // later to restore that value.) Committing keeps wrong branches from running on past the
+      // reads that would refute them.
       let forced = -1;
       for (let c = cursor; c !== HEAD_KNOWN && isCall[c] === 1; c = next[c]!) {
         const op = ops[opOf[c]!]!;
+        if (model.readOnly?.(op.input) !== true) continue;
         const r = model.step(state, op.input, op.output);
         if (r.ok && model.hash(r.state) === stateHash) {
           forced = c;
@@ -542,6 +551,7 @@ export const kvModel: Model<string, KvInput, KvOutput> = {
     }
     return [...byKey.values()].map(settleUnknown);
   },
+  readOnly: (input) => input.op === 'get',
   hash: (state) => state,
   describe(input, output) {
     const key = JSON.stringify(input.key);
