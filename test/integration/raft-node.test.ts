@@ -76,6 +76,24 @@ t.test('a single node bootstraps, commits, snapshots, and restores everything af
   await t.rejects(openMember(t, 'n2', addr, dir), { code: 'SIDER_CONFIG' }, 'a data directory of another node is refused');
 });
 
+t.test('a snapshot is also taken on a timer when fewer entries than the threshold accumulated', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sider-snaptimer-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const addr = `127.0.0.1:${await freePort()}`;
+  const m = await openMember(t, 'n1', addr, dir, {
+    bootstrap: { addr },
+    snapshotThreshold: 1_000_000,
+    snapshotCheckMs: 50,
+    snapshotTimerMinEntries: 10,
+  });
+  await waitFor('leader', () => m.node.status().role === 'leader');
+  const snaps = async (): Promise<number> => (await readdir(join(dir, 'snapshots')).catch(() => [])).filter((f) => f.endsWith('.snap')).length;
+  for (let i = 0; i < 5; i++) await put(m, 'k', `${i}`);
+  t.equal(await snaps(), 0, 'no snapshot below the timer minimum');
+  for (let i = 0; i < 10; i++) await put(m, 'k', `${i}`);
+  await waitFor('timer snapshot', async () => (await snaps()) === 1);
+});
+
 t.test('three nodes: join as learners, promote, replicate, read on a follower, transfer, remove', async (t) => {
   const root = await mkdtemp(join(tmpdir(), 'sider-3node-'));
   t.teardown(() => rm(root, { recursive: true, force: true }));
