@@ -1,0 +1,242 @@
+// `sider server` configuration: flags (single- or double-dash), SIDER_* environment variables and a
+// JSON config file, merged in that order of precedence, validated with bounds and field names.
+
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import parser from 'yargs-parser';
+import { SiderError } from '../raft/errors.ts';
+
+export interface ServerConfig {
+  /** HTTP API listen address host:port. */
+  http: string;
+  /** HTTP address other servers use to reach this one (for write forwarding). */
+  httpAdvertise: string;
+  raftId: string;
+  /** Raft listen address host:port. */
+  raftBind: string;
+  /** Raft address peers use; defaults to raftBind (must then not be a wildcard). */
+  raftAdvertise: string;
+  raftDir: string;
+  bootstrap: boolean;
+  /** HTTP address (host:port) of a member of the cluster to join, when the data directory is fresh. */
+  join: string;
+  /** Shared secret for Raft traffic, joins and forwarded writes (≥ 16 bytes). '' = none (loopback only). */
+  clusterKey: string;
+  datacenter: string;
+  nodeName: string;
+  enableScriptChecks: boolean;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  logFormat: 'json' | 'text';
+  /** Raft timing (DESIGN §8 defaults). */
+  tickMs: number;
+  electionTicks: number;
+}
+
+interface FieldSpec {
+  key: keyof ServerConfig;
+  flag: string;
+  kind: 'string' | 'boolean' | 'int';
+  min?: number;
+  max?: number;
+}
+
+const FIELDS: FieldSpec[] = [
+  { key: 'http', flag: 'http', kind: 'string' },
+  { key: 'httpAdvertise', flag: 'http-advertise', kind: 'string' },
+  { key: 'raftId', flag: 'raft-id', kind: 'string' },
+  { key: 'raftBind', flag: 'raft-bind', kind: 'string' },
+  { key: 'raftAdvertise', flag: 'raft-advertise', kind: 'string' },
+  { key: 'raftDir', flag: 'raft-dir', kind: 'string' },
+  { key: 'bootstrap', flag: 'bootstrap', kind: 'boolean' },
+  { key: 'join', flag: 'join', kind: 'string' },
+  { key: 'clusterKey', flag: 'cluster-key', kind: 'string' },
+  { key: 'datacenter', flag: 'datacenter', kind: 'string' },
+  { key: 'nodeName', flag: 'node-name', kind: 'string' },
+  { key: 'enableScriptChecks', flag: 'enable-script-checks', kind: 'boolean' },
+  { key: 'logLevel', flag: 'log-level', kind: 'string' },
+  { key: 'logFormat', flag: 'log-format', kind: 'string' },
+  { key: 'tickMs', flag: 'raft-tick-ms', kind: 'int', min: 10, max: 10_000 },
+  { key: 'electionTicks', flag: 'raft-election-ticks', kind: 'int', min: 3, max: 1000 },
+];
+
+export const SERVER_USAGE = `usage: sider server [flags]
+
+  -http host:port            HTTP API address (default 127.0.0.1:8500)
+  -http-advertise host:port  HTTP address other servers reach this one at (default: -http)
+  -raft-id ID                this server's Raft ID, unique forever (default: host name)
+  -raft-bind host:port       Raft address (default 127.0.0.1:8501)
+  -raft-advertise host:port  Raft address peers use (default: -raft-bind)
+  -raft-dir DIR              data directory (default ./data)
+  -bootstrap                 start a new single-server cluster if the data directory is fresh
+  -join host:port            join the cluster of the server with this HTTP address (fresh data directory)
+  -cluster-key KEY           shared secret (prefer SIDER_CLUSTER_KEY); required off loopback
+  -datacenter NAME           reported in Consul's Datacenter fields (default dc1)
+  -node-name NAME            Node of instances registered here (default: -raft-id)
+  -enable-script-checks      allow script checks in HTTP registrations
+  -log-level debug|info|warn|error, -log-format json|text
+  -config-file FILE          JSON file with any of the above (keys as flag names)
+
+Every flag can also be set as SIDER_<FLAG> (e.g. SIDER_RAFT_ID, SIDER_CLUSTER_KEY).
+Precedence: flags, then environment, then config file.`;
+
+function configError(message: string): SiderError {
+  return new SiderError('SIDER_CONFIG', message);
+}
+
+function envName(flag: string): string {
+  return `SIDER_${flag.toUpperCase().replace(/-/g, '_')}`;
+}
+
+/** Parses `host:port` ('[::1]:8500', ':8500' = all interfaces). */
+export function parseHostPort(value: string, field: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw configError(`${field}: expected host:port, got ${JSON.stringify(value)}`);
+  const host = m[1] ?? (m[2] || '0.0.0.0');
+  return { host, port };
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+/** Builds the configuration from argv (after the `server` word), the environment and an optional file. */
+export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const args = parser(argv, {
+    configuration: {
+      'short-option-groups': false,
+      'camel-case-expansion': false,
+      'dot-notation': false,
+      'parse-numbers': false,
+      'parse-positional-numbers': false,
+    },
+    boolean: FIELDS.filter((f) => f.kind === 'boolean').map((f) => f.flag),
+    string: [...FIELDS.filter((f) => f.kind !== 'boolean').map((f) => f.flag), 'config-file'],
+  });
+  const known = new Set([...FIELDS.map((f) => f.flag), 'config-file', '_', '$0', 'help', 'h']);
+  for (const k of Object.keys(args)) {
+    if (!known.has(k)) throw configError(`unknown flag -${k} (see sider server -help)`);
+  }
+  if (args._.length > 0) throw configError(`unexpected argument ${JSON.stringify(String(args._[0]))}`);
+
+  let file: Record<string, unknown> = {};
+  const filePath = (args['config-file'] as string | undefined) ?? env.SIDER_CONFIG_FILE;
+  if (filePath) {
+    let raw: string;
+    try {
+      raw = readFileSync(filePath, 'utf8');
+    } catch (err) {
+      throw configError(`config file ${filePath}: ${(err as Error).message}`);
+    }
+    try {
+      const v = JSON.parse(raw) as unknown;
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+      file = v as Record<string, unknown>;
+    } catch (err) {
+      throw configError(`config file ${filePath}: ${(err as Error).message}`);
+    }
+    for (const k of Object.keys(file)) {
+      if (!FIELDS.some((f) => f.flag === k)) throw configError(`config file ${filePath}: unknown key ${JSON.stringify(k)}`);
+    }
+  }
+
+  const raw: Partial<Record<keyof ServerConfig, unknown>> = {};
+  for (const f of FIELDS) {
+    const fromFlag = args[f.flag] as unknown;
+    const fromEnv = env[envName(f.flag)];
+    const fromFile = file[f.flag];
+    let v: unknown;
+    let where: string;
+    if (fromFlag !== undefined && given(argv, f.flag)) {
+      v = fromFlag;
+      where = `-${f.flag}`;
+    } else if (fromEnv !== undefined) {
+      v = fromEnv;
+      where = envName(f.flag);
+    } else if (fromFile !== undefined) {
+      v = fromFile;
+      where = `config file key ${f.flag}`;
+    } else {
+      continue;
+    }
+    raw[f.key] = coerce(f, v, where);
+  }
+
+  const raftId = (raw.raftId as string | undefined) ?? hostname().toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63);
+  const cfg: ServerConfig = {
+    http: (raw.http as string | undefined) ?? '127.0.0.1:8500',
+    httpAdvertise: (raw.httpAdvertise as string | undefined) ?? '',
+    raftId,
+    raftBind: (raw.raftBind as string | undefined) ?? '127.0.0.1:8501',
+    raftAdvertise: (raw.raftAdvertise as string | undefined) ?? '',
+    raftDir: (raw.raftDir as string | undefined) ?? './data',
+    bootstrap: (raw.bootstrap as boolean | undefined) ?? false,
+    join: (raw.join as string | undefined) ?? '',
+    clusterKey: (raw.clusterKey as string | undefined) ?? '',
+    datacenter: (raw.datacenter as string | undefined) ?? 'dc1',
+    nodeName: (raw.nodeName as string | undefined) ?? raftId,
+    enableScriptChecks: (raw.enableScriptChecks as boolean | undefined) ?? false,
+    logLevel: ((raw.logLevel as string | undefined) ?? 'info') as ServerConfig['logLevel'],
+    logFormat: ((raw.logFormat as string | undefined) ?? 'json') as ServerConfig['logFormat'],
+    tickMs: (raw.tickMs as number | undefined) ?? 100,
+    electionTicks: (raw.electionTicks as number | undefined) ?? 10,
+  };
+  validate(cfg);
+  return cfg;
+}
+
+/** Whether the flag appears on the command line (yargs-parser defaults unset booleans to false). */
+function given(argv: string[], flag: string): boolean {
+  return argv.some((a) => {
+    const name = a.startsWith('-') ? a.replace(/^-+/, '').split('=')[0] : '';
+    return name === flag || name === `no-${flag}`;
+  });
+}
+
+function coerce(f: FieldSpec, v: unknown, where: string): unknown {
+  if (f.kind === 'boolean') {
+    if (typeof v === 'boolean') return v;
+    if (v === 'true' || v === '1' || v === '') return true;
+    if (v === 'false' || v === '0') return false;
+    throw configError(`${where}: expected true or false, got ${JSON.stringify(v)}`);
+  }
+  if (f.kind === 'int') {
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
+    if (!Number.isInteger(n) || n < (f.min ?? 0) || n > (f.max ?? Number.MAX_SAFE_INTEGER)) {
+      throw configError(`${where}: expected an integer in [${f.min}, ${f.max}], got ${JSON.stringify(v)}`);
+    }
+    return n;
+  }
+  if (typeof v !== 'string' || v.length > 4096) throw configError(`${where}: expected a string`);
+  return v;
+}
+
+const ID_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+function validate(cfg: ServerConfig): void {
+  if (!ID_RE.test(cfg.raftId)) {
+    throw configError(`-raft-id: ${JSON.stringify(cfg.raftId)} must be 1-63 lower-case letters, digits or '-'`);
+  }
+  const http = parseHostPort(cfg.http, '-http');
+  const raft = parseHostPort(cfg.raftBind, '-raft-bind');
+  if (cfg.raftAdvertise) {
+    const a = parseHostPort(cfg.raftAdvertise, '-raft-advertise');
+    if (isWildcard(a.host) || a.port === 0) throw configError('-raft-advertise: must name a reachable host and port');
+  } else if (isWildcard(raft.host) || raft.port === 0) {
+    throw configError('-raft-bind: a wildcard or port 0 needs -raft-advertise with the address peers should use');
+  }
+  if (cfg.httpAdvertise) {
+    const a = parseHostPort(cfg.httpAdvertise, '-http-advertise');
+    if (isWildcard(a.host) || a.port === 0) throw configError('-http-advertise: must name a reachable host and port');
+  } else if (isWildcard(http.host) && http.port !== 0) {
+    // Forwarded writes need a reachable address; a wildcard bind is reachable on loopback only.
+    cfg.httpAdvertise = `127.0.0.1:${http.port}`;
+  }
+  if (cfg.join) parseHostPort(cfg.join, '-join');
+  if (cfg.bootstrap && cfg.join) throw configError('-bootstrap and -join are mutually exclusive');
+  if (cfg.clusterKey && Buffer.byteLength(cfg.clusterKey) < 16) throw configError('-cluster-key: must be at least 16 bytes');
+  if (!['debug', 'info', 'warn', 'error'].includes(cfg.logLevel)) throw configError(`-log-level: expected debug, info, warn or error, got ${JSON.stringify(cfg.logLevel)}`);
+  if (!['json', 'text'].includes(cfg.logFormat)) throw configError(`-log-format: expected json or text, got ${JSON.stringify(cfg.logFormat)}`);
+  if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(cfg.datacenter)) throw configError('-datacenter: 1-64 letters, digits, "_", "." or "-"');
+  if (!/^[a-zA-Z0-9_.-]{1,128}$/.test(cfg.nodeName)) throw configError('-node-name: 1-128 letters, digits, "_", "." or "-"');
+}

@@ -1,0 +1,354 @@
+// The wire form of registry commands inside Raft entries (JSON of one RegistryCommand), and the
+// defensive parsers that turn untrusted JSON (entries, snapshots) back into typed records.
+
+import { SiderError } from '../../raft/errors.ts';
+import type {
+  ApplyResult,
+  Check,
+  CheckSpec,
+  CheckStatus,
+  CheckType,
+  Instance,
+  InstanceSpec,
+  RegistryCommand,
+  ServerInfo,
+  TaggedAddress,
+  Weights,
+} from './model.ts';
+
+export type DecodeResult = { ok: true; command: RegistryCommand } | { ok: false; error: string };
+
+const textDecoder = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeCommand(cmd: RegistryCommand): Uint8Array {
+  return Buffer.from(JSON.stringify(cmd), 'utf8');
+}
+
+/**
+ * Decodes entry data. Never throws: the data was committed by a leader, so a bad entry must be
+ * refused identically on every node, not crash them all.
+ */
+export function decodeCommand(data: Uint8Array): DecodeResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(textDecoder.decode(data));
+  } catch {
+    return { ok: false, error: 'command is not valid UTF-8 JSON' };
+  }
+  return parseCommand(value);
+}
+
+/** Validates an already-parsed value as a RegistryCommand; the result holds only known fields. */
+export function parseCommand(value: unknown): DecodeResult {
+  try {
+    return { ok: true, command: readCommand(value) };
+  } catch (err) {
+    if (err instanceof SiderError) return { ok: false, error: err.message };
+    throw err;
+  }
+}
+
+// --- readers: each returns a fresh object with a fixed key order, or throws SIDER_BAD_REQUEST
+// naming the offending field. Fresh objects matter: unknown keys never reach the state, and
+// Object.fromEntries keeps a `__proto__` key an ordinary own property.
+
+function bad(path: string, what: string): never {
+  throw new SiderError('SIDER_BAD_REQUEST', `${path}: ${what}`);
+}
+
+function obj(v: unknown, path: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object');
+  return v as Record<string, unknown>;
+}
+
+function str(v: unknown, path: string): string {
+  if (typeof v !== 'string') bad(path, 'must be a string');
+  return v;
+}
+
+function nonEmpty(v: unknown, path: string): string {
+  const s = str(v, path);
+  if (s === '') bad(path, 'must not be empty');
+  return s;
+}
+
+function bool(v: unknown, path: string): boolean {
+  if (typeof v !== 'boolean') bad(path, 'must be a boolean');
+  return v;
+}
+
+function num(v: unknown, path: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) bad(path, 'must be a finite number');
+  return v;
+}
+
+function nat(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER): number {
+  const n = num(v, path);
+  if (!Number.isInteger(n) || n < 0 || n > max) bad(path, `must be an integer in [0, ${max}]`);
+  return n;
+}
+
+function strArray(v: unknown, path: string): string[] {
+  if (!Array.isArray(v)) bad(path, 'must be an array');
+  return v.map((x, i) => str(x, `${path}[${i}]`));
+}
+
+function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T): Record<string, T> {
+  const o = obj(v, path);
+  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, item(x, `${path}.${k}`)]));
+}
+
+const checkStatuses: readonly string[] = ['passing', 'warning', 'critical'];
+const checkTypes: readonly string[] = ['ttl', 'http', 'tcp', 'grpc', 'cmd'];
+
+export function readCheckStatus(v: unknown, path: string): CheckStatus {
+  if (typeof v !== 'string' || !checkStatuses.includes(v)) bad(path, 'must be passing, warning or critical');
+  return v as CheckStatus;
+}
+
+function readCheckType(v: unknown, path: string): CheckType {
+  if (typeof v !== 'string' || !checkTypes.includes(v)) bad(path, 'must be one of ttl, http, tcp, grpc, cmd');
+  return v as CheckType;
+}
+
+function readWeights(v: unknown, path: string): Weights {
+  const o = obj(v, path);
+  return { Passing: nat(o.Passing, `${path}.Passing`), Warning: nat(o.Warning, `${path}.Warning`) };
+}
+
+function readTaggedAddress(v: unknown, path: string): TaggedAddress {
+  const o = obj(v, path);
+  return { Address: str(o.Address, `${path}.Address`), Port: nat(o.Port, `${path}.Port`, 65535) };
+}
+
+export function readInstanceSpec(v: unknown, path: string): InstanceSpec {
+  const o = obj(v, path);
+  return {
+    Service: nonEmpty(o.Service, `${path}.Service`),
+    // '' is tolerated here and defaulted to the service name when applied.
+    ID: str(o.ID, `${path}.ID`),
+    Address: str(o.Address, `${path}.Address`),
+    Port: nat(o.Port, `${path}.Port`, 65535),
+    Tags: strArray(o.Tags, `${path}.Tags`),
+    Meta: record(o.Meta, `${path}.Meta`, str),
+    Weights: readWeights(o.Weights, `${path}.Weights`),
+    TaggedAddresses: record(o.TaggedAddresses, `${path}.TaggedAddresses`, readTaggedAddress),
+    EnableTagOverride: bool(o.EnableTagOverride, `${path}.EnableTagOverride`),
+  };
+}
+
+export function readCheckSpec(v: unknown, path: string): CheckSpec {
+  const o = obj(v, path);
+  return {
+    CheckID: nonEmpty(o.CheckID, `${path}.CheckID`),
+    Name: str(o.Name, `${path}.Name`),
+    Type: readCheckType(o.Type, `${path}.Type`),
+    Status: o.Status === '' ? '' : readCheckStatus(o.Status, `${path}.Status`),
+    Notes: str(o.Notes, `${path}.Notes`),
+    Output: str(o.Output, `${path}.Output`),
+    Interval: str(o.Interval, `${path}.Interval`),
+    Timeout: str(o.Timeout, `${path}.Timeout`),
+    TTL: str(o.TTL, `${path}.TTL`),
+    DeregisterCriticalServiceAfter: str(o.DeregisterCriticalServiceAfter, `${path}.DeregisterCriticalServiceAfter`),
+    SuccessBeforePassing: nat(o.SuccessBeforePassing, `${path}.SuccessBeforePassing`),
+    FailuresBeforeCritical: nat(o.FailuresBeforeCritical, `${path}.FailuresBeforeCritical`),
+    HTTP: str(o.HTTP, `${path}.HTTP`),
+    Method: str(o.Method, `${path}.Method`),
+    Header: record(o.Header, `${path}.Header`, strArray),
+    TCP: str(o.TCP, `${path}.TCP`),
+    GRPC: str(o.GRPC, `${path}.GRPC`),
+    GRPCUseTLS: bool(o.GRPCUseTLS, `${path}.GRPCUseTLS`),
+    TLSSkipVerify: bool(o.TLSSkipVerify, `${path}.TLSSkipVerify`),
+    Args: strArray(o.Args, `${path}.Args`),
+  };
+}
+
+export function readServerInfo(v: unknown, path: string): ServerInfo {
+  const o = obj(v, path);
+  return {
+    ID: nonEmpty(o.ID, `${path}.ID`),
+    HTTPAddr: str(o.HTTPAddr, `${path}.HTTPAddr`),
+    RaftAddr: str(o.RaftAddr, `${path}.RaftAddr`),
+  };
+}
+
+/** A stored instance as written in a snapshot (same key order as the state machine builds). */
+export function readInstance(v: unknown, path: string): Instance {
+  const o = obj(v, path);
+  const spec = readInstanceSpec(o, path);
+  return {
+    ...spec,
+    ID: nonEmpty(spec.ID, `${path}.ID`),
+    Namespace: nonEmpty(o.Namespace, `${path}.Namespace`),
+    Node: str(o.Node, `${path}.Node`),
+    CreateIndex: nat(o.CreateIndex, `${path}.CreateIndex`),
+    ModifyIndex: nat(o.ModifyIndex, `${path}.ModifyIndex`),
+  };
+}
+
+/** A stored check as written in a snapshot (same key order as the state machine builds). */
+export function readCheck(v: unknown, path: string): Check {
+  const o = obj(v, path);
+  const spec = readCheckSpec(o, path);
+  return {
+    ...spec,
+    Status: readCheckStatus(o.Status, `${path}.Status`),
+    Namespace: nonEmpty(o.Namespace, `${path}.Namespace`),
+    ServiceID: nonEmpty(o.ServiceID, `${path}.ServiceID`),
+    ServiceName: nonEmpty(o.ServiceName, `${path}.ServiceName`),
+    Node: str(o.Node, `${path}.Node`),
+    CreateIndex: nat(o.CreateIndex, `${path}.CreateIndex`),
+    ModifyIndex: nat(o.ModifyIndex, `${path}.ModifyIndex`),
+  };
+}
+
+/** A stored apply result (the dedup table in a snapshot). */
+export function readApplyResult(v: unknown, path: string): ApplyResult {
+  const o = obj(v, path);
+  if (o.ok === true) return { ok: true, changed: bool(o.changed, `${path}.changed`) };
+  if (o.ok === false) return { ok: false, error: str(o.error, `${path}.error`), status: nat(o.status, `${path}.status`, 999) };
+  return bad(`${path}.ok`, 'must be a boolean');
+}
+
+function readCommand(v: unknown): RegistryCommand {
+  const o = obj(v, 'command');
+  switch (o.type) {
+    case 'register': {
+      if (!Array.isArray(o.checks)) bad('checks', 'must be an array');
+      return {
+        type: 'register',
+        ns: nonEmpty(o.ns, 'ns'),
+        node: str(o.node, 'node'),
+        instance: readInstanceSpec(o.instance, 'instance'),
+        checks: o.checks.map((c, i) => readCheckSpec(c, `checks[${i}]`)),
+        replaceExistingChecks: bool(o.replaceExistingChecks, 'replaceExistingChecks'),
+        now: num(o.now, 'now'),
+      };
+    }
+    case 'deregister':
+      return {
+        type: 'deregister',
+        ns: nonEmpty(o.ns, 'ns'),
+        service: nonEmpty(o.service, 'service'),
+        id: nonEmpty(o.id, 'id'),
+        now: num(o.now, 'now'),
+      };
+    case 'checkStatus':
+      return {
+        type: 'checkStatus',
+        ns: nonEmpty(o.ns, 'ns'),
+        checkId: nonEmpty(o.checkId, 'checkId'),
+        status: readCheckStatus(o.status, 'status'),
+        output: str(o.output, 'output'),
+        now: num(o.now, 'now'),
+      };
+    case 'server':
+      return { type: 'server', server: readServerInfo(o.server, 'server'), now: num(o.now, 'now') };
+    default:
+      return bad('type', 'must be register, deregister, checkStatus or server');
+  }
+}
+
+// --- snapshots: the registry's whole state as one JSON document (written by snapshot(), read by
+// restore(); also what `/v1/snapshot` carries, so it is parsed as untrusted input).
+
+export const SNAPSHOT_FORMAT = 'sider-registry';
+export const SNAPSHOT_VERSION = 1;
+
+export interface SnapshotInstance {
+  instance: Instance;
+  /** Sorted by CheckID. */
+  checks: Check[];
+}
+
+export interface SnapshotService {
+  name: string;
+  index: number;
+  /** Sorted by ID. */
+  instances: SnapshotInstance[];
+}
+
+export interface SnapshotNamespace {
+  name: string;
+  index: number;
+  catalogIndex: number;
+  /** Sorted by name; only services with at least one instance. */
+  services: SnapshotService[];
+  /** Deleted services and the index of their deletion, oldest first (the eviction order). */
+  tombstones: [string, number][];
+}
+
+export interface SnapshotData {
+  format: typeof SNAPSHOT_FORMAT;
+  version: typeof SNAPSHOT_VERSION;
+  /** The global index. */
+  index: number;
+  /** Sorted by name. */
+  namespaces: SnapshotNamespace[];
+  /** Sorted by ID. */
+  servers: ServerInfo[];
+  /** The request-ID dedup table, oldest first (the eviction order). */
+  dedup: [string, ApplyResult][];
+}
+
+export function encodeSnapshot(data: SnapshotData): Uint8Array {
+  return Buffer.from(JSON.stringify(data), 'utf8');
+}
+
+/** Parses snapshot bytes; throws SIDER_BAD_REQUEST naming the offending field. */
+export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
+  let value: unknown;
+  try {
+    value = JSON.parse(textDecoder.decode(bytes));
+  } catch (err) {
+    throw new SiderError('SIDER_BAD_REQUEST', 'snapshot: not valid UTF-8 JSON', { cause: err });
+  }
+  const o = obj(value, 'snapshot');
+  if (o.format !== SNAPSHOT_FORMAT) bad('snapshot.format', `must be "${SNAPSHOT_FORMAT}"`);
+  if (o.version !== SNAPSHOT_VERSION) bad('snapshot.version', `must be ${SNAPSHOT_VERSION}`);
+  return {
+    format: SNAPSHOT_FORMAT,
+    version: SNAPSHOT_VERSION,
+    index: nat(o.index, 'snapshot.index'),
+    namespaces: arr(o.namespaces, 'snapshot.namespaces', readSnapshotNamespace),
+    servers: arr(o.servers, 'snapshot.servers', readServerInfo),
+    dedup: arr(o.dedup, 'snapshot.dedup', (v, p) => {
+      const [rid, result] = pair(v, p);
+      return [nonEmpty(rid, `${p}[0]`), readApplyResult(result, `${p}[1]`)];
+    }),
+  };
+}
+
+function arr<T>(v: unknown, path: string, item: (x: unknown, p: string) => T): T[] {
+  if (!Array.isArray(v)) bad(path, 'must be an array');
+  return v.map((x, i) => item(x, `${path}[${i}]`));
+}
+
+function pair(v: unknown, path: string): [unknown, unknown] {
+  if (!Array.isArray(v) || v.length !== 2) bad(path, 'must be a pair');
+  return [v[0], v[1]];
+}
+
+function readSnapshotNamespace(v: unknown, path: string): SnapshotNamespace {
+  const o = obj(v, path);
+  return {
+    name: nonEmpty(o.name, `${path}.name`),
+    index: nat(o.index, `${path}.index`),
+    catalogIndex: nat(o.catalogIndex, `${path}.catalogIndex`),
+    services: arr(o.services, `${path}.services`, (s, p) => {
+      const so = obj(s, p);
+      return {
+        name: nonEmpty(so.name, `${p}.name`),
+        index: nat(so.index, `${p}.index`),
+        instances: arr(so.instances, `${p}.instances`, (x, q) => {
+          const xo = obj(x, q);
+          return { instance: readInstance(xo.instance, `${q}.instance`), checks: arr(xo.checks, `${q}.checks`, readCheck) };
+        }),
+      };
+    }),
+    tombstones: arr(o.tombstones, `${path}.tombstones`, (t, p) => {
+      const [name, index] = pair(t, p);
+      return [nonEmpty(name, `${p}[0]`), nat(index, `${p}[1]`)];
+    }),
+  };
+}

@@ -1,0 +1,737 @@
+// The registry's replicated state: the deterministic state machine behind Raft's StateMachine port
+// (the only writer of registry state), its indexes (DESIGN §3), and the read interface over it.
+
+import { createHash } from 'node:crypto';
+import { SiderError } from '../../raft/errors.ts';
+import type { SnapshotWriter, StateMachine } from '../../raft/ports.ts';
+import type { Entry, SnapshotMeta } from '../../raft/types.ts';
+import { decodeCommand, decodeSnapshot, encodeSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
+import type { SnapshotData, SnapshotNamespace } from './command-codec.ts';
+import { aggregateHealth } from './health.ts';
+import type {
+  ApplyResult,
+  Check,
+  CheckStatus,
+  Instance,
+  RegistryCommand,
+  RegistryReader,
+  ServerInfo,
+  ServiceEntry,
+} from './model.ts';
+import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
+
+/** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
+export const MAX_CHECK_OUTPUT_BYTES = 4096;
+export const DEFAULT_TOMBSTONE_LIMIT = 10_000;
+export const DEFAULT_DEDUP_LIMIT = 100_000;
+
+export interface RegistryStateMachineOptions {
+  /**
+   * Deleted services remembered per namespace (oldest dropped first). Part of the replicated
+   * behaviour: every node of a cluster must use the same value (tests lower it).
+   */
+  tombstoneLimit?: number;
+  /** Request IDs remembered for dedup (oldest dropped first). Same on every node, like the above. */
+  dedupLimit?: number;
+  /** Where a throwing watcher callback is reported (see Watchers). */
+  onWatcherError?: (err: unknown) => void;
+}
+
+/** Per service: its instances as ready-made, immutable ServiceEntry records, and read caches. */
+interface ServiceState {
+  readonly name: string;
+  /** Index of the last change to this service's result. */
+  index: number;
+  /** Instance ID → entry. Entries are replaced on change, never mutated (snapshots share them). */
+  readonly entries: Map<string, ServiceEntry>;
+  /** Tag → number of instances carrying it: the catalog's tag set without a scan. */
+  readonly tagCounts: Map<string, number>;
+  /** Instance IDs sorted by Node then ID; survives check-only changes. */
+  order: string[] | null;
+  sorted: ServiceEntry[] | null;
+  checks: Check[] | null;
+  tags: string[] | null;
+}
+
+interface NamespaceState {
+  readonly name: string;
+  /** Index of the last change of anything in the namespace. */
+  index: number;
+  /** Index of the last change to the set of service names or their tag sets. */
+  catalogIndex: number;
+  /** Only services with at least one instance. */
+  readonly services: Map<string, ServiceState>;
+  /** CheckID → check: IDs are unique per namespace. */
+  readonly checks: Map<string, Check>;
+  /** Deleted service → index of its deletion, in deletion order (the first is evicted first). */
+  readonly tombstones: Map<string, number>;
+  instanceCount: number;
+  servicesView: [string, string[]][] | null;
+  instancesView: Instance[] | null;
+  checksView: Check[] | null;
+}
+
+/** What snapshot() captures synchronously: shallow copies sharing immutable records. */
+interface Captured {
+  index: number;
+  namespaces: {
+    name: string;
+    index: number;
+    catalogIndex: number;
+    services: { name: string; index: number; entries: ServiceEntry[] }[];
+    tombstones: [string, number][];
+  }[];
+  servers: ServerInfo[];
+  dedupRids: string[];
+  dedupResults: ApplyResult[];
+}
+
+type RegisterCommand = Extract<RegistryCommand, { type: 'register' }>;
+type DeregisterCommand = Extract<RegistryCommand, { type: 'deregister' }>;
+type CheckStatusCommand = Extract<RegistryCommand, { type: 'checkStatus' }>;
+
+const CHANGED: ApplyResult = Object.freeze({ ok: true, changed: true });
+const UNCHANGED: ApplyResult = Object.freeze({ ok: true, changed: false });
+
+function badRequest(error: string): ApplyResult {
+  return { ok: false, error, status: 400 };
+}
+
+/** Code-unit order: the same on every node, unlike localeCompare. */
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function atLeastOne(index: number): number {
+  return index < 1 ? 1 : index;
+}
+
+/** Truncates to at most MAX_CHECK_OUTPUT_BYTES of UTF-8 without splitting a character. */
+export function capOutput(output: string): string {
+  // A UTF-16 string of n units is at most 3n UTF-8 bytes: short strings skip the encode.
+  if (output.length * 3 <= MAX_CHECK_OUTPUT_BYTES) return output;
+  const bytes = Buffer.from(output, 'utf8');
+  if (bytes.length <= MAX_CHECK_OUTPUT_BYTES) return output;
+  let end = MAX_CHECK_OUTPUT_BYTES;
+  // Back up over continuation bytes (10xxxxxx) to the start of the character that straddles the cut.
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString('utf8');
+}
+
+/** Deep equality of JSON values; object key order does not matter, array order does. */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  const keys = Object.keys(ao);
+  if (keys.length !== Object.keys(bo).length) return false;
+  for (const k of keys) if (!Object.hasOwn(bo, k) || !sameJson(ao[k], bo[k])) return false;
+  return true;
+}
+
+/** JSON with object keys sorted at every level: equal states serialize to equal strings. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * Moves the tag counts from an instance's old tags to its new ones. Returns whether the service's
+ * tag set changed (a tag appeared or disappeared), which is what moves the catalog index.
+ */
+function retag(counts: Map<string, number>, oldTags: readonly string[], newTags: readonly string[]): boolean {
+  const before = new Set(oldTags);
+  const after = new Set(newTags);
+  let changed = false;
+  for (const t of before) {
+    if (after.has(t)) continue;
+    const n = (counts.get(t) ?? 1) - 1;
+    if (n <= 0) {
+      counts.delete(t);
+      changed = true;
+    } else {
+      counts.set(t, n);
+    }
+  }
+  for (const t of after) {
+    if (before.has(t)) continue;
+    const n = (counts.get(t) ?? 0) + 1;
+    counts.set(t, n);
+    if (n === 1) changed = true;
+  }
+  return changed;
+}
+
+function newService(name: string, index: number): ServiceState {
+  return { name, index, entries: new Map(), tagCounts: new Map(), order: null, sorted: null, checks: null, tags: null };
+}
+
+function newNamespace(name: string): NamespaceState {
+  return {
+    name,
+    index: 0,
+    catalogIndex: 0,
+    services: new Map(),
+    checks: new Map(),
+    tombstones: new Map(),
+    instanceCount: 0,
+    servicesView: null,
+    instancesView: null,
+    checksView: null,
+  };
+}
+
+function byCheckId(a: Check, b: Check): number {
+  return cmp(a.CheckID, b.CheckID);
+}
+
+function byServiceThenIds(a: Check, b: Check): number {
+  return cmp(a.ServiceName, b.ServiceName) || cmp(a.ServiceID, b.ServiceID) || cmp(a.CheckID, b.CheckID);
+}
+
+/**
+ * The registry state machine. Applied by the Raft driver only (one entry at a time, in log order);
+ * read by everything else through the RegistryReader methods, whose results are shared and must
+ * not be mutated.
+ */
+export class RegistryStateMachine implements StateMachine, RegistryReader {
+  #namespaces = new Map<string, NamespaceState>();
+  #servers = new Map<string, ServerInfo>();
+  #serversView: ServerInfo[] | null = null;
+  /** Global index: the entry index of the last change. */
+  #index = 0;
+  /** rid → result, in apply order (Map iteration order is insertion order: first = oldest). */
+  #dedup = new Map<string, ApplyResult>();
+  #watchers: Watchers;
+  /** Watch keys whose index moved during the current apply; notified when it ends. */
+  #touched = new Set<string>();
+  readonly #tombstoneLimit: number;
+  readonly #dedupLimit: number;
+
+  constructor(opts: RegistryStateMachineOptions = {}) {
+    this.#tombstoneLimit = opts.tombstoneLimit ?? DEFAULT_TOMBSTONE_LIMIT;
+    this.#dedupLimit = opts.dedupLimit ?? DEFAULT_DEDUP_LIMIT;
+    if (!Number.isInteger(this.#tombstoneLimit) || this.#tombstoneLimit < 0) {
+      throw new SiderError('SIDER_CONFIG', `tombstoneLimit must be a non-negative integer, got ${this.#tombstoneLimit}`);
+    }
+    if (!Number.isInteger(this.#dedupLimit) || this.#dedupLimit < 0) {
+      throw new SiderError('SIDER_CONFIG', `dedupLimit must be a non-negative integer, got ${this.#dedupLimit}`);
+    }
+    this.#watchers = opts.onWatcherError ? new Watchers({ onError: opts.onWatcherError }) : new Watchers();
+  }
+
+  // ---------------------------------------------------------------- StateMachine
+
+  /**
+   * Applies one committed `normal` entry. Depends only on the entry and the prior state. Watchers
+   * of every index the entry moved fire synchronously before this returns.
+   */
+  apply(entry: Entry): ApplyResult {
+    if (entry.rid !== '') {
+      const seen = this.#dedup.get(entry.rid);
+      if (seen) return seen;
+    }
+    const decoded = decodeCommand(entry.data);
+    const result = decoded.ok ? this.#execute(decoded.command, entry.index) : badRequest(decoded.error);
+    if (entry.rid !== '' && this.#dedupLimit > 0) {
+      this.#dedup.set(entry.rid, result);
+      if (this.#dedup.size > this.#dedupLimit) {
+        const oldest = this.#dedup.keys().next();
+        if (!oldest.done) this.#dedup.delete(oldest.value);
+      }
+    }
+    if (result.ok && result.changed) this.#index = entry.index;
+    if (this.#touched.size > 0) {
+      const touched = [...this.#touched];
+      this.#touched.clear();
+      for (const key of touched) this.#watchers.notify(key, entry.index);
+    }
+    return result;
+  }
+
+  /**
+   * Captures the state synchronously: entries, checks and servers are immutable, so this copies
+   * only the containers (O(instances) pointer copies). The writer sorts and encodes later.
+   */
+  snapshot(): SnapshotWriter {
+    const captured = this.#capture();
+    return async () => encodeSnapshot(toSnapshotData(captured));
+  }
+
+  /**
+   * Replaces the whole state with a snapshot's. The data is parsed and checked completely before
+   * anything is replaced: a bad snapshot throws SIDER_BAD_REQUEST and leaves the state as it was.
+   * Every watcher fires afterwards (any index may have moved, in either direction).
+   */
+  restore(data: Uint8Array, _meta?: SnapshotMeta): void {
+    const snap = decodeSnapshot(data);
+    const namespaces = new Map<string, NamespaceState>();
+    for (const [i, sn] of snap.namespaces.entries()) {
+      if (namespaces.has(sn.name)) throw new SiderError('SIDER_BAD_REQUEST', `snapshot.namespaces[${i}]: duplicate namespace "${sn.name}"`);
+      namespaces.set(sn.name, buildNamespace(sn, `snapshot.namespaces[${i}]`));
+    }
+    const servers = new Map<string, ServerInfo>();
+    for (const s of snap.servers) servers.set(s.ID, s);
+    this.#namespaces = namespaces;
+    this.#servers = servers;
+    this.#serversView = null;
+    this.#index = snap.index;
+    this.#dedup = new Map(snap.dedup);
+    this.#touched.clear();
+    this.#watchers.fireAll();
+  }
+
+  /** sha256 (hex) of a canonical serialization of the whole replicated state. For tests and checks. */
+  digest(): string {
+    return createHash('sha256').update(canonicalJson(toSnapshotData(this.#capture()))).digest('hex');
+  }
+
+  /** Blocking queries currently held on this node. */
+  get watcherCount(): number {
+    return this.#watchers.size;
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  #execute(cmd: RegistryCommand, index: number): ApplyResult {
+    switch (cmd.type) {
+      case 'register':
+        return this.#register(cmd, index);
+      case 'deregister':
+        return this.#deregister(cmd, index);
+      case 'checkStatus':
+        return this.#checkStatus(cmd, index);
+      case 'server':
+        return this.#server(cmd.server);
+    }
+  }
+
+  #register(cmd: RegisterCommand, index: number): ApplyResult {
+    const spec = cmd.instance;
+    const service = spec.Service;
+    const id = spec.ID === '' ? service : spec.ID;
+    const existingNs = this.#namespaces.get(cmd.ns);
+    const prev = existingNs?.services.get(service)?.entries.get(id);
+
+    // Everything is validated before anything changes: nothing is half-applied.
+    const given = new Set<string>();
+    for (const c of cmd.checks) {
+      if (given.has(c.CheckID)) return badRequest(`CheckID "${c.CheckID}" is given more than once in the registration`);
+      given.add(c.CheckID);
+      const owner = existingNs?.checks.get(c.CheckID);
+      if (owner && (owner.ServiceName !== service || owner.ServiceID !== id)) {
+        return badRequest(
+          `CheckID "${c.CheckID}" already belongs to instance "${owner.ServiceID}" of service "${owner.ServiceName}"`,
+        );
+      }
+    }
+
+    let instance: Instance = {
+      Service: service,
+      ID: id,
+      Address: spec.Address,
+      Port: spec.Port,
+      Tags: spec.Tags,
+      Meta: spec.Meta,
+      Weights: spec.Weights,
+      TaggedAddresses: spec.TaggedAddresses,
+      EnableTagOverride: spec.EnableTagOverride,
+      Namespace: cmd.ns,
+      Node: cmd.node,
+      CreateIndex: prev?.instance.CreateIndex ?? index,
+      ModifyIndex: prev?.instance.ModifyIndex ?? index,
+    };
+    const instanceChanged = !prev || !sameJson(prev.instance, instance);
+    if (prev && !instanceChanged) instance = prev.instance;
+    else if (prev) instance = { ...instance, ModifyIndex: index };
+
+    let checksChanged = false;
+    const checks: Check[] = [];
+    for (const c of cmd.checks) {
+      // By the ownership test above, an existing check with this ID belongs to this instance.
+      const old = existingNs?.checks.get(c.CheckID);
+      const keepState = c.Status === '' && old !== undefined;
+      let check: Check = {
+        CheckID: c.CheckID,
+        Name: c.Name,
+        Type: c.Type,
+        Status: keepState ? old.Status : c.Status === '' ? 'critical' : c.Status,
+        Notes: c.Notes,
+        Output: keepState ? old.Output : capOutput(c.Output),
+        Interval: c.Interval,
+        Timeout: c.Timeout,
+        TTL: c.TTL,
+        DeregisterCriticalServiceAfter: c.DeregisterCriticalServiceAfter,
+        SuccessBeforePassing: c.SuccessBeforePassing,
+        FailuresBeforeCritical: c.FailuresBeforeCritical,
+        HTTP: c.HTTP,
+        Method: c.Method,
+        Header: c.Header,
+        TCP: c.TCP,
+        GRPC: c.GRPC,
+        GRPCUseTLS: c.GRPCUseTLS,
+        TLSSkipVerify: c.TLSSkipVerify,
+        Args: c.Args,
+        Namespace: cmd.ns,
+        ServiceID: id,
+        ServiceName: service,
+        Node: cmd.node,
+        CreateIndex: old?.CreateIndex ?? index,
+        ModifyIndex: old?.ModifyIndex ?? index,
+      };
+      if (old && sameJson(old, check)) {
+        check = old;
+      } else {
+        checksChanged = true;
+        if (old) check = { ...check, ModifyIndex: index };
+      }
+      checks.push(check);
+    }
+    const prevChecks = prev?.checks ?? [];
+    for (const old of prevChecks) {
+      if (given.has(old.CheckID)) continue;
+      // Consul semantics: checks left out of a registration survive unless told to replace them.
+      if (cmd.replaceExistingChecks) checksChanged = true;
+      else checks.push(old);
+    }
+    if (!instanceChanged && !checksChanged) return UNCHANGED;
+    checks.sort(byCheckId);
+
+    const ns = existingNs ?? this.#createNamespace(cmd.ns);
+    let svc = ns.services.get(service);
+    if (!svc) {
+      svc = newService(service, index);
+      ns.services.set(service, svc);
+      ns.tombstones.delete(service);
+      this.#touchCatalog(ns, index);
+    }
+    if (checksChanged) {
+      for (const old of prevChecks) ns.checks.delete(old.CheckID);
+      for (const c of checks) ns.checks.set(c.CheckID, c);
+      ns.checksView = null;
+    }
+    if (instanceChanged) {
+      if (retag(svc.tagCounts, prev?.instance.Tags ?? [], instance.Tags)) {
+        svc.tags = null;
+        this.#touchCatalog(ns, index);
+      }
+      if (!prev) ns.instanceCount++;
+      if (!prev || prev.instance.Node !== instance.Node) svc.order = null;
+      ns.instancesView = null;
+    }
+    svc.entries.set(id, { instance, checks, health: aggregateHealth(checks) });
+    this.#touchService(ns, svc, index);
+    return CHANGED;
+  }
+
+  #deregister(cmd: DeregisterCommand, index: number): ApplyResult {
+    const ns = this.#namespaces.get(cmd.ns);
+    const svc = ns?.services.get(cmd.service);
+    const prev = svc?.entries.get(cmd.id);
+    if (!ns || !svc || !prev) return UNCHANGED;
+    for (const c of prev.checks) ns.checks.delete(c.CheckID);
+    if (prev.checks.length > 0) ns.checksView = null;
+    svc.entries.delete(cmd.id);
+    svc.order = null;
+    ns.instanceCount--;
+    ns.instancesView = null;
+    if (svc.entries.size === 0) {
+      ns.services.delete(svc.name);
+      this.#tombstone(ns, svc.name, index);
+      this.#touchCatalog(ns, index);
+    } else if (retag(svc.tagCounts, prev.instance.Tags, [])) {
+      svc.tags = null;
+      this.#touchCatalog(ns, index);
+    }
+    this.#touchService(ns, svc, index);
+    return CHANGED;
+  }
+
+  #checkStatus(cmd: CheckStatusCommand, index: number): ApplyResult {
+    const ns = this.#namespaces.get(cmd.ns);
+    const old = ns?.checks.get(cmd.checkId);
+    if (!ns || !old) return { ok: false, error: `CheckID "${cmd.checkId}" does not have associated TTL`, status: 404 };
+    const output = capOutput(cmd.output);
+    if (old.Status === cmd.status && old.Output === output) return UNCHANGED;
+    const svc = ns.services.get(old.ServiceName);
+    const entry = svc?.entries.get(old.ServiceID);
+    if (!svc || !entry) throw new Error(`registry invariant violated: check "${old.CheckID}" has no instance`);
+    const check: Check = { ...old, Status: cmd.status, Output: output, ModifyIndex: index };
+    ns.checks.set(check.CheckID, check);
+    ns.checksView = null;
+    const checks = entry.checks.map((c) => (c.CheckID === check.CheckID ? check : c));
+    svc.entries.set(old.ServiceID, { instance: entry.instance, checks, health: aggregateHealth(checks) });
+    this.#touchService(ns, svc, index);
+    return CHANGED;
+  }
+
+  #server(server: ServerInfo): ApplyResult {
+    const prev = this.#servers.get(server.ID);
+    if (prev && sameJson(prev, server)) return UNCHANGED;
+    this.#servers.set(server.ID, server);
+    this.#serversView = null;
+    return CHANGED;
+  }
+
+  #createNamespace(name: string): NamespaceState {
+    const ns = newNamespace(name);
+    this.#namespaces.set(name, ns);
+    return ns;
+  }
+
+  /** The service's result changed at `index` (and so did its namespace). */
+  #touchService(ns: NamespaceState, svc: ServiceState, index: number): void {
+    svc.index = index;
+    svc.sorted = null;
+    svc.checks = null;
+    ns.index = index;
+    this.#touched.add(serviceKey(ns.name, svc.name));
+    this.#touched.add(namespaceKey(ns.name));
+  }
+
+  #touchCatalog(ns: NamespaceState, index: number): void {
+    ns.catalogIndex = index;
+    ns.servicesView = null;
+    this.#touched.add(catalogKey(ns.name));
+  }
+
+  /**
+   * Remembers a deleted service's last index so a blocking query on it wakes and reads []. Bounded:
+   * beyond the limit the oldest is dropped, and its index falls back to the catalog index (which
+   * this same deletion moves past it), so its watchers are woken too.
+   */
+  #tombstone(ns: NamespaceState, service: string, index: number): void {
+    ns.tombstones.delete(service);
+    ns.tombstones.set(service, index);
+    while (ns.tombstones.size > this.#tombstoneLimit) {
+      const oldest = ns.tombstones.keys().next();
+      if (oldest.done) break;
+      ns.tombstones.delete(oldest.value);
+      this.#touched.add(serviceKey(ns.name, oldest.value));
+    }
+  }
+
+  #capture(): Captured {
+    const namespaces: Captured['namespaces'] = [];
+    for (const ns of this.#namespaces.values()) {
+      const services: Captured['namespaces'][number]['services'] = [];
+      for (const svc of ns.services.values()) services.push({ name: svc.name, index: svc.index, entries: [...svc.entries.values()] });
+      namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: [...ns.tombstones] });
+    }
+    return {
+      index: this.#index,
+      namespaces,
+      servers: [...this.#servers.values()],
+      dedupRids: [...this.#dedup.keys()],
+      dedupResults: [...this.#dedup.values()],
+    };
+  }
+
+  // ---------------------------------------------------------------- RegistryReader
+
+  index(): number {
+    return atLeastOne(this.#index);
+  }
+
+  serviceIndex(ns: string, service: string): number {
+    const n = this.#namespaces.get(ns);
+    if (!n) return 1;
+    const svc = n.services.get(service);
+    if (svc) return atLeastOne(svc.index);
+    const tomb = n.tombstones.get(service);
+    // A never-seen (or forgotten) service: the catalog index is ≥ any index it could have had.
+    return atLeastOne(tomb ?? n.catalogIndex);
+  }
+
+  catalogIndex(ns: string): number {
+    return atLeastOne(this.#namespaces.get(ns)?.catalogIndex ?? 0);
+  }
+
+  namespaceIndex(ns: string): number {
+    return atLeastOne(this.#namespaces.get(ns)?.index ?? 0);
+  }
+
+  /** Namespaces holding at least one instance, sorted. */
+  namespaces(): string[] {
+    const out: string[] = [];
+    for (const ns of this.#namespaces.values()) if (ns.instanceCount > 0) out.push(ns.name);
+    return out.sort(cmp);
+  }
+
+  services(ns: string): [string, string[]][] {
+    const n = this.#namespaces.get(ns);
+    if (!n) return [];
+    if (!n.servicesView) {
+      n.servicesView = [...n.services.values()]
+        .sort((a, b) => cmp(a.name, b.name))
+        .map((svc): [string, string[]] => [svc.name, serviceTags(svc)]);
+    }
+    return n.servicesView;
+  }
+
+  serviceEntries(ns: string, service: string): ServiceEntry[] {
+    const svc = this.#namespaces.get(ns)?.services.get(service);
+    if (!svc) return [];
+    if (!svc.sorted) {
+      if (!svc.order) {
+        const entries = svc.entries;
+        svc.order = [...entries.keys()].sort((a, b) => {
+          const x = entries.get(a)!.instance;
+          const y = entries.get(b)!.instance;
+          return cmp(x.Node, y.Node) || cmp(x.ID, y.ID);
+        });
+      }
+      svc.sorted = svc.order.map((id) => svc.entries.get(id)!);
+    }
+    return svc.sorted;
+  }
+
+  instances(ns: string): Instance[] {
+    const n = this.#namespaces.get(ns);
+    if (!n) return [];
+    if (!n.instancesView) {
+      const out: Instance[] = [];
+      for (const [name] of this.services(ns)) {
+        const svc = n.services.get(name)!;
+        for (const id of [...svc.entries.keys()].sort(cmp)) out.push(svc.entries.get(id)!.instance);
+      }
+      n.instancesView = out;
+    }
+    return n.instancesView;
+  }
+
+  instance(ns: string, service: string, id: string): Instance | undefined {
+    return this.#namespaces.get(ns)?.services.get(service)?.entries.get(id)?.instance;
+  }
+
+  /** Sorted by service name. */
+  instancesById(ns: string, id: string): Instance[] {
+    const n = this.#namespaces.get(ns);
+    if (!n) return [];
+    const out: Instance[] = [];
+    for (const [name] of this.services(ns)) {
+      const e = n.services.get(name)?.entries.get(id);
+      if (e) out.push(e.instance);
+    }
+    return out;
+  }
+
+  /** In serviceEntries order (Node, then instance ID), each instance's checks by CheckID. */
+  checksOfService(ns: string, service: string): Check[] {
+    const svc = this.#namespaces.get(ns)?.services.get(service);
+    if (!svc) return [];
+    svc.checks ??= this.serviceEntries(ns, service).flatMap((e) => e.checks);
+    return svc.checks;
+  }
+
+  /** Sorted by service name, instance ID, then CheckID. */
+  checksInState(ns: string, state: CheckStatus | 'any'): Check[] {
+    const n = this.#namespaces.get(ns);
+    if (!n) return [];
+    n.checksView ??= [...n.checks.values()].sort(byServiceThenIds);
+    return state === 'any' ? n.checksView : n.checksView.filter((c) => c.Status === state);
+  }
+
+  /** Sorted by ID. */
+  servers(): ServerInfo[] {
+    this.#serversView ??= [...this.#servers.values()].sort((a, b) => cmp(a.ID, b.ID));
+    return this.#serversView;
+  }
+
+  watchService(ns: string, service: string, after: number, fire: () => void): () => void {
+    return this.#watchers.watch(serviceKey(ns, service), this.serviceIndex(ns, service), after, fire);
+  }
+
+  watchCatalog(ns: string, after: number, fire: () => void): () => void {
+    return this.#watchers.watch(catalogKey(ns), this.catalogIndex(ns), after, fire);
+  }
+
+  watchNamespace(ns: string, after: number, fire: () => void): () => void {
+    return this.#watchers.watch(namespaceKey(ns), this.namespaceIndex(ns), after, fire);
+  }
+}
+
+function serviceTags(svc: ServiceState): string[] {
+  svc.tags ??= [...svc.tagCounts.keys()].sort(cmp);
+  return svc.tags;
+}
+
+function toSnapshotData(c: Captured): SnapshotData {
+  return {
+    format: SNAPSHOT_FORMAT,
+    version: SNAPSHOT_VERSION,
+    index: c.index,
+    namespaces: c.namespaces
+      .sort((a, b) => cmp(a.name, b.name))
+      .map((ns) => ({
+        name: ns.name,
+        index: ns.index,
+        catalogIndex: ns.catalogIndex,
+        services: ns.services
+          .sort((a, b) => cmp(a.name, b.name))
+          .map((svc) => ({
+            name: svc.name,
+            index: svc.index,
+            instances: svc.entries
+              .sort((a, b) => cmp(a.instance.ID, b.instance.ID))
+              .map((e) => ({ instance: e.instance, checks: e.checks })),
+          })),
+        tombstones: ns.tombstones,
+      })),
+    servers: c.servers.sort((a, b) => cmp(a.ID, b.ID)),
+    dedup: c.dedupRids.map((rid, i): [string, ApplyResult] => [rid, c.dedupResults[i]!]),
+  };
+}
+
+/** Rebuilds one namespace from a snapshot, checking what the parser cannot (consistency). */
+function buildNamespace(sn: SnapshotNamespace, path: string): NamespaceState {
+  const fail = (where: string, what: string): never => {
+    throw new SiderError('SIDER_BAD_REQUEST', `${path}${where}: ${what}`);
+  };
+  const ns = newNamespace(sn.name);
+  ns.index = sn.index;
+  ns.catalogIndex = sn.catalogIndex;
+  for (const [i, ss] of sn.services.entries()) {
+    const where = `.services[${i}]`;
+    if (ns.services.has(ss.name)) fail(where, `duplicate service "${ss.name}"`);
+    if (ss.instances.length === 0) fail(where, 'a service without instances is stored as a tombstone');
+    const svc = newService(ss.name, ss.index);
+    for (const [j, si] of ss.instances.entries()) {
+      const w = `${where}.instances[${j}]`;
+      const inst = si.instance;
+      if (inst.Namespace !== sn.name || inst.Service !== ss.name) fail(w, 'instance is filed under the wrong namespace or service');
+      if (svc.entries.has(inst.ID)) fail(w, `duplicate instance ID "${inst.ID}"`);
+      for (const c of si.checks) {
+        if (c.Namespace !== sn.name || c.ServiceName !== ss.name || c.ServiceID !== inst.ID) {
+          fail(w, `check "${c.CheckID}" is filed under the wrong instance`);
+        }
+        if (ns.checks.has(c.CheckID)) fail(w, `duplicate CheckID "${c.CheckID}"`);
+        ns.checks.set(c.CheckID, c);
+      }
+      const checks = [...si.checks].sort(byCheckId);
+      svc.entries.set(inst.ID, { instance: inst, checks, health: aggregateHealth(checks) });
+      retag(svc.tagCounts, [], inst.Tags);
+      ns.instanceCount++;
+    }
+    ns.services.set(ss.name, svc);
+  }
+  for (const [name, index] of sn.tombstones) {
+    if (ns.services.has(name)) fail('.tombstones', `service "${name}" is both live and deleted`);
+    ns.tombstones.set(name, index);
+  }
+  return ns;
+}
