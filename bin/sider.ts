@@ -1,22 +1,57 @@
 #!/usr/bin/env node
-// The `sider` command line: dispatches to sub-commands. This build ships the Raft library; the
-// registry server and the operator commands arrive with the registry (issue #3) and later issues.
+// The `sider` command line: dispatches to sub-commands. `server` runs a registry server; the
+// operator commands (members, join, leave, services, health, snapshot …) arrive with issue #7.
 
 import { readFileSync } from 'node:fs';
+import { isSiderError } from '../raft/errors.ts';
+import { SERVER_USAGE, loadServerConfig } from '../src/config.ts';
+import { startServer } from './server.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const usage = `usage: sider <command> [flags]
 
-commands available in this build:
+commands:
+  server      run a registry server (sider server -help for its flags)
   version     print the version
   help        print this text
 
-planned (see README "Status"): server, agent, members, join, leave, services, health,
-register, deregister, snapshot save|restore`;
+planned (see README "Status"): agent, members, join, leave, services, health, register,
+deregister, snapshot save|restore`;
 
-const [cmd = 'help'] = process.argv.slice(2);
+async function server(argv: string[]): Promise<void> {
+  if (argv.some((a) => /^--?(help|h)$/.test(a))) {
+    console.log(SERVER_USAGE);
+    return;
+  }
+  let srv: Awaited<ReturnType<typeof startServer>>;
+  try {
+    srv = await startServer(loadServerConfig(argv));
+  } catch (err) {
+    console.error(`sider server: ${isSiderError(err) ? err.message : (err as Error).stack}`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    srv.log('info', 'shutting down', { signal });
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    srv.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+const [cmd = 'help', ...rest] = process.argv.slice(2);
 switch (cmd.replace(/^-+/, '')) {
+  case 'server':
+    await server(rest);
+    break;
   case 'version':
     console.log(`sider ${pkg.version} (node ${process.versions.node})`);
     break;
@@ -25,6 +60,6 @@ switch (cmd.replace(/^-+/, '')) {
     console.log(usage);
     break;
   default:
-    console.error(`sider: ${JSON.stringify(cmd)} is not available in this build: Sider currently ships its Raft library (raft/);\nthe registry server (\`sider server\`, \`npm start\`) lands with issue #3. See README "Status".`);
+    console.error(`sider: ${JSON.stringify(cmd)} is not available in this build (see README "Status").\n${usage}`);
     process.exit(2);
 }

@@ -1,0 +1,176 @@
+// Server assembly, the one place that wires every layer together (bin/ sits above http/, src/ and
+// raft/): the registry state machine on a Raft node (LevelDB, snapshot files, HTTP transport), the
+// RegistryService over it, and the HTTP API; bootstrap, join and restart.
+
+import { mkdir } from 'node:fs/promises';
+import { join as joinPath } from 'node:path';
+import type { Server } from 'node:http';
+import { request } from 'undici';
+import { FileSnapshotStore } from '../raft/file-snapshot-store.ts';
+import { HttpTransport } from '../raft/http-transport.ts';
+import { LevelStorage } from '../raft/level-storage.ts';
+import { RaftNode } from '../raft/node.ts';
+import type { Logger } from '../raft/node.ts';
+import { SiderError } from '../raft/errors.ts';
+import { createHttpApp, listenHttp } from '../http/app.ts';
+import { internalApi } from '../http/internal.ts';
+import { signRequest } from '../src/cluster-auth.ts';
+import type { ServerConfig } from '../src/config.ts';
+import { parseHostPort } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
+import { encodeCommand } from '../src/registry/command-codec.ts';
+import { RegistryStateMachine } from '../src/registry/state-machine.ts';
+
+export interface SiderServer {
+  config: ServerConfig;
+  raft: RaftNode;
+  registry: RaftRegistry;
+  state: RegistryStateMachine;
+  http: Server;
+  /** Bound HTTP address host:port. */
+  httpAddr: string;
+  log: Logger;
+  close(): Promise<void>;
+}
+
+/** Asks a member's internal API to add this server; returns the cluster ID. Retries while no leader. */
+async function requestJoin(cfg: ServerConfig, raftAddr: string, log: Logger): Promise<string> {
+  const path = INTERNAL_JOIN;
+  const body = Buffer.from(JSON.stringify({ id: cfg.raftId, addr: raftAddr }));
+  const deadline = Date.now() + 60_000;
+  let last = '';
+  while (Date.now() < deadline) {
+    try {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (cfg.clusterKey) Object.assign(headers, signRequest(cfg.clusterKey, 'POST', path, body));
+      const res = await request(`http://${cfg.join}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(15_000) });
+      const text = await res.body.text();
+      if (res.statusCode === 200) {
+        const v = JSON.parse(text) as { clusterId?: unknown };
+        if (typeof v.clusterId === 'string') return v.clusterId;
+        last = 'no cluster id in the answer';
+      } else {
+        last = `HTTP ${res.statusCode}: ${text.slice(0, 300)}`;
+        // Refusals that retrying cannot fix.
+        if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 409) break;
+      }
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    log('warn', 'join attempt failed; retrying', { join: cfg.join, error: last });
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new SiderError('SIDER_CONFIG', `cannot join the cluster through ${cfg.join}: ${last}`);
+}
+
+export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}): Promise<SiderServer> {
+  const log = opts.log ?? createLogger({ level: cfg.logLevel, format: cfg.logFormat, node: cfg.raftId });
+  await mkdir(cfg.raftDir, { recursive: true });
+  const raftAddr = cfg.raftAdvertise || cfg.raftBind;
+  const storage = new LevelStorage(joinPath(cfg.raftDir, 'raft'));
+  const snapshots = new FileSnapshotStore(joinPath(cfg.raftDir, 'snapshots'));
+
+  // A fresh data directory either bootstraps or joins; one with an identity just restarts.
+  let clusterId: string | undefined;
+  await storage.open();
+  const identity = await storage.loadIdentity();
+  await storage.close();
+  if (!identity && cfg.join) {
+    clusterId = await requestJoin(cfg, raftAddr, log);
+    log('info', 'joined cluster', { clusterId, via: cfg.join });
+  } else if (!identity && !cfg.bootstrap) {
+    throw new SiderError('SIDER_CONFIG', `data directory ${cfg.raftDir} is fresh: start with -bootstrap (new cluster) or -join host:port`);
+  }
+
+  const state = new RegistryStateMachine();
+  const raft = await RaftNode.open({
+    id: cfg.raftId,
+    storage,
+    snapshots,
+    stateMachine: state,
+    ...(cfg.bootstrap && !identity ? { bootstrap: { addr: raftAddr } } : {}),
+    ...(clusterId ? { clusterId } : {}),
+    tickMs: cfg.tickMs,
+    electionTicks: cfg.electionTicks,
+    log,
+    transport: (cid) =>
+      new HttpTransport({
+        id: cfg.raftId,
+        clusterId: cid,
+        listen: cfg.raftBind,
+        advertise: raftAddr,
+        ...(cfg.clusterKey ? { clusterKey: cfg.clusterKey } : { allowInsecureLoopback: true }),
+        log: (level, msg, fields) => log(level, msg, fields),
+      }),
+  });
+
+  const registry = new RaftRegistry({ raft, reader: state, nodeName: cfg.nodeName, clusterKey: cfg.clusterKey, encode: encodeCommand });
+  const app = createHttpApp(registry, {
+    datacenter: cfg.datacenter,
+    nodeName: cfg.nodeName,
+    nodeId: cfg.raftId,
+    enableScriptChecks: cfg.enableScriptChecks,
+  });
+  app.middleware.unshift(internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log }));
+  const { host, port } = parseHostPort(cfg.http, '-http');
+  let http: Server;
+  try {
+    http = await listenHttp(app, host, port);
+  } catch (err) {
+    await registry.close();
+    await raft.close();
+    throw err;
+  }
+  const bound = http.address();
+  const httpAddr = typeof bound === 'object' && bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : cfg.http;
+  const advertised = cfg.httpAdvertise || (host === '0.0.0.0' || host === '::' ? `127.0.0.1:${port}` : httpAddr);
+
+  // Every server records where its HTTP API is, so followers can forward writes to the leader.
+  let publishing = false;
+  let closed = false;
+  const publish = async (): Promise<void> => {
+    if (publishing || closed) return;
+    publishing = true;
+    try {
+      for (let attempt = 0; !closed; attempt++) {
+        const mine = state.servers().find((s) => s.ID === cfg.raftId);
+        if (mine && mine.HTTPAddr === advertised && mine.RaftAddr === raftAddr) return;
+        try {
+          await registry.write({ type: 'server', server: { ID: cfg.raftId, HTTPAddr: advertised, RaftAddr: raftAddr }, now: 0 });
+          log('info', 'published server address', { http: advertised, raft: raftAddr });
+          return;
+        } catch (err) {
+          if (attempt % 10 === 0) log('debug', 'cannot publish server address yet', { error: (err as Error).message });
+          await new Promise((r) => setTimeout(r, Math.min(2000, 100 * (attempt + 1))));
+        }
+      }
+    } finally {
+      publishing = false;
+    }
+  };
+  const offLeader = raft.on((ev) => {
+    if (ev.type === 'leader' && ev.leader) void publish();
+  });
+  void publish();
+
+  log('info', 'sider server started', { http: httpAddr, raft: raftAddr, dir: cfg.raftDir, clusterId: raft.clusterId });
+  return {
+    config: cfg,
+    raft,
+    registry,
+    state,
+    http,
+    httpAddr,
+    log,
+    async close() {
+      closed = true;
+      offLeader();
+      http.closeAllConnections();
+      await new Promise<void>((r) => http.close(() => r()));
+      await registry.close();
+      await raft.close();
+      log('info', 'sider server stopped', {});
+    },
+  };
+}

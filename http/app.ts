@@ -1,0 +1,516 @@
+// The public HTTP API (DESIGN §6): Consul-compatible routes on Koa and @koa/router over a
+// RegistryService, and the listener whose timeouts let a 10-minute blocking query run to its end.
+
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { bodyParser } from '@koa/bodyparser';
+import Router from '@koa/router';
+import Koa from 'koa';
+import type { Context, Middleware } from 'koa';
+import { SiderError } from '../raft/errors.ts';
+import type { Instance, RegistryCommand } from '../src/registry/model.ts';
+import type { RegistryService } from '../src/registry/service.ts';
+import { BlockingQueries, parseBlockingParams } from './blocking.ts';
+import type { WatchFn } from './blocking.ts';
+import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, setReadHeaders } from './consistency.ts';
+import type { EffectiveConsistency } from './consistency.ts';
+import { errorMiddleware } from './errors.ts';
+import type { HttpLogger } from './errors.ts';
+import { parseFilter } from './filter.ts';
+import type { Filter, FilterType } from './filter.ts';
+import { badRequest, parseDeregisterBody, parseId, parseNamespace, parseRaftJoinBody, parseRaftRemoveBody, parseRegisterBody, parseServiceName } from './register-parse.ts';
+import {
+  AGENT_SERVICE_SCHEMA,
+  CATALOG_SERVICE_SCHEMA,
+  CHECK_SCHEMA,
+  HEALTH_ENTRY_SCHEMA,
+  nodeUuid,
+  renderAgentService,
+  renderAgentServices,
+  renderCatalogService,
+  renderCatalogServices,
+  renderCheck,
+  renderHealthEntry,
+  renderMember,
+  splitHostPort,
+} from './render.ts';
+import type { MemberInfo, RenderContext } from './render.ts';
+
+export const DEFAULT_JSON_LIMIT = 1024 * 1024;
+export const DEFAULT_NAMESPACE = 'default';
+const REQUEST_ID_HEADER = 'x-sider-request-id';
+const NAMESPACE_HEADER = 'x-sider-namespace';
+
+export interface HttpAppOptions {
+  /** Reported in every Datacenter field; `?dc=` naming another is refused. Default 'dc1'. */
+  datacenter?: string;
+  /** This server's node name; defaults to service.nodeName. */
+  nodeName?: string;
+  /** This server's Raft ID (to find its own addresses among the servers). Defaults to the node name. */
+  nodeId?: string;
+  /** Allow `Args` (script) checks in registrations (DESIGN §5). Default false. */
+  enableScriptChecks?: boolean;
+  /** Largest accepted JSON body in bytes; larger is 413. Default 1 MiB. */
+  jsonLimit?: number;
+  /** Blocking queries held at once on this server; more get 429. Default 60,000. Ignored with `blocking`. */
+  maxBlockingQueries?: number;
+  /** A shared holder of blocking queries (its `held` count is the metric); one is made otherwise. */
+  blocking?: BlockingQueries;
+  /** Node address used for instances without one when their server's address is not known. */
+  address?: string;
+  /** Reported by /v1/agent/self; defaults to package.json's version. */
+  version?: string;
+  revision?: string;
+  log?: HttpLogger;
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** JSON body; Consul's `?pretty` indents it. */
+function sendJson(ctx: Context, value: unknown, pretty: boolean): void {
+  ctx.type = 'application/json';
+  ctx.body = pretty ? `${JSON.stringify(value, null, 4)}\n` : JSON.stringify(value);
+}
+
+/** An empty 200, Consul's answer to a successful agent write. */
+function sendEmpty(ctx: Context): void {
+  ctx.status = 200;
+  ctx.body = '';
+}
+
+function parseJsonErrors(err: Error & { status?: number; type?: string }, limit: number): never {
+  if (err.status === 413) throw new SiderError('SIDER_BAD_REQUEST', `request body larger than ${limit} bytes`, { status: 413, cause: err });
+  if (err.status === 415) throw new SiderError('SIDER_BAD_REQUEST', `unsupported request body encoding: ${err.message}`, { status: 415, cause: err });
+  if (err.type === 'request.aborted') throw new SiderError('SIDER_BAD_REQUEST', 'request body aborted by the client', { cause: err });
+  throw new SiderError('SIDER_BAD_REQUEST', `malformed JSON body: ${err.message}`, { cause: err });
+}
+
+interface ReadSpec<T> {
+  /** The index of the result (never 0 by the reader's contract; clamped anyway). */
+  index: () => number;
+  /** Present on blocking endpoints. */
+  watch?: WatchFn;
+  /** Computed right after the index, in the same tick, so both describe one state. */
+  body: () => T;
+  /** Answer with the local view, without a ReadIndex round (cluster status endpoints). */
+  local?: boolean;
+}
+
+export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {}): Koa {
+  const reader = service.reader;
+  const datacenter = opts.datacenter ?? 'dc1';
+  const nodeName = opts.nodeName ?? service.nodeName;
+  const nodeId = opts.nodeId ?? nodeName;
+  const version = opts.version ?? packageVersion();
+  const revision = opts.revision ?? '';
+  const jsonLimit = opts.jsonLimit ?? DEFAULT_JSON_LIMIT;
+  const log: HttpLogger = opts.log ?? (() => {});
+  const enableScriptChecks = opts.enableScriptChecks ?? false;
+  const blocking = opts.blocking ?? new BlockingQueries({ max: opts.maxBlockingQueries });
+
+  const hostOf = (hostPort: string): string => (hostPort === '' ? '' : splitHostPort(hostPort).host);
+  const rc: RenderContext = {
+    datacenter,
+    nodeAddress(node) {
+      const servers = reader.servers();
+      const info = servers.find((s) => s.ID === node) ?? (node === nodeName ? servers.find((s) => s.ID === nodeId) : undefined);
+      return info ? hostOf(info.HTTPAddr) : (opts.address ?? '');
+    },
+  };
+
+  const json = bodyParser({
+    enableTypes: ['json'],
+    // Consul's clients and `curl --data` do not always say application/json: every body is JSON.
+    detectJSON: () => true,
+    jsonStrict: true,
+    jsonLimit,
+    onError: (err) => parseJsonErrors(err, jsonLimit),
+  });
+
+  /** `?ns=`, the X-Sider-Namespace header and a body's Namespace; given twice they must agree. */
+  function namespaceOf(ctx: Context, fromBody?: string): string {
+    const given: [string, string][] = [];
+    const q = queryValue(ctx.query, 'ns');
+    if (q !== undefined && q !== '') given.push(['?ns', parseNamespace(q, 'ns')]);
+    const h = ctx.get(NAMESPACE_HEADER);
+    if (h !== '') given.push(['X-Sider-Namespace', parseNamespace(h, 'X-Sider-Namespace')]);
+    if (fromBody !== undefined) given.push(['Namespace', fromBody]);
+    const first = given[0];
+    if (!first) return DEFAULT_NAMESPACE;
+    for (const [where, ns] of given) {
+      if (ns !== first[1]) throw badRequest(`namespace given as ${JSON.stringify(first[1])} by ${first[0]} but ${JSON.stringify(ns)} by ${where}`);
+    }
+    return first[1];
+  }
+
+  function filterOf(ctx: Context, schema: FilterType): Filter | undefined {
+    const src = queryValue(ctx.query, 'filter');
+    return src === undefined || src.trim() === '' ? undefined : parseFilter(src, schema);
+  }
+
+  /** Consul's `tag` parameters: every one must be on the instance (case-insensitive). */
+  function tagsOf(ctx: Context): (tags: readonly string[]) => boolean {
+    const wanted = queryValues(ctx.query, 'tag').map((t) => t.toLowerCase());
+    if (wanted.length === 0) return () => true;
+    return (tags) => {
+      const have = new Set(tags.map((t) => t.toLowerCase()));
+      return wanted.every((t) => have.has(t));
+    };
+  }
+
+  /**
+   * The common shape of every read: consistency barrier, optional blocking hold, then headers and
+   * body from one synchronous look at the state. Parameters are all parsed before anything waits.
+   */
+  async function serveRead<T>(ctx: Context, spec: ReadSpec<T>): Promise<void> {
+    const mode = parseReadMode(ctx.query);
+    const params = spec.watch ? parseBlockingParams(ctx.query) : null;
+    const pretty = queryFlag(ctx.query, 'pretty');
+    let effective: EffectiveConsistency = mode.effective;
+    if (spec.local) effective = 'stale';
+    else await readBarrier(service, mode);
+    if (params && spec.watch && spec.index() <= params.index) {
+      const outcome = await blocking.hold(ctx, params.index, params.waitMs, spec.watch);
+      if (outcome === 'closed') {
+        // Nobody is left to answer; 499 (nginx's "client closed request") is for logs and metrics.
+        ctx.status = 499;
+        ctx.body = '';
+        return;
+      }
+    }
+    const index = spec.index();
+    const body = spec.body();
+    setReadHeaders(ctx, service, index, effective);
+    sendJson(ctx, body, pretty);
+  }
+
+  async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
+    const rid = ctx.get(REQUEST_ID_HEADER) || randomUUID();
+    if (rid.length > 128 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
+    const { result } = await service.write(cmd, rid);
+    if (!result.ok) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
+  }
+
+  function agentInstances(ns: string): Instance[] {
+    return reader.instances(ns).filter((i) => i.Node === nodeName);
+  }
+
+  function members(): MemberInfo[] {
+    const conf = service.raftConfiguration();
+    const servers = reader.servers();
+    return conf.servers.map((s) => ({
+      name: s.ID === nodeId ? nodeName : s.ID,
+      raftAddr: s.Address,
+      httpAddr: servers.find((i) => i.ID === s.ID)?.HTTPAddr ?? '',
+      voter: s.Voter,
+      leader: s.Leader,
+    }));
+  }
+
+  const router = new Router();
+
+  // `?dc=` naming another datacenter cannot be served here (Consul would forward it).
+  router.use(async (ctx, next) => {
+    const dc = queryValue(ctx.query, 'dc');
+    if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) {
+      throw new SiderError('SIDER_BAD_REQUEST', `unknown datacenter ${JSON.stringify(dc)}: this cluster is ${JSON.stringify(datacenter)}`, { status: 404 });
+    }
+    await next();
+  });
+
+  // ------------------------------------------------------------------------------- catalog
+
+  router.get('/v1/catalog/services', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    await serveRead(ctx, {
+      index: () => reader.catalogIndex(ns),
+      watch: (after, fire) => reader.watchCatalog(ns, after, fire),
+      body: () => renderCatalogServices(reader.services(ns)),
+    });
+  });
+
+  router.get('/v1/catalog/service/:name', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const name = parseServiceName(ctx.params.name, 'service name');
+    const hasTags = tagsOf(ctx);
+    const filter = filterOf(ctx, CATALOG_SERVICE_SCHEMA);
+    await serveRead(ctx, {
+      index: () => reader.serviceIndex(ns, name),
+      watch: (after, fire) => reader.watchService(ns, name, after, fire),
+      body: () => {
+        const out = reader
+          .serviceEntries(ns, name)
+          .filter((e) => hasTags(e.instance.Tags))
+          .map((e) => renderCatalogService(e.instance, rc));
+        return filter ? out.filter((o) => filter.matches(o)) : out;
+      },
+    });
+  });
+
+  // ------------------------------------------------------------------------------- health
+
+  router.get('/v1/health/service/:name', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const name = parseServiceName(ctx.params.name, 'service name');
+    const passingOnly = queryFlag(ctx.query, 'passing');
+    const hasTags = tagsOf(ctx);
+    const filter = filterOf(ctx, HEALTH_ENTRY_SCHEMA);
+    await serveRead(ctx, {
+      index: () => reader.serviceIndex(ns, name),
+      watch: (after, fire) => reader.watchService(ns, name, after, fire),
+      body: () => {
+        const out = reader
+          .serviceEntries(ns, name)
+          .filter((e) => (!passingOnly || e.health === 'passing') && hasTags(e.instance.Tags))
+          .map((e) => renderHealthEntry(e, rc));
+        return filter ? out.filter((o) => filter.matches(o)) : out;
+      },
+    });
+  });
+
+  router.get('/v1/health/checks/:name', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const name = parseServiceName(ctx.params.name, 'service name');
+    const filter = filterOf(ctx, CHECK_SCHEMA);
+    await serveRead(ctx, {
+      index: () => reader.serviceIndex(ns, name),
+      watch: (after, fire) => reader.watchService(ns, name, after, fire),
+      body: () => {
+        const out = reader.checksOfService(ns, name).map((c) => renderCheck(c, reader.instance(ns, c.ServiceName, c.ServiceID)?.Tags ?? []));
+        return filter ? out.filter((o) => filter.matches(o)) : out;
+      },
+    });
+  });
+
+  router.get('/v1/health/state/:state', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const state = ctx.params.state;
+    if (state !== 'any' && state !== 'passing' && state !== 'warning' && state !== 'critical') {
+      throw badRequest(`state: must be any, passing, warning or critical, not ${JSON.stringify(state)}`);
+    }
+    const filter = filterOf(ctx, CHECK_SCHEMA);
+    await serveRead(ctx, {
+      index: () => reader.namespaceIndex(ns),
+      watch: (after, fire) => reader.watchNamespace(ns, after, fire),
+      body: () => {
+        const out = reader.checksInState(ns, state).map((c) => renderCheck(c, reader.instance(ns, c.ServiceName, c.ServiceID)?.Tags ?? []));
+        return filter ? out.filter((o) => filter.matches(o)) : out;
+      },
+    });
+  });
+
+  // ------------------------------------------------------------------------------- agent
+
+  router.get('/v1/agent/services', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const filter = filterOf(ctx, AGENT_SERVICE_SCHEMA);
+    await serveRead(ctx, {
+      index: () => reader.namespaceIndex(ns),
+      watch: (after, fire) => reader.watchNamespace(ns, after, fire),
+      body: () => {
+        const all = renderAgentServices(agentInstances(ns), rc);
+        return filter ? Object.fromEntries(Object.entries(all).filter(([, v]) => filter.matches(v))) : all;
+      },
+    });
+  });
+
+  router.get('/v1/agent/service/:id', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const id = parseId(ctx.params.id, 'service ID');
+    await serveRead(ctx, {
+      index: () => reader.namespaceIndex(ns),
+      watch: (after, fire) => reader.watchNamespace(ns, after, fire),
+      body: () => {
+        const found = reader.instancesById(ns, id).filter((i) => i.Node === nodeName);
+        if (found.length === 0) throw new SiderError('SIDER_BAD_REQUEST', `unknown service ID ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`, { status: 404 });
+        if (found.length > 1) throw badRequest(`several services have ID ${JSON.stringify(id)} (${found.map((i) => i.Service).join(', ')}): use /v1/catalog/service/:name`);
+        return renderAgentService(found[0]!, rc);
+      },
+    });
+  });
+
+  router.get('/v1/agent/self', async (ctx) => {
+    await serveRead(ctx, {
+      local: true,
+      index: () => reader.index(),
+      body: () => {
+        const me = members().find((m) => m.name === nodeName) ?? {
+          name: nodeName,
+          raftAddr: reader.servers().find((s) => s.ID === nodeId)?.RaftAddr ?? '',
+          httpAddr: reader.servers().find((s) => s.ID === nodeId)?.HTTPAddr ?? '',
+          voter: false,
+          leader: false,
+        };
+        return {
+          Config: {
+            Datacenter: datacenter,
+            PrimaryDatacenter: datacenter,
+            NodeName: nodeName,
+            NodeID: nodeUuid(nodeName),
+            Server: true,
+            Revision: revision,
+            Version: version,
+            BuildDate: '',
+          },
+          Member: renderMember(me, datacenter, version),
+          Meta: {},
+        };
+      },
+    });
+  });
+
+  router.get('/v1/agent/members', async (ctx) => {
+    await serveRead(ctx, { local: true, index: () => reader.index(), body: () => members().map((m) => renderMember(m, datacenter, version)) });
+  });
+
+  router.put('/v1/agent/service/register', json, async (ctx) => {
+    const parsed = parseRegisterBody(ctx.request.body, { enableScriptChecks });
+    const ns = namespaceOf(ctx, parsed.namespace);
+    await write(ctx, {
+      type: 'register',
+      ns,
+      node: nodeName,
+      instance: parsed.instance,
+      checks: parsed.checks,
+      replaceExistingChecks: queryFlag(ctx.query, 'replace-existing-checks'),
+      now: Date.now(),
+    });
+    sendEmpty(ctx);
+  });
+
+  /** The one instance with this ID in the namespace, seen after a ReadIndex round. */
+  async function instanceById(ns: string, id: string): Promise<Instance> {
+    await service.readBarrier('default');
+    const found = reader.instancesById(ns, id);
+    if (found.length === 0) throw new SiderError('SIDER_BAD_REQUEST', `unknown service ID ${JSON.stringify(id)} in namespace ${JSON.stringify(ns)}`, { status: 404 });
+    if (found.length > 1) {
+      throw badRequest(
+        `several services have ID ${JSON.stringify(id)} (${found.map((i) => i.Service).join(', ')}): ` +
+          'deregister with PUT /v1/agent/service/deregister and a JSON body {"Service": "<name>", "ID": "<id>"}',
+      );
+    }
+    return found[0]!;
+  }
+
+  router.put('/v1/agent/service/deregister/:id', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const inst = await instanceById(ns, parseId(ctx.params.id, 'service ID'));
+    await write(ctx, { type: 'deregister', ns, service: inst.Service, id: inst.ID, now: Date.now() });
+    sendEmpty(ctx);
+  });
+
+  router.put('/v1/agent/service/deregister', json, async (ctx) => {
+    const parsed = parseDeregisterBody(ctx.request.body);
+    const ns = namespaceOf(ctx, parsed.namespace);
+    const target = parsed.service === '' ? await instanceById(ns, parsed.id) : { Service: parsed.service, ID: parsed.id };
+    await write(ctx, { type: 'deregister', ns, service: target.Service, id: target.ID, now: Date.now() });
+    sendEmpty(ctx);
+  });
+
+  // ------------------------------------------------------------------------------- cluster
+
+  router.get('/v1/status/leader', async (ctx) => {
+    await serveRead(ctx, { local: true, index: () => reader.index(), body: () => service.leaderAddr() });
+  });
+
+  router.get('/v1/status/peers', async (ctx) => {
+    await serveRead(ctx, { local: true, index: () => reader.index(), body: () => [...service.peers()] });
+  });
+
+  router.get('/v1/operator/raft/configuration', async (ctx) => {
+    await serveRead(ctx, {
+      index: () => service.raftConfiguration().index,
+      body: () => {
+        const conf = service.raftConfiguration();
+        return {
+          Servers: conf.servers.map((s) => ({
+            ID: s.ID,
+            Node: s.ID === nodeId ? nodeName : s.ID,
+            Address: s.Address,
+            Leader: s.Leader,
+            Voter: s.Voter,
+            ProtocolVersion: '3',
+          })),
+          Index: conf.index,
+        };
+      },
+    });
+  });
+
+  const raftJoin: Middleware = async (ctx) => {
+    const { id, addr } = parseRaftJoinBody(ctx.request.body);
+    await service.joinServer(id, addr);
+    sendEmpty(ctx);
+  };
+  const raftRemove: Middleware = async (ctx) => {
+    const { id } = parseRaftRemoveBody(ctx.request.body);
+    await service.removeServer(id);
+    sendEmpty(ctx);
+  };
+  router.post('/v1/raft/join', json, raftJoin);
+  router.put('/v1/raft/join', json, raftJoin);
+  router.post('/v1/raft/remove', json, raftRemove);
+  router.put('/v1/raft/remove', json, raftRemove);
+
+  const app = new Koa();
+  // Errors after the response started (a socket reset mid-body) never reach the middleware.
+  app.on('error', (err: unknown) => log('warn', 'http connection error', { error: err instanceof Error ? err.message : String(err) }));
+  app.use(errorMiddleware(log));
+  // The router treats an undecodable path as no match (404); it is the client's mistake.
+  app.use(async (ctx, next) => {
+    try {
+      decodeURIComponent(ctx.path);
+    } catch {
+      throw badRequest('malformed percent-encoding in the URL path');
+    }
+    await next();
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  return app;
+}
+
+export interface ListenOptions {
+  /** Bound on receiving one whole request (headers and body), not on answering it. Default 60 s. */
+  requestTimeoutMs?: number;
+  /** Bound on receiving the headers. Default 20 s. */
+  headersTimeoutMs?: number;
+  /** Idle keep-alive connections are closed after this. Default 65 s (above common LB idle timeouts). */
+  keepAliveTimeoutMs?: number;
+  /** How often Node checks the two bounds above. Default 5 s. */
+  checkIntervalMs?: number;
+}
+
+/**
+ * Listens with timeouts that bound slow clients but never a held blocking query: no socket
+ * inactivity timeout (`timeout = 0`), and `requestTimeout` covers only receiving the request.
+ */
+export function listenHttp(app: Koa, host: string, port: number, opts: ListenOptions = {}): Promise<Server> {
+  const server = createServer(
+    {
+      requestTimeout: opts.requestTimeoutMs ?? 60_000,
+      headersTimeout: opts.headersTimeoutMs ?? 20_000,
+      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
+      connectionsCheckingInterval: opts.checkIntervalMs ?? 5_000,
+    },
+    app.callback(),
+  );
+  server.timeout = 0;
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server);
+    });
+  });
+}

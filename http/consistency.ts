@@ -1,0 +1,84 @@
+// Read consistency of a request (`?stale`, `?consistent`, default) and the headers every read
+// answers with (X-Consul-Index, X-Index, KnownLeader, LastContact, Effective-Consistency).
+
+import type { Context } from 'koa';
+import { SiderError } from '../raft/errors.ts';
+import type { Consistency, RegistryService } from '../src/registry/service.ts';
+
+/** What X-Consul-Effective-Consistency reports: Consul's names for default, consistent, stale. */
+export type EffectiveConsistency = 'leader' | 'consistent' | 'stale';
+
+export interface ReadMode {
+  consistency: Consistency;
+  effective: EffectiveConsistency;
+}
+
+type Query = Context['query'];
+
+/** The single value of a query parameter; repeated → 400 (callers of repeatable ones read arrays). */
+export function queryValue(query: Query, name: string): string | undefined {
+  const v = query[name];
+  if (Array.isArray(v)) {
+    if (v.length > 1) throw new SiderError('SIDER_BAD_REQUEST', `query parameter ${name} given ${v.length} times`);
+    return v[0];
+  }
+  return v;
+}
+
+/** Every value of a repeatable query parameter (`?tag=a&tag=b`). */
+export function queryValues(query: Query, name: string): string[] {
+  const v = query[name];
+  return v === undefined ? [] : Array.isArray(v) ? v : [v];
+}
+
+/**
+ * A presence flag like Consul's `?stale`, `?passing`: present without a value (or 1/true) is true,
+ * absent or 0/false is false, anything else 400.
+ */
+export function queryFlag(query: Query, name: string): boolean {
+  const v = queryValue(query, name);
+  if (v === undefined) return false;
+  switch (v.toLowerCase()) {
+    case '':
+    case '1':
+    case 't':
+    case 'true':
+      return true;
+    case '0':
+    case 'f':
+    case 'false':
+      return false;
+    default:
+      throw new SiderError('SIDER_BAD_REQUEST', `query parameter ${name}: expected no value, true or false, not ${JSON.stringify(v)}`);
+  }
+}
+
+export function parseReadMode(query: Query): ReadMode {
+  const stale = queryFlag(query, 'stale');
+  const consistent = queryFlag(query, 'consistent');
+  if (stale && consistent) throw new SiderError('SIDER_BAD_REQUEST', 'give ?stale or ?consistent, not both');
+  if (stale) return { consistency: 'stale', effective: 'stale' };
+  if (consistent) return { consistency: 'consistent', effective: 'consistent' };
+  return { consistency: 'default', effective: 'leader' };
+}
+
+/**
+ * Waits until the local state may serve a read in this mode: `?stale` at once, default and
+ * `?consistent` after a ReadIndex round (both linearizable, DESIGN §4).
+ */
+export async function readBarrier(service: RegistryService, mode: ReadMode): Promise<void> {
+  await service.readBarrier(mode.consistency === 'stale' ? 'stale' : 'default');
+}
+
+/** Sets the headers Consul's clients parse on every read. `index` is clamped to ≥ 1. */
+export function setReadHeaders(ctx: Context, service: RegistryService, index: number, effective: EffectiveConsistency): void {
+  const idx = String(Math.max(1, Math.floor(index)));
+  const meta = service.readMeta();
+  ctx.set('X-Consul-Index', idx);
+  ctx.set('X-Index', idx);
+  ctx.set('X-Consul-KnownLeader', meta.knownLeader ? 'true' : 'false');
+  // Consul's Go client fails on anything but a non-negative integer here; "never" is a huge one.
+  const last = Number.isFinite(meta.lastContactMs) ? Math.max(0, Math.round(meta.lastContactMs)) : Number.MAX_SAFE_INTEGER;
+  ctx.set('X-Consul-LastContact', String(last));
+  ctx.set('X-Consul-Effective-Consistency', effective);
+}

@@ -1,0 +1,63 @@
+// The one place HTTP errors are mapped (CONVENTIONS "Errors"): a SiderError becomes its status with
+// its message as a plain-text body; anything else is logged and answered 500 "internal error".
+
+import type { Middleware } from 'koa';
+import { isSiderError } from '../raft/errors.ts';
+
+export type HttpLogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type HttpLogger = (level: HttpLogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+/** Errors raised by Koa and its libraries for a client's mistake (http-errors with expose). */
+function clientError(err: unknown): { status: number; message: string } | undefined {
+  if (err instanceof URIError) return { status: 400, message: 'malformed percent-encoding in the URL' };
+  if (typeof err !== 'object' || err === null) return undefined;
+  const e = err as { status?: unknown; expose?: unknown; message?: unknown };
+  if (e.expose === true && typeof e.status === 'number' && e.status >= 400 && e.status < 500 && typeof e.message === 'string') {
+    return { status: e.status, message: e.message };
+  }
+  return undefined;
+}
+
+function send(ctx: Parameters<Middleware>[0], status: number, message: string): void {
+  // Headers a handler set before failing (X-Consul-Index, Content-Type) do not describe this body.
+  for (const name of Object.keys(ctx.response.headers)) ctx.remove(name);
+  ctx.status = status;
+  ctx.type = 'text/plain; charset=utf-8';
+  ctx.body = message.endsWith('\n') ? message : `${message}\n`;
+}
+
+/**
+ * Mount first. Unknown routes fall through to Koa's 404 and wrong methods get the router's 405;
+ * both get a plain-text body here too. Stack traces never reach the client.
+ */
+export function errorMiddleware(log: HttpLogger): Middleware {
+  return async (ctx, next) => {
+    try {
+      await next();
+      if (ctx.body === undefined && ctx.status === 404) send(ctx, 404, `no such endpoint: ${ctx.method} ${ctx.path}`);
+      if (ctx.body === undefined && ctx.status === 405) {
+        const allow = ctx.response.get('Allow');
+        send(ctx, 405, `method ${ctx.method} not allowed on ${ctx.path} (allowed: ${allow})`);
+        ctx.set('Allow', allow);
+      }
+    } catch (err) {
+      if (isSiderError(err)) {
+        send(ctx, err.status, err.message);
+        if (err.status >= 500) log('warn', 'http request failed', { method: ctx.method, path: ctx.path, code: err.code, status: err.status, error: err.message });
+        return;
+      }
+      const client = clientError(err);
+      if (client) {
+        send(ctx, client.status, client.message);
+        return;
+      }
+      log('error', 'http handler error', {
+        method: ctx.method,
+        path: ctx.path,
+        error: err instanceof Error ? err.message : String(err),
+        stack: err instanceof Error ? err.stack : undefined,
+      });
+      send(ctx, 500, 'internal error');
+    }
+  };
+}

@@ -1,0 +1,90 @@
+// The internal API between servers: a follower forwards writes, joins and removals to the leader.
+// Every request must carry a valid cluster-key signature (or, with no key configured, come from
+// loopback); it is never reachable otherwise.
+
+import type { Middleware } from 'koa';
+import { SiderError, isSiderError } from '../raft/errors.ts';
+import { verifyRequest } from '../src/cluster-auth.ts';
+import { INTERNAL_APPLY, INTERNAL_JOIN, INTERNAL_REMOVE } from '../src/raft-registry.ts';
+import type { RaftRegistry } from '../src/raft-registry.ts';
+import type { RegistryCommand } from '../src/registry/model.ts';
+
+const MAX_BODY = 1 << 20;
+
+function isLoopback(addr: string | undefined): boolean {
+  return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
+}
+
+async function readBody(req: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req) {
+    n += c.length;
+    if (n > MAX_BODY) throw new SiderError('SIDER_BAD_REQUEST', `internal request body exceeds ${MAX_BODY} bytes`, { status: 413 });
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+function field(obj: unknown, name: string): unknown {
+  return typeof obj === 'object' && obj !== null ? (obj as Record<string, unknown>)[name] : undefined;
+}
+
+export interface InternalApiOptions {
+  registry: RaftRegistry;
+  clusterKey: string;
+  clusterId: string;
+  log: (level: 'warn', msg: string, fields: Record<string, unknown>) => void;
+}
+
+/** Handles /v1/internal/*; passes everything else on. Mount before the public API's routes. */
+export function internalApi(opts: InternalApiOptions): Middleware {
+  return async (ctx, next) => {
+    if (!ctx.path.startsWith('/v1/internal/')) return next();
+    try {
+      if (ctx.method !== 'POST') throw new SiderError('SIDER_BAD_REQUEST', 'method not allowed', { status: 405 });
+      const body = await readBody(ctx.req);
+      const ok = opts.clusterKey
+        ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
+        : isLoopback(ctx.req.socket.remoteAddress);
+      if (!ok) {
+        opts.log('warn', 'internal API request rejected: bad or missing cluster signature', {
+          remote: ctx.req.socket.remoteAddress,
+          path: ctx.path,
+        });
+        throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
+      }
+      let payload: unknown;
+      try {
+        payload = JSON.parse(body.toString('utf8'));
+      } catch {
+        throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
+      }
+      const r = opts.registry;
+      if (ctx.path === INTERNAL_APPLY) {
+        const cmd = field(payload, 'cmd');
+        const rid = field(payload, 'rid');
+        if (typeof cmd !== 'object' || cmd === null || typeof rid !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'cmd and rid required');
+        ctx.body = await r.applyOnLeader(cmd as RegistryCommand, rid);
+      } else if (ctx.path === INTERNAL_JOIN) {
+        const id = field(payload, 'id');
+        const addr = field(payload, 'addr');
+        if (typeof id !== 'string' || typeof addr !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'id and addr required');
+        await r.joinServer(id, addr);
+        ctx.body = { clusterId: opts.clusterId };
+      } else if (ctx.path === INTERNAL_REMOVE) {
+        const id = field(payload, 'id');
+        if (typeof id !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'id required');
+        await r.removeServer(id);
+        ctx.body = { ok: true };
+      } else {
+        throw new SiderError('SIDER_BAD_REQUEST', 'unknown internal path', { status: 404 });
+      }
+      ctx.status = 200;
+    } catch (err) {
+      const e = isSiderError(err) ? err : new SiderError('SIDER_INTERNAL', 'internal error');
+      ctx.status = e.status;
+      ctx.body = { code: e.code, message: e.message };
+    }
+  };
+}
