@@ -13,7 +13,7 @@ import { RaftNode } from '../raft/node.ts';
 import type { Logger } from '../raft/node.ts';
 import { SiderError } from '../raft/errors.ts';
 import { createHttpApp, listenHttp } from '../http/app.ts';
-import { internalApi } from '../http/internal.ts';
+import { internalApi, operatorAuth } from '../http/internal.ts';
 import { signRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { parseHostPort } from '../src/config.ts';
@@ -112,7 +112,11 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     nodeId: cfg.raftId,
     enableScriptChecks: cfg.enableScriptChecks,
   });
-  app.middleware.unshift(internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log }));
+  // Ahead of the public routes: the signed internal API, and the signature check on membership changes.
+  app.middleware.unshift(
+    internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log }),
+    operatorAuth({ clusterKey: cfg.clusterKey, log }),
+  );
   const { host, port } = parseHostPort(cfg.http, '-http');
   let http: Server;
   try {

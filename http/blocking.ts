@@ -78,11 +78,11 @@ export class BlockingQueries {
   /**
    * Holds `ctx` until `watch` fires (the index passed `after`), `waitMs` plus up to waitMs/16 of
    * jitter elapse, or the client goes away; the watcher and timer are released in every case.
-   * Throws 429 (SIDER_TOO_MANY_UNCOMMITTED, retryable) when `max` requests are already held.
+   * Throws 429 (SIDER_OVERLOADED, retryable) when `max` requests are already held.
    */
   async hold(ctx: Context, after: number, waitMs: number, watch: WatchFn): Promise<HoldOutcome> {
     if (this.#held >= this.max) {
-      throw new SiderError('SIDER_TOO_MANY_UNCOMMITTED', `too many blocking queries held on this server (${this.max}); retry later or use another server`, {
+      throw new SiderError('SIDER_OVERLOADED', `too many blocking queries held on this server (${this.max}); retry later or use another server`, {
         status: 429,
       });
     }

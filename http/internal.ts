@@ -88,3 +88,44 @@ export function internalApi(opts: InternalApiOptions): Middleware {
     }
   };
 }
+
+const OPERATOR_PATHS = new Set(['/v1/raft/join', '/v1/raft/remove']);
+
+/**
+ * Membership changes through the public API (`/v1/raft/join`, `/v1/raft/remove`) need the same
+ * cluster signature as the internal API (or loopback without a key): an open join would let any
+ * HTTP client add voters and take quorum away. The verified body is handed on already parsed.
+ */
+export function operatorAuth(opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>): Middleware {
+  return async (ctx, next) => {
+    if (!OPERATOR_PATHS.has(ctx.path) || (ctx.method !== 'POST' && ctx.method !== 'PUT')) return next();
+    let body: Buffer;
+    try {
+      body = await readBody(ctx.req);
+    } catch (err) {
+      const e = err as SiderError;
+      ctx.status = e.status;
+      ctx.body = `${e.message}\n`;
+      return;
+    }
+    const ok = opts.clusterKey
+      ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
+      : isLoopback(ctx.req.socket.remoteAddress);
+    if (!ok) {
+      opts.log('warn', 'membership change refused: bad or missing cluster signature', { remote: ctx.req.socket.remoteAddress, path: ctx.path });
+      ctx.status = 401;
+      ctx.body = 'cluster signature required (sign with the cluster key)\n';
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = body.length ? JSON.parse(body.toString('utf8')) : {};
+    } catch {
+      ctx.status = 400;
+      ctx.body = 'request body is not valid JSON\n';
+      return;
+    }
+    (ctx.request as unknown as { body: unknown }).body = parsed;
+    return next();
+  };
+}
