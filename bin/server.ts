@@ -52,8 +52,8 @@ async function requestJoin(cfg: ServerConfig, raftAddr: string, log: Logger): Pr
         last = 'no cluster id in the answer';
       } else {
         last = `HTTP ${res.statusCode}: ${text.slice(0, 300)}`;
-        // Refusals that retrying cannot fix.
-        if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 409) break;
+        // Refusals that retrying cannot fix (409, another membership change in progress, can be).
+        if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 403) break;
       }
     } catch (err) {
       last = (err as Error).message;

@@ -113,6 +113,9 @@ export class RaftRegistry implements RegistryService {
 
   async joinServer(id: string, raftAddr: string): Promise<void> {
     const leader = await this.#awaitLeader();
+    // Idempotent: a joiner whose first answer was lost retries and must not be refused.
+    const m = this.#raft.status().membership;
+    if ((m.voters.includes(id) || m.learners.includes(id)) && m.addrs[id] === raftAddr) return;
     if (leader === this.#raft.id) {
       await this.#raft.addServer(id, raftAddr, this.#writeTimeoutMs);
       return;

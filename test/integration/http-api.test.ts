@@ -627,7 +627,9 @@ t.test('agent/self, agent/members, status, raft configuration, join and remove',
   const join = await h.req('POST', '/v1/raft/join', { body: { ID: 'n2', Addr: '127.0.0.2:8301' } });
   t.equal(join.status, 200);
   t.equal((await h.req('PUT', '/v1/raft/join', { body: { id: 'n3', addr: '127.0.0.3:8301' } })).status, 200);
-  const dup = await h.req('POST', '/v1/raft/join', { body: { ID: 'n2', Addr: '127.0.0.2:8301' } });
+  const again = await h.req('POST', '/v1/raft/join', { body: { ID: 'n2', Addr: '127.0.0.2:8301' } });
+  t.equal(again.status, 200, 'a retried join at the same address succeeds');
+  const dup = await h.req('POST', '/v1/raft/join', { body: { ID: 'n2', Addr: '127.0.0.9:8301' } });
   t.equal(dup.status, 400);
   t.match(dup.text, /already a member/);
 

@@ -133,7 +133,10 @@ export class LocalRegistry implements RegistryService {
 
   async joinServer(id: string, raftAddr: string): Promise<void> {
     this.#takeFailure();
-    if (this.#servers.some((s) => s.ID === id)) throw new SiderError('SIDER_CONF_CHANGE_INVALID', `server ${id} is already a member`);
+    const existing = this.#servers.find((s) => s.ID === id);
+    // Like RaftRegistry: joining again at the same address is a no-op (a retried join).
+    if (existing?.Address === raftAddr) return;
+    if (existing) throw new SiderError('SIDER_CONF_CHANGE_INVALID', `server ${id} is already a member`);
     this.#servers.push({ ID: id, Address: raftAddr, Leader: false, Voter: false });
     this.#confIndex = ++this.#index;
   }
