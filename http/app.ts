@@ -75,6 +75,11 @@ function packageVersion(): string {
   }
 }
 
+/** Encoded read bodies kept (oldest evicted first). */
+const BODY_CACHE_ENTRIES = 4096;
+/** Query parameters that do not change a read's body. */
+const NOT_IN_BODY_KEY = new Set(['index', 'wait', 'stale', 'consistent', 'pretty', 'dc', 'ns']);
+
 /** JSON body; Consul's `?pretty` indents it. */
 function sendJson(ctx: Context, value: unknown, pretty: boolean): void {
   ctx.type = 'application/json';
@@ -103,6 +108,8 @@ interface ReadSpec<T> {
   body: () => T;
   /** Answer with the local view, without a ReadIndex round (cluster status endpoints). */
   local?: boolean;
+  /** The body depends on more than the registry's state (e.g. Raft status): never reuse it. */
+  uncached?: boolean;
 }
 
 export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {}): Koa {
@@ -167,6 +174,17 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     };
   }
 
+  const bodyCache = new Map<string, { global: number; body: Buffer }>();
+
+  /** Namespace, path and the query parameters that shape the result (not index/wait/consistency). */
+  function bodyCacheKey(ctx: Context): string {
+    const q = new URLSearchParams(ctx.querystring);
+    const kept: string[] = [];
+    for (const [k, v] of q) if (!NOT_IN_BODY_KEY.has(k)) kept.push(`${k}=${v}`);
+    kept.sort();
+    return `${namespaceOf(ctx)}\u0000${ctx.path}\u0000${kept.join('&')}`;
+  }
+
   /**
    * The common shape of every read: consistency barrier, optional blocking hold, then headers and
    * body from one synchronous look at the state. Parameters are all parsed before anything waits.
@@ -188,9 +206,26 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       }
     }
     const index = spec.index();
-    const body = spec.body();
     setReadHeaders(ctx, service, index, effective);
-    sendJson(ctx, body, pretty);
+    if (spec.local || spec.uncached || pretty) {
+      sendJson(ctx, spec.body(), pretty);
+      return;
+    }
+    // Reads of the registry depend only on its state: the encoded body is reused until the
+    // global index moves (a change anywhere), so a hot service is serialized once per change.
+    const key = bodyCacheKey(ctx);
+    const global = reader.index();
+    const hit = bodyCache.get(key);
+    ctx.type = 'application/json';
+    if (hit && hit.global === global) {
+      ctx.body = hit.body;
+      return;
+    }
+    const body = Buffer.from(JSON.stringify(spec.body()));
+    bodyCache.delete(key);
+    if (bodyCache.size >= BODY_CACHE_ENTRIES) bodyCache.delete(bodyCache.keys().next().value!);
+    bodyCache.set(key, { global, body });
+    ctx.body = body;
   }
 
   async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
@@ -428,6 +463,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
 
   router.get('/v1/operator/raft/configuration', async (ctx) => {
     await serveRead(ctx, {
+      uncached: true,
       index: () => service.raftConfiguration().index,
       body: () => {
         const conf = service.raftConfiguration();
