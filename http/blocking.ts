@@ -58,6 +58,9 @@ export interface BlockingQueriesOptions {
 }
 
 /** Holds blocking requests and counts them. One per server (the count is the metric). */
+/** Held queries answered per event-loop turn after a change. */
+const WAKE_CHUNK = 256;
+
 export class BlockingQueries {
   readonly max: number;
   readonly #random: () => number;
@@ -68,6 +71,34 @@ export class BlockingQueries {
     if (!Number.isInteger(max) || max < 0) throw new SiderError('SIDER_CONFIG', `maxBlockingQueries: must be a non-negative integer, got ${max}`);
     this.max = max;
     this.#random = opts.random ?? Math.random;
+  }
+
+  /**
+   * Wake-ups queued for answering. One change can wake tens of thousands of held queries; answering
+   * them all in one turn would stall the event loop (and with it Raft heartbeats) for a second, so
+   * they are released WAKE_CHUNK at a time, one chunk per event-loop turn.
+   */
+  #wakeQueue: (() => void)[] = [];
+  #wakeHead = 0;
+  #draining = false;
+
+  #wake(release: () => void): void {
+    this.#wakeQueue.push(release);
+    if (this.#draining) return;
+    this.#draining = true;
+    setImmediate(() => this.#drain());
+  }
+
+  #drain(): void {
+    const end = Math.min(this.#wakeHead + WAKE_CHUNK, this.#wakeQueue.length);
+    for (; this.#wakeHead < end; this.#wakeHead++) this.#wakeQueue[this.#wakeHead]!();
+    if (this.#wakeHead < this.#wakeQueue.length) {
+      setImmediate(() => this.#drain());
+      return;
+    }
+    this.#wakeQueue = [];
+    this.#wakeHead = 0;
+    this.#draining = false;
   }
 
   /** Requests currently held. */
@@ -109,7 +140,7 @@ export class BlockingQueries {
         const jitter = Math.floor(this.#random() * (waitMs / JITTER_FRACTION));
         const timer = setTimeout(() => finish('timeout'), waitMs + jitter);
         res.once('close', onClose);
-        cancel = watch(after, () => finish('changed'));
+        cancel = watch(after, () => this.#wake(() => finish('changed')));
         // A watcher that fired synchronously left `cancel` unset when finish ran: release it now.
         if (settled) cancel();
       });

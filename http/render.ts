@@ -15,9 +15,17 @@ export interface RenderContext {
 }
 
 /** Consul node IDs are UUIDs: a stable one derived from the node name, the same on every server. */
+const uuidCache = new Map<string, string>();
+
 export function nodeUuid(node: string): string {
+  let id = uuidCache.get(node);
+  if (id !== undefined) return id;
   const h = createHash('sha256').update(`sider-node:${node}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  // Node names are few (servers and agents); bound the memo anyway.
+  if (uuidCache.size >= 10_000) uuidCache.clear();
+  uuidCache.set(node, id);
+  return id;
 }
 
 /** A stored Go duration in Go's canonical form ("120000ms" → "2m0s"); '' when unset or invalid. */

@@ -158,7 +158,9 @@ export class RaftRegistry implements RegistryService {
     }
     let pool = this.#pools.get(info.HTTPAddr);
     if (!pool) {
-      pool = new Pool(`http://${info.HTTPAddr}`, { connections: 8, headersTimeout: this.#writeTimeoutMs + 5000, bodyTimeout: this.#writeTimeoutMs + 5000 });
+      // A forwarded write holds its connection until the entry commits: size the pool for many
+      // concurrent writers rather than for throughput per connection.
+      pool = new Pool(`http://${info.HTTPAddr}`, { connections: 128, headersTimeout: this.#writeTimeoutMs + 5000, bodyTimeout: this.#writeTimeoutMs + 5000 });
       this.#pools.set(info.HTTPAddr, pool);
     }
     const body = Buffer.from(JSON.stringify(payload));

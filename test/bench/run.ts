@@ -1,10 +1,16 @@
-// `npm run bench [-- --only raft-commit|level-fsync] [--mode direct|http] [--levels 1,16,64,256]
-// [--duration-ms 5000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints a table, writes JSON.
+// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register] [--mode direct|http]
+// [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runHttpBlocking } from './http-blocking.ts';
+import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
+import { runHttpRead } from './http-read.ts';
+import type { ReadResult } from './http-read.ts';
+import { runHttpRegister } from './http-register.ts';
+import type { RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
 import type { FsyncResult } from './level-fsync.ts';
 import { runRaftCommit } from './raft-commit.ts';
@@ -16,6 +22,7 @@ const { values } = parseArgs({
     mode: { type: 'string' },
     levels: { type: 'string', default: '1,16,64,256' },
     'duration-ms': { type: 'string', default: '5000' },
+    held: { type: 'string', default: '50000' },
     'cpu-prof-dir': { type: 'string' },
   },
 });
@@ -25,14 +32,20 @@ function die(message: string): never {
   process.exit(2);
 }
 
+const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register'] as const;
+type Bench = (typeof BENCHES)[number];
 const only = values.only;
-if (only !== undefined && only !== 'raft-commit' && only !== 'level-fsync') die(`--only must be raft-commit or level-fsync, got ${only}`);
+if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
+const runs = (b: Bench): boolean => only === undefined || only === b;
 const mode = values.mode;
 if (mode !== undefined && mode !== 'direct' && mode !== 'http') die(`--mode must be direct or http, got ${mode}`);
 const levels = values.levels.split(',').map(Number);
 if (levels.some((n) => !Number.isInteger(n) || n < 1 || n > 4096)) die(`--levels must be integers in [1, 4096], got ${values.levels}`);
 const durationMs = Number(values['duration-ms']);
 if (!Number.isInteger(durationMs) || durationMs < 100 || durationMs > 600_000) die('--duration-ms must be an integer in [100, 600000]');
+const held = Number(values.held);
+if (!Number.isInteger(held) || held < 1 || held > 200_000) die('--held must be an integer in [1, 200000]');
+const cpuProfDir = values['cpu-prof-dir'];
 
 const machine = {
   cores: availableParallelism(),
@@ -45,7 +58,7 @@ console.log(`machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGiB}
 
 let fsync: FsyncResult[] = [];
 let commit: CommitResult[] = [];
-if (only !== 'raft-commit') {
+if (runs('level-fsync')) {
   console.log('\n== LevelDB synced writes (this disk)');
   fsync = await runLevelFsync({ durationMs: Math.min(durationMs, 3_000) });
   console.table(
@@ -58,13 +71,13 @@ if (only !== 'raft-commit') {
     })),
   );
 }
-if (only !== 'level-fsync') {
+if (runs('raft-commit')) {
   console.log('\n== Raft commits, 3 nodes on loopback, fsync on, ~100-byte commands');
   commit = await runRaftCommit({
     levels,
     durationMs,
     ...(mode ? { modes: [mode as CommitMode] } : {}),
-    ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
+    ...(cpuProfDir ? { cpuProfDir } : {}),
   });
   console.table(
     commit.map((r) => ({
@@ -89,9 +102,79 @@ if (only !== 'level-fsync') {
   }
 }
 
+let httpRead: ReadResult[] = [];
+if (runs('http-read')) {
+  console.log('\n== Registry reads: GET /v1/health/service/:name (10 instances), 64 connections, 3 sider servers on loopback');
+  httpRead = await runHttpRead({ durationMs, ...(cpuProfDir ? { cpuProfDir } : {}) });
+  console.table(
+    httpRead.map((r) => ({
+      case: r.case,
+      target: r.target,
+      'req/s': Math.round(r.opsPerSec),
+      'p50 ms': r.p50Ms.toFixed(2),
+      'p99 ms': r.p99Ms.toFixed(2),
+      errors: Object.values(r.errors).reduce((a, b) => a + b, 0),
+      'vs bare': r.ratioToBare === undefined ? '' : r.ratioToBare.toFixed(2),
+      'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
+    })),
+  );
+  const best = (c: string): number => Math.max(0, ...httpRead.filter((r) => r.case === c).map((r) => r.opsPerSec));
+  console.log(`targets: default ≥ 10000 req/s — best ${Math.round(best('default'))}: ${best('default') >= 10_000 ? 'met' : 'NOT met'}; ` + `?stale ≥ 15000 req/s — best ${Math.round(best('stale'))}: ${best('stale') >= 15_000 ? 'met' : 'NOT met'}`);
+}
+
+let httpBlocking: BlockingResult[] = [];
+if (runs('http-blocking')) {
+  console.log(`\n== Blocking queries: ${held} held on one node; wake-ups by one registration`);
+  httpBlocking = await runHttpBlocking({ held, ...(cpuProfDir ? { cpuProfDir } : {}) });
+  const wakes = httpBlocking.filter((r) => r.case === 'wake');
+  console.table(
+    wakes.map((r) => ({
+      cluster: r.cluster,
+      watchers: r.watchers,
+      answered: r.answered,
+      'write ms': r.writeMs.toFixed(1),
+      'ack→answer p50': r.fromAck.p50.toFixed(1),
+      'p99': r.fromAck.p99.toFixed(1),
+      'max': r.fromAck.max.toFixed(1),
+      'send→answer p99': r.fromSend.p99.toFixed(1),
+      'server cpu ms': Math.round(r.serverCpuSeconds * 1000),
+    })),
+  );
+  const estimate = httpBlocking.find((r): r is HeldEstimate => r.case === 'held-estimate');
+  const measured = httpBlocking.find((r): r is HeldResult => r.case === 'held' && r.pipelining === 1 && r.held === held);
+  const rss = measured?.serverRssHeldMiB ?? estimate?.linearMiB;
+  const w10k = wakes.find((r) => r.watchers === 10_000 && r.cluster === '1 node');
+  const w1k = wakes.find((r) => r.watchers === 1_000 && r.cluster === '1 node');
+  if (rss !== undefined) console.log(`target: ${held} held with RSS ≤ 1024 MiB — ${measured ? '' : 'estimated '}${rss.toFixed(0)} MiB: ${rss <= 1024 ? 'met' : 'NOT met'}`);
+  if (w10k) console.log(`target: 10000 woken, p99 ≤ 200 ms after the ack — ${w10k.fromAck.p99.toFixed(1)} ms: ${w10k.fromAck.p99 <= 200 && w10k.answered === 10_000 ? 'met' : 'NOT met'}`);
+  if (w1k) console.log(`target: 1000 watchers, p99 ≤ 50 ms after the ack — ${w1k.fromAck.p99.toFixed(1)} ms: ${w1k.fromAck.p99 <= 50 && w1k.answered === 1_000 ? 'met' : 'NOT met'}`);
+}
+
+let httpRegister: RegisterResult[] = [];
+if (runs('http-register')) {
+  console.log('\n== Registrations: PUT /v1/agent/service/register (TTL check), 64 clients, 3 sider servers on loopback, fsync on');
+  httpRegister = await runHttpRegister({ durationMs, ...(cpuProfDir ? { cpuProfDir } : {}) });
+  console.table(
+    httpRegister.map((r) => ({
+      target: r.target,
+      'registrations/s': Math.round(r.opsPerSec),
+      'p50 ms': r.p50Ms.toFixed(1),
+      'p99 ms': r.p99Ms.toFixed(1),
+      'max ms': r.maxMs.toFixed(1),
+      errors: Object.values(r.errors).reduce((a, b) => a + b, 0),
+      'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
+    })),
+  );
+  const best = httpRegister.reduce<RegisterResult | undefined>((a, r) => (!a || r.opsPerSec > a.opsPerSec ? r : a), undefined);
+  if (best) {
+    const ok = best.opsPerSec >= 5_000 && best.p99Ms <= 50;
+    console.log(`target: ≥ 5000/s with p99 ≤ 50 ms — best ${Math.round(best.opsPerSec)}/s (${best.target}), p99 ${best.p99Ms.toFixed(1)} ms: ${ok ? 'met' : 'NOT met'}`);
+  }
+}
+
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);

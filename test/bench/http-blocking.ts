@@ -1,0 +1,581 @@
+// Blocking-query benchmark (issue #3): server RSS with 50,000 held queries, and the time from a write's
+// acknowledgement until 10,000 and 1,000 held watchers are answered. Run with `--holder` it is a client child.
+
+import { fork, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import { waitFor } from '../support/ports.ts';
+import { percentile } from './level-fsync.ts';
+import { SiderCluster, cpuSeconds, fdCount, getText, monoMs, putJson, registration, statusKiB } from './http-read.ts';
+
+const THIS_FILE = fileURLToPath(import.meta.url);
+/** Connections one holder child opens at most (its open-files limit is the machine's default, 20,000 here). */
+const PER_HOLDER = 12_500;
+
+// ---- the holder child: N blocking GETs (one per connection, or pipelined), each answer timestamped -----
+
+type ToHolder =
+  | { op: 'hold'; origin: string; paths: string[]; count: number; localAddress: string; pipelining: number }
+  | { op: 'stats' }
+  | { op: 'report' }
+  | { op: 'close' };
+
+interface HolderStats {
+  op: 'stats';
+  dispatched: number;
+  connected: number;
+  /** Requests not yet written to a connection. */
+  pending: number;
+  done: number;
+  statuses: Record<string, number>;
+  errors: Record<string, number>;
+  rssKiB: number;
+}
+
+interface HolderReport {
+  op: 'report';
+  /** monoMs() at which each answer's body was complete. */
+  times: number[];
+}
+
+type FromHolder = { op: 'hold' } | HolderStats | HolderReport | { op: 'close' };
+
+function holderMain(): void {
+  let pool: Pool | null = null;
+  const sockets: Socket[] = [];
+  let dispatched = 0;
+  let rawConnected = 0;
+  let rawPending = 0;
+  const times: number[] = [];
+  const statuses: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  const send = (m: FromHolder): void => {
+    process.send!(m);
+  };
+  const countError = (err: unknown): void => {
+    const name = (err as { code?: string }).code ?? (err as Error).name ?? 'Error';
+    errors[name] = (errors[name] ?? 0) + 1;
+  };
+  /** Lets the connections of one batch open before the next (the server's listen backlog is 511). */
+  const settle = async (busy: () => boolean): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  };
+  // One connection per held request, as real clients do: undici, each answer timestamped when complete.
+  const hold = async (m: Extract<ToHolder, { op: 'hold' }>): Promise<void> => {
+    pool = new Pool(m.origin, {
+      connections: m.count,
+      pipelining: 1,
+      localAddress: m.localAddress,
+      // No timeouts under 10 minutes: the queries wait 5.
+      headersTimeout: 11 * 60_000,
+      bodyTimeout: 11 * 60_000,
+      keepAliveTimeout: 60_000,
+      connectTimeout: 30_000,
+    });
+    const p = pool;
+    while (dispatched < m.count) {
+      const n = Math.min(500, m.count - dispatched);
+      for (let i = 0; i < n; i++) {
+        const path = m.paths[dispatched % m.paths.length]!;
+        dispatched++;
+        p.request({ method: 'GET', path }).then(async (res) => {
+          await res.body.dump({ limit: 1 << 24 });
+          times.push(monoMs());
+          statuses[res.statusCode] = (statuses[res.statusCode] ?? 0) + 1;
+        }, countError);
+      }
+      await settle(() => p.stats.pending > 50);
+    }
+  };
+  // `pipelining` requests written at once on each raw socket (HTTP/1.1 pipelining; Node's server
+  // handles them concurrently): more held queries than the open-files limit allows sockets. Any
+  // byte back counts as an (early) answer; these are only held, never woken.
+  const holdPipelined = async (m: Extract<ToHolder, { op: 'hold' }>): Promise<void> => {
+    const url = new URL(m.origin);
+    while (dispatched < m.count) {
+      for (let i = 0; i < 500 && dispatched < m.count; i++) {
+        const k = Math.min(m.pipelining, m.count - dispatched);
+        let text = '';
+        for (let j = 0; j < k; j++) text += `GET ${m.paths[(dispatched + j) % m.paths.length]} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`;
+        dispatched += k;
+        rawPending++;
+        const sock = connect({ host: url.hostname, port: Number(url.port), localAddress: m.localAddress }, () => {
+          rawPending--;
+          rawConnected++;
+          sock.write(text);
+        });
+        sock.once('data', () => times.push(monoMs()));
+        sock.on('error', countError);
+        sockets.push(sock);
+      }
+      await settle(() => rawPending > 50);
+    }
+  };
+  process.on('message', (m: ToHolder) => {
+    switch (m.op) {
+      case 'hold':
+        void (m.pipelining > 1 ? holdPipelined(m) : hold(m));
+        send({ op: 'hold' });
+        break;
+      case 'stats':
+        send({
+          op: 'stats',
+          dispatched,
+          connected: pool ? pool.stats.connected : rawConnected,
+          pending: pool ? pool.stats.pending : rawPending,
+          done: times.length,
+          statuses,
+          errors,
+          rssKiB: statusKiB(process.pid, 'VmRSS'),
+        });
+        break;
+      case 'report':
+        send({ op: 'report', times });
+        break;
+      case 'close':
+        for (const sk of sockets) sk.destroy();
+        void (pool?.destroy() ?? Promise.resolve()).finally(() => {
+          send({ op: 'close' });
+          process.disconnect();
+          process.exit(0);
+        });
+        break;
+    }
+  });
+  // The parent went away: do not linger holding sockets.
+  process.on('disconnect', () => process.exit(0));
+}
+
+/** Parent side of one holder child. */
+class Holder {
+  readonly child: ChildProcess;
+  readonly exited: Promise<void>;
+  #waiting: { op: string; resolve: (m: FromHolder) => void }[] = [];
+
+  constructor() {
+    this.child = fork(THIS_FILE, ['--holder'], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (m: FromHolder) => {
+      const i = this.#waiting.findIndex((w) => w.op === m.op);
+      if (i >= 0) this.#waiting.splice(i, 1)[0]!.resolve(m);
+    });
+    this.exited = new Promise((r) => this.child.once('exit', () => r()));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  #ask<T extends FromHolder>(m: ToHolder, timeoutMs = 30_000): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`holder ${this.pid} did not answer ${m.op}`)), timeoutMs);
+      this.#waiting.push({
+        op: m.op,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r as T);
+        },
+      });
+      this.child.send(m);
+    });
+  }
+
+  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number): Promise<void> {
+    await this.#ask({ op: 'hold', origin, paths, count, localAddress, pipelining });
+  }
+
+  stats(): Promise<HolderStats> {
+    return this.#ask<HolderStats>({ op: 'stats' });
+  }
+
+  async report(): Promise<number[]> {
+    return (await this.#ask<HolderReport>({ op: 'report' }, 60_000)).times;
+  }
+
+  /** Closes its connections and exits; SIGKILL (its own PID only) if it does not within 10 s. */
+  async close(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    try {
+      await this.#ask({ op: 'close' }, 10_000);
+    } catch {
+      // killed by the timer
+    }
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+let nextLocal = 10;
+/** A distinct loopback source address per holder, so that no source runs out of ephemeral ports. */
+function localAddress(): string {
+  nextLocal = nextLocal >= 250 ? 10 : nextLocal + 1;
+  return `127.0.0.${nextLocal}`;
+}
+
+function sumInto(into: Record<string, number>, from: Record<string, number>): void {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+}
+
+export interface HeldSet {
+  holders: Holder[];
+  /** Connections opened to the server. */
+  connections: number;
+  /** Seconds from the first request sent until all were held. */
+  setupSeconds: number;
+}
+
+export interface HoldOptions {
+  /** Held requests per connection (HTTP/1.1 pipelining); 1 = one connection each, as real clients do. */
+  pipelining?: number;
+  /** At least this many client children. */
+  children?: number;
+}
+
+/** Holds `count` blocking GETs (cycling over `paths`) on `origin` from client children; waits until the server holds them all. */
+export async function holdAll(origin: string, serverPid: number, paths: string[], count: number, o: HoldOptions = {}, log?: (l: string) => void): Promise<HeldSet> {
+  const pipelining = o.pipelining ?? 1;
+  const n = Math.max(o.children ?? 1, Math.ceil(count / pipelining / PER_HOLDER));
+  const shares = Array.from({ length: n }, (_, i) => Math.floor(count / n) + (i < count % n ? 1 : 0));
+  let connections = 0;
+  const holders = Array.from({ length: n }, () => new Holder());
+  const t0 = performance.now();
+  const fd0 = fdCount(serverPid);
+  let lastLog = performance.now();
+  try {
+    for (let i = 0; i < n; i++) await holders[i]!.hold(origin, paths, shares[i]!, localAddress(), pipelining);
+    // Held = every connection open on the server, nothing answered, and the server idle (all parsed).
+    await waitFor(
+      `${count} queries sent and their connections open on the server`,
+      async () => {
+        const st = await Promise.all(holders.map((h) => h.stats()));
+        const done = st.reduce((a, s) => a + s.done, 0);
+        const errs = st.reduce((a, s) => a + Object.values(s.errors).reduce((x, y) => x + y, 0), 0);
+        if (log && performance.now() - lastLog > 10_000) {
+          lastLog = performance.now();
+          log(`  … ${st.reduce((a, s) => a + s.dispatched, 0)} sent, ${st.reduce((a, s) => a + s.connected, 0)} connected (server fds ${fdCount(serverPid)})`);
+        }
+        if (done > 0 || errs > 0) throw new Error(`held queries answered early: ${done} done, errors ${JSON.stringify(st.map((s) => s.errors))}, statuses ${JSON.stringify(st.map((s) => s.statuses))}`);
+        connections = st.reduce((a, s) => a + s.connected, 0);
+        return st.every((s, i) => s.dispatched === shares[i] && s.pending === 0) && fdCount(serverPid) - fd0 >= connections;
+      },
+      300_000,
+      100,
+    ).catch((err: unknown) => {
+      // waitFor swallows the early-answer error until its deadline; rethrow it with the count seen.
+      throw new Error(`${(err as Error).message} (server fds ${fdCount(serverPid)}, started with ${fd0})`);
+    });
+    await untilIdle(serverPid);
+    const st = await Promise.all(holders.map((h) => h.stats()));
+    if (st.some((s) => s.done > 0)) throw new Error('held queries answered early');
+    return { holders, connections, setupSeconds: (performance.now() - t0) / 1000 };
+  } catch (err) {
+    await Promise.all(holders.map((h) => h.close()));
+    throw err;
+  }
+}
+
+/** Waits until `pid` uses under 3% of a core over two consecutive 250 ms intervals (at most 60 s). */
+async function untilIdle(pid: number): Promise<void> {
+  let quiet = 0;
+  let last = cpuSeconds(pid);
+  const deadline = Date.now() + 60_000;
+  while (quiet < 2 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    const now = cpuSeconds(pid);
+    quiet = now - last < 0.0075 ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+async function indexOf(http: string, path: string): Promise<number> {
+  const r = await getText(`http://${http}${path}`);
+  if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status}`);
+  return Number(r.headers['x-consul-index']);
+}
+
+/** This process's open-files limits (children inherit them). */
+function nofileLimits(): { soft: number; hard: number } {
+  const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  const n = (v: string | undefined): number => (v === undefined ? 1024 : v === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(v));
+  return { soft: n(m?.[1]), hard: n(m?.[2]) };
+}
+
+/** Whether a child may raise its open-files limit to `n` (needs CAP_SYS_RESOURCE above the hard limit). */
+function canRaiseNofile(n: number): boolean {
+  return spawnSync('/bin/sh', ['-c', `ulimit -n ${n}`], { stdio: 'ignore' }).status === 0;
+}
+
+// ---- results ---------------------------------------------------------------------------------
+
+export interface HeldResult {
+  case: 'held';
+  held: number;
+  connections: number;
+  /** Held queries per connection. */
+  pipelining: number;
+  services: number;
+  holders: number;
+  setupSeconds: number;
+  serverRssBeforeMiB: number;
+  serverRssHeldMiB: number;
+  serverHwmMiB: number;
+  /** (held RSS − before) / held. */
+  perQueryKiB: number;
+  serverFds: number;
+  holderRssMiB: number[];
+  /** Seconds until the server's descriptors were back near the start after the clients left. */
+  releaseSeconds: number;
+}
+
+/** RSS for `held` queries one per connection, derived from two measured runs when the open-files limit forbids measuring it. */
+export interface HeldEstimate {
+  case: 'held-estimate';
+  held: number;
+  why: string;
+  /** Derived split of the RSS growth: per held query (request, response, watcher, timer) and per connection (socket, parser). */
+  perQueryKiB: number;
+  perConnectionKiB: number;
+  /** before + held × (query + connection), from the largest one-per-connection run (linear). */
+  linearMiB: number;
+  /** KiB per query + connection in the half-size and full-size one-per-connection runs (linearity check). */
+  perQueryHalfKiB: number;
+  perQueryFullKiB: number;
+}
+
+export interface WakeResult {
+  case: 'wake';
+  cluster: string;
+  watchers: number;
+  holders: number;
+  /** Wall-clock time the write was sent (to line up with server logs). */
+  writeAt: string;
+  /** Write sent → acknowledged, ms. */
+  writeMs: number;
+  answered: number;
+  statuses: Record<string, number>;
+  errors: Record<string, number>;
+  /** Acknowledgement → each watcher's answer complete, ms (negative: before the acknowledgement was read). */
+  fromAck: { p50: number; p99: number; max: number; min: number };
+  /** Write sent → each answer, ms. */
+  fromSend: { p50: number; p99: number; max: number };
+  /** Server CPU seconds from the write until the last answer. */
+  serverCpuSeconds: number;
+}
+
+export type BlockingResult = HeldResult | HeldEstimate | WakeResult;
+
+export interface BlockingOptions {
+  held?: number;
+  wakeCounts?: number[];
+  cpuProfDir?: string;
+  /** Run the wake cases on a 3-node cluster too (watchers on a follower, the write to the leader). Default true. */
+  threeNode?: boolean;
+  log?: (line: string) => void;
+}
+
+const WATCH_SERVICES = 5;
+
+async function runHeld(count: number, pipelining: number, nofile: number | undefined, nodeArgs: string[], graceMs: number, log: (l: string) => void): Promise<HeldResult> {
+  const cluster = await SiderCluster.start({ size: 1, nodeArgs, ...(nofile ? { nofile } : {}), log });
+  let held: HeldSet | null = null;
+  try {
+    const http = cluster.http('n1');
+    const pid = cluster.pid('n1');
+    const paths: string[] = [];
+    for (let s = 0; s < WATCH_SERVICES; s++) {
+      const service = `bench-watch-${s}`;
+      await cluster.populate(service, 10);
+      const path = `/v1/health/service/${service}`;
+      paths.push(`${path}?index=${await indexOf(http, path)}&wait=5m`);
+    }
+    await untilIdle(pid);
+    const rss0 = statusKiB(pid, 'VmRSS');
+    log(`held: server pid ${pid} RSS ${(rss0 / 1024).toFixed(0)} MiB; holding ${count} queries on ${WATCH_SERVICES} services, ${pipelining} per connection …`);
+    held = await holdAll(`http://${http}`, pid, paths, count, { pipelining }, log);
+    const rss1 = statusKiB(pid, 'VmRSS');
+    const fds = fdCount(pid);
+    const hst = await Promise.all(held.holders.map((h) => h.stats()));
+    const { setupSeconds, connections } = held;
+    const t0 = performance.now();
+    const fdBase = fds - connections;
+    await Promise.all(held.holders.map((h) => h.close()));
+    held = null;
+    await waitFor('the server to release the connections', () => fdCount(pid) <= fdBase + 100, 120_000, 50);
+    return {
+      case: 'held',
+      held: count,
+      connections,
+      pipelining,
+      services: WATCH_SERVICES,
+      holders: hst.length,
+      setupSeconds,
+      serverRssBeforeMiB: rss0 / 1024,
+      serverRssHeldMiB: rss1 / 1024,
+      serverHwmMiB: statusKiB(pid, 'VmHWM') / 1024,
+      perQueryKiB: (rss1 - rss0) / count,
+      serverFds: fds,
+      holderRssMiB: hst.map((s) => Math.round(s.rssKiB / 1024)),
+      releaseSeconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    if (held) await Promise.all(held.holders.map((h) => h.close()));
+    await cluster.teardown(graceMs);
+  }
+}
+
+/**
+ * `target` held queries one per connection when the open-files limit allows it. Otherwise (here:
+ * 20,000, and no CAP_SYS_RESOURCE to raise it) two measured runs: as many as the limit allows one
+ * per connection, and `target` pipelined over fewer connections; and the estimate they give.
+ */
+async function runHeldCases(target: number, nodeArgs: string[], graceMs: number, log: (l: string) => void): Promise<BlockingResult[]> {
+  const margin = 1_000;
+  const { soft, hard } = nofileLimits();
+  if (target + margin <= soft) return [await runHeld(target, 1, undefined, nodeArgs, graceMs, log)];
+  if (canRaiseNofile(target + margin)) return [await runHeld(target, 1, target + margin, nodeArgs, graceMs, log)];
+  const max = Math.floor((Math.min(soft, hard) - margin) / 1_000) * 1_000;
+  const why = `open-files limit ${soft}/${hard} (soft/hard) and no permission to raise it: one server process cannot hold ${target} sockets`;
+  log(`held: ${why}; measuring ${max / 2} and ${max} one per connection and ${target} pipelined`);
+  const half = await runHeld(max / 2, 1, undefined, nodeArgs, graceMs, log);
+  log(formatBlocking(half));
+  const one = await runHeld(max, 1, undefined, nodeArgs, graceMs, log);
+  log(formatBlocking(one));
+  const piped = await runHeld(target, Math.ceil(target / max), undefined, nodeArgs, graceMs, log);
+  log(formatBlocking(piped));
+  // one:   Δ1 = max·(q + c);   piped: Δ2 = target·q + connections·c.
+  const d1 = (one.serverRssHeldMiB - one.serverRssBeforeMiB) * 1024;
+  const d2 = (piped.serverRssHeldMiB - piped.serverRssBeforeMiB) * 1024;
+  const qc = d1 / max;
+  const c = (target * qc - d2) / (target - piped.connections);
+  const est: HeldEstimate = {
+    case: 'held-estimate',
+    held: target,
+    why,
+    perQueryKiB: qc - c,
+    perConnectionKiB: c,
+    linearMiB: one.serverRssBeforeMiB + (target * qc) / 1024,
+    perQueryHalfKiB: half.perQueryKiB,
+    perQueryFullKiB: one.perQueryKiB,
+  };
+  return [half, one, piped, est];
+}
+
+/** `watchers` blocking queries held on `holdOn`, one registration through `writeVia`: when is each answered? */
+export async function runWake(cluster: SiderCluster, label: string, holdOn: string, writeVia: string, watchers: number, log: (l: string) => void): Promise<WakeResult> {
+  const service = `bench-wake-${watchers}`;
+  await cluster.populate(service, 10, writeVia);
+  const http = cluster.http(holdOn);
+  const pid = cluster.pid(holdOn);
+  const path = `/v1/health/service/${service}`;
+  // The holding node must have applied the last registration before its index is read.
+  const index = await waitFor('the index on the holding node', async () => indexOf(http, path), 10_000);
+  const held = await holdAll(`http://${http}`, pid, [`${path}?index=${index}&wait=5m`], watchers, { children: watchers >= 5_000 ? 2 : 1 });
+  try {
+    const cpu0 = cpuSeconds(pid);
+    const writeAt = new Date().toISOString();
+    const tSend = monoMs();
+    const w = await putJson(`http://${cluster.http(writeVia)}/v1/agent/service/register`, registration(service, `${service}-new`, 99));
+    const tAck = monoMs();
+    if (w.status !== 200) throw new Error(`the change: HTTP ${w.status} ${w.text}`);
+    // Every watcher should answer; wait (bounded) for the last one.
+    const deadline = Date.now() + 60_000;
+    let answered = 0;
+    while (Date.now() < deadline) {
+      const st = await Promise.all(held.holders.map((h) => h.stats()));
+      answered = st.reduce((a, s) => a + s.done + Object.values(s.errors).reduce((x, y) => x + y, 0), 0);
+      if (answered >= watchers) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const cpu1 = cpuSeconds(pid);
+    const st = await Promise.all(held.holders.map((h) => h.stats()));
+    const statuses: Record<string, number> = {};
+    const errors: Record<string, number> = {};
+    for (const s of st) {
+      sumInto(statuses, s.statuses);
+      sumInto(errors, s.errors);
+    }
+    const times = (await Promise.all(held.holders.map((h) => h.report()))).flat();
+    const fromAck = times.map((t) => t - tAck).sort((a, b) => a - b);
+    const fromSend = times.map((t) => t - tSend).sort((a, b) => a - b);
+    const r: WakeResult = {
+      case: 'wake',
+      cluster: label,
+      watchers,
+      holders: held.holders.length,
+      writeAt,
+      writeMs: tAck - tSend,
+      answered: times.length,
+      statuses,
+      errors,
+      fromAck: { p50: percentile(fromAck, 50), p99: percentile(fromAck, 99), max: fromAck.at(-1) ?? 0, min: fromAck[0] ?? 0 },
+      fromSend: { p50: percentile(fromSend, 50), p99: percentile(fromSend, 99), max: fromSend.at(-1) ?? 0 },
+      serverCpuSeconds: cpu1 - cpu0,
+    };
+    log(formatBlocking(r));
+    return r;
+  } finally {
+    await Promise.all(held.holders.map((h) => h.close()));
+  }
+}
+
+export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<BlockingResult[]> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
+  const wakeCounts = opts.wakeCounts ?? [10_000, 1_000];
+  const results: BlockingResult[] = [];
+
+  const held = await runHeldCases(opts.held ?? 50_000, nodeArgs, graceMs, log);
+  results.push(...held);
+  log(formatBlocking(held.at(-1)!));
+
+  const layouts: { size: number; label: string }[] = [{ size: 1, label: '1 node' }];
+  if (opts.threeNode ?? true) layouts.push({ size: 3, label: '3 nodes, watchers on a follower, write to the leader' });
+  for (const layout of layouts) {
+    const cluster = await SiderCluster.start({ size: layout.size, nodeArgs, log });
+    try {
+      const leader = await cluster.leader();
+      const holdOn = layout.size === 1 ? leader : cluster.ids.find((id) => id !== leader)!;
+      for (const n of wakeCounts) results.push(await runWake(cluster, layout.label, holdOn, leader, n, log));
+    } finally {
+      await cluster.teardown(graceMs);
+    }
+  }
+  return results;
+}
+
+export function formatBlocking(r: BlockingResult): string {
+  if (r.case === 'held-estimate') {
+    return (
+      `held ${r.held} one per connection, estimated (${r.why}): server RSS ≈ ${r.linearMiB.toFixed(0)} MiB ` +
+      `(linear: ${r.perQueryHalfKiB.toFixed(1)} and ${r.perQueryFullKiB.toFixed(1)} KiB per query+connection at half and full size; ` +
+      `split from the pipelined run: ${r.perQueryKiB.toFixed(1)} KiB per held query + ${r.perConnectionKiB.toFixed(1)} KiB per connection)`
+    );
+  }
+  if (r.case === 'held') {
+    return (
+      `held ${r.held} blocking queries over ${r.connections} connections (${r.services} services, ${r.holders} client processes, set up in ${r.setupSeconds.toFixed(1)} s): ` +
+      `server RSS ${r.serverRssBeforeMiB.toFixed(0)} → ${r.serverRssHeldMiB.toFixed(0)} MiB (${r.perQueryKiB.toFixed(1)} KiB per query; high-water ${r.serverHwmMiB.toFixed(0)} MiB), ` +
+      `${r.serverFds} fds; clients' RSS ${r.holderRssMiB.join('/')} MiB; released in ${r.releaseSeconds.toFixed(1)} s`
+    );
+  }
+  const errs = Object.entries(r.errors)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return (
+    `wake ${String(r.watchers).padStart(6)} watchers (${r.cluster}): write acked in ${r.writeMs.toFixed(1)} ms; ${r.answered}/${r.watchers} answered ` +
+    `${JSON.stringify(r.statuses)}${errs ? ` errors: ${errs}` : ''}; from ack p50 ${r.fromAck.p50.toFixed(1)} p99 ${r.fromAck.p99.toFixed(1)} max ${r.fromAck.max.toFixed(1)} ms ` +
+    `(first ${r.fromAck.min.toFixed(1)}); from send p99 ${r.fromSend.p99.toFixed(1)} ms; server CPU ${(r.serverCpuSeconds * 1000).toFixed(0)} ms`
+  );
+}
+
+if (import.meta.main) {
+  if (process.argv.includes('--holder')) holderMain();
+  else await runHttpBlocking();
+}

@@ -1,0 +1,89 @@
+// Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
+// through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
+
+import { SiderCluster, closedLoop, formatCpu, httpError, registration, spreadPools } from './http-read.ts';
+import type { LoopResult } from './http-read.ts';
+
+export interface RegisterResult extends LoopResult {
+  /** Where the registrations went. */
+  target: string;
+  clients: number;
+  /** Distinct services the instances were spread over. */
+  services: number;
+}
+
+export interface RegisterOptions {
+  durationMs?: number;
+  warmupMs?: number;
+  clients?: number;
+  cpuProfDir?: string;
+  log?: (line: string) => void;
+}
+
+const SERVICES = 256;
+
+export async function runHttpRegister(opts: RegisterOptions = {}): Promise<RegisterResult[]> {
+  const durationMs = opts.durationMs ?? 5_000;
+  const warmupMs = opts.warmupMs ?? 1_000;
+  const clients = opts.clients ?? 64;
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
+  const cluster = await SiderCluster.start({ size: 3, nodeArgs, log });
+  const results: RegisterResult[] = [];
+  try {
+    const leader = await cluster.leader();
+    const pids: Record<string, number> = { client: process.pid };
+    for (const id of cluster.ids) pids[id === leader ? `${id}(leader)` : id] = cluster.pid(id);
+    const cases = [
+      { target: `leader ${leader}`, origins: [cluster.http(leader)] },
+      { target: `all ${cluster.ids.length}`, origins: cluster.ids.map((id) => cluster.http(id)) },
+    ];
+    for (const [ci, c] of cases.entries()) {
+      const pools = spreadPools(c.origins, clients);
+      try {
+        const r = await closedLoop({
+          workers: clients,
+          warmupMs,
+          durationMs,
+          maxOps: 1_000_000,
+          pids,
+          op: async (w, seq) => {
+            const n = ci * 10_000_000 + w * 100_000 + seq;
+            const res = await pools[w % pools.length]!.request({
+              method: 'PUT',
+              path: '/v1/agent/service/register',
+              headers: { 'content-type': 'application/json' },
+              body: JSON.stringify(registration(`bench-reg-${(w * 7 + seq) % SERVICES}`, `reg-${ci}-${w}-${seq}`, n)),
+            });
+            const text = await res.body.text();
+            if (res.statusCode !== 200) throw httpError(res.statusCode, text);
+          },
+        });
+        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r };
+        results.push(rr);
+        log(formatRegister(rr));
+      } finally {
+        await Promise.all(pools.map((p) => p.close()));
+      }
+    }
+  } catch (err) {
+    const logs = [...cluster.procs.values()].map((p) => `--- ${p.spec.id}:\n${p.log.slice(-2000)}`).join('\n');
+    throw new Error(`${(err as Error).message}\n${logs}`);
+  } finally {
+    await cluster.teardown(graceMs);
+  }
+  return results;
+}
+
+export function formatRegister(r: RegisterResult): string {
+  const errs = Object.entries(r.errors)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return (
+    `register → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
+    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`
+  );
+}
+
+if (import.meta.main) await runHttpRegister();
