@@ -15,23 +15,15 @@ import type { Entry, HardState, Message } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
 import { KvCluster } from '../support/kv-cluster.ts';
 import { waitFor } from '../support/ports.ts';
+import type { LoopResult } from './http-read.ts';
 import { percentile } from './level-fsync.ts';
 
 export type CommitMode = 'direct' | 'http';
 
-export interface CommitResult {
+/** A load loop's result (ops = proposals started and committed inside the window) plus the commit specifics. */
+export interface CommitResult extends LoopResult {
   mode: CommitMode;
   proposers: number;
-  /** Proposals started and committed inside the measured window. */
-  ops: number;
-  errors: Record<string, number>;
-  seconds: number;
-  opsPerSec: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-  /** CPU used per process over the window, as a percentage of one core. */
-  cpu: Record<string, number>;
   /** Leader event-loop lag p99, ms (direct mode: the bench process is the leader). */
   loopDelayP99Ms?: number;
   /** Leader: synced storage writes per second and entries per write (direct mode). */
