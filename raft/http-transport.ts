@@ -140,10 +140,12 @@ function approxSize(m: Message): number {
  * `Transport` over HTTP. Each request is `POST /raft/v1/messages` whose body is `encodeMessages` of a
  * batch addressed to one peer, with headers `x-sider-cluster`, `x-sider-from`, and, with a cluster
  * key, `x-sider-timestamp` (ms since the epoch) and `x-sider-auth` = hex HMAC-SHA256(key,
- * `${clusterId}\n${from}\n${timestamp}\n` + body). The receiver refuses timestamps more than 60 s
+ * `${clusterId}\n${from}\n${fromAddr}\n${timestamp}\n` + body, where fromAddr is the sender's
+ * advertised address in `x-sider-from-addr`). The receiver refuses timestamps more than 60 s
  * from its clock; a captured request can be replayed within that window, which Raft tolerates (it
  * already copes with duplicated and reordered messages). The key authenticates, it does not
- * encrypt: traffic is plaintext. mTLS is not implemented here.
+ * encrypt: traffic is plaintext. mTLS is out of this transport's scope for now (README "Known
+ * limitations").
  *
  * Per peer there are two undici pools: the control lane (one connection, one request in flight)
  * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, at most 2
