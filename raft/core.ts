@@ -279,7 +279,11 @@ export class RaftCore {
 
   #tickElection(): void {
     this.#electionElapsed++;
-    if (this.#promotable() && this.#electionElapsed >= this.#randomizedElectionTimeout) {
+    // The sole voter has nobody to disrupt or wait for: it need not sit out an election timeout
+    // (a single-node server serves writes on its first tick instead of after 1-2 s).
+    const v = this.membership().voters;
+    const alone = v.length === 1 && v[0] === this.id;
+    if (this.#promotable() && (alone || this.#electionElapsed >= this.#randomizedElectionTimeout)) {
       this.#electionElapsed = 0;
       this.#campaign('preVote');
     }

@@ -461,3 +461,15 @@ t.test('a lagging follower receives a snapshot after compaction and catches up',
   h.tickAll(3);
   t.same(h.appliedData('n3'), h.appliedData('n1'));
 });
+
+t.test('the sole voter elects itself on its first tick; a voter with peers waits out the timeout', async (t) => {
+  const one = CoreHarness.single('n1');
+  one.tick('n1', 1);
+  one.deliverAll();
+  t.equal(one.core('n1').status().role, 'leader', 'single voter leads after one tick');
+
+  const three = CoreHarness.cluster(['n1', 'n2', 'n3']);
+  three.tick('n1', 1);
+  three.deliverAll();
+  t.equal(three.core('n1').status().role, 'follower', 'one tick is not an election timeout with peers');
+});
