@@ -2,18 +2,14 @@
 // Every request must carry a valid cluster-key signature (or, with no key configured, come from
 // loopback); it is never reachable otherwise.
 
-import type { Middleware } from 'koa';
+import type { Context, Middleware } from 'koa';
 import { SiderError, isSiderError } from '../raft/errors.ts';
-import { verifyRequest } from '../src/cluster-auth.ts';
+import { isLoopbackAddress, verifyRequest } from '../src/cluster-auth.ts';
 import { INTERNAL_APPLY, INTERNAL_JOIN, INTERNAL_REMOVE } from '../src/raft-registry.ts';
 import type { RaftRegistry } from '../src/raft-registry.ts';
 import type { RegistryCommand } from '../src/registry/model.ts';
 
 const MAX_BODY = 1 << 20;
-
-function isLoopback(addr: string | undefined): boolean {
-  return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
-}
 
 async function readBody(req: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -30,6 +26,20 @@ function field(obj: unknown, name: string): unknown {
   return typeof obj === 'object' && obj !== null ? (obj as Record<string, unknown>)[name] : undefined;
 }
 
+/**
+ * Reads the body and checks the cluster signature (or loopback without a key). Returns the body, or
+ * null after logging the refusal: the caller answers 401.
+ */
+async function authenticated(ctx: Context, opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>, refusal: string): Promise<Buffer | null> {
+  const body = await readBody(ctx.req);
+  const ok = opts.clusterKey
+    ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
+    : isLoopbackAddress(ctx.req.socket.remoteAddress);
+  if (ok) return body;
+  opts.log('warn', refusal, { remote: ctx.req.socket.remoteAddress, path: ctx.path });
+  return null;
+}
+
 export interface InternalApiOptions {
   registry: RaftRegistry;
   clusterKey: string;
@@ -43,17 +53,8 @@ export function internalApi(opts: InternalApiOptions): Middleware {
     if (!ctx.path.startsWith('/v1/internal/')) return next();
     try {
       if (ctx.method !== 'POST') throw new SiderError('SIDER_BAD_REQUEST', 'method not allowed', { status: 405 });
-      const body = await readBody(ctx.req);
-      const ok = opts.clusterKey
-        ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
-        : isLoopback(ctx.req.socket.remoteAddress);
-      if (!ok) {
-        opts.log('warn', 'internal API request rejected: bad or missing cluster signature', {
-          remote: ctx.req.socket.remoteAddress,
-          path: ctx.path,
-        });
-        throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
-      }
+      const body = await authenticated(ctx, opts, 'internal API request rejected: bad or missing cluster signature');
+      if (!body) throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
       let payload: unknown;
       try {
         payload = JSON.parse(body.toString('utf8'));
@@ -99,20 +100,16 @@ const OPERATOR_PATHS = new Set(['/v1/raft/join', '/v1/raft/remove']);
 export function operatorAuth(opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>): Middleware {
   return async (ctx, next) => {
     if (!OPERATOR_PATHS.has(ctx.path) || (ctx.method !== 'POST' && ctx.method !== 'PUT')) return next();
-    let body: Buffer;
+    let body: Buffer | null;
     try {
-      body = await readBody(ctx.req);
+      body = await authenticated(ctx, opts, 'membership change refused: bad or missing cluster signature');
     } catch (err) {
       const e = err as SiderError;
       ctx.status = e.status;
       ctx.body = `${e.message}\n`;
       return;
     }
-    const ok = opts.clusterKey
-      ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
-      : isLoopback(ctx.req.socket.remoteAddress);
-    if (!ok) {
-      opts.log('warn', 'membership change refused: bad or missing cluster signature', { remote: ctx.req.socket.remoteAddress, path: ctx.path });
+    if (!body) {
       ctx.status = 401;
       ctx.body = 'cluster signature required (sign with the cluster key)\n';
       return;

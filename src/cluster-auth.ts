@@ -32,3 +32,8 @@ export function verifyRequest(
   if (Math.abs(now - Number(timestamp)) > MAX_SKEW_MS) return false;
   return timingSafeEqual(mac(key, method, path, timestamp, body), Buffer.from(auth, 'hex'));
 }
+
+/** Whether a socket's remote address is loopback (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
+export function isLoopbackAddress(addr: string | undefined): boolean {
+  return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
+}

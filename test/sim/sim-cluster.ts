@@ -758,8 +758,8 @@ export class SimCluster {
     return at;
   }
 
+  /** Runs `fn` (a heal) after `ms`, at the latest when the active phase ends; see #runDueHeals. */
   #later(ms: number, fn: () => void): void {
-    // Heals go through the same time-indexed queue as messages, as a pseudo-event.
     const when = Math.min(this.#now + ms, this.opts.activeMs);
     this.#pendingHeals.push({ at: when, fn });
   }
