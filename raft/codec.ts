@@ -150,6 +150,9 @@ function enumValue<T>(list: readonly T[], i: number, what: string): T {
   return v;
 }
 
+/** Smallest encoded entry: index 8 + term 8 + type 1 + rid length 4 + data length 4 (both empty). */
+const MIN_ENTRY_BYTES = 25;
+
 export function writeEntry(w: Writer, e: Entry): void {
   w.num(e.index).num(e.term).u8(enumIndex(entryTypes, e.type, 'entry type')).str(e.rid).bytes(e.data);
 }
@@ -301,7 +304,7 @@ export function readMessage(r: Reader): Message {
   const hintTerm = r.num('hintTerm');
   const ctx = r.num('ctx');
   const entries: Entry[] = [];
-  for (let n = r.count('entries', 29); n > 0; n--) entries.push(readEntry(r));
+  for (let n = r.count('entries', MIN_ENTRY_BYTES); n > 0; n--) entries.push(readEntry(r));
   let snapshot: Snapshot | null = null;
   if (r.u8('snapshot flag') === 1) {
     const meta = readSnapshotMeta(r);

@@ -1,0 +1,29 @@
+// Wire and disk encodings round-trip, and the bounds that protect decoding from forged counts do
+// not refuse the smallest legal values.
+
+import t from 'tap';
+import { decodeMessages, encodeMessages } from '../../raft/codec.ts';
+import { emptyMessage } from '../../raft/types.ts';
+
+t.test('a message whose last entry is an empty no-op decodes (regression: the entry-count bound assumed 29 bytes per entry)', async (t) => {
+  const m = emptyMessage('app', 'n2', 'n3', 3);
+  m.index = 7;
+  m.logTerm = 2;
+  m.entries = [{ index: 8, term: 3, type: 'noop', data: new Uint8Array(0), rid: '' }];
+  const [back] = decodeMessages(encodeMessages([m]));
+  t.same(back?.entries, m.entries);
+});
+
+t.test('many empty entries in one message decode', async (t) => {
+  const m = emptyMessage('app', 'a', 'b', 1);
+  m.entries = Array.from({ length: 100 }, (_, i) => ({ index: i + 1, term: 1, type: 'noop' as const, data: new Uint8Array(0), rid: '' }));
+  t.equal(decodeMessages(encodeMessages([m]))[0]?.entries.length, 100);
+});
+
+t.test('a forged entry count larger than the input is still refused', async (t) => {
+  const m = emptyMessage('app', 'a', 'b', 1);
+  const buf = Buffer.from(encodeMessages([m]));
+  // The entries count sits just before the final snapshot flag byte.
+  buf.writeUInt32BE(1_000_000, buf.length - 5);
+  t.throws(() => decodeMessages(buf), { code: 'SIDER_BAD_REQUEST' });
+});
