@@ -67,7 +67,7 @@ export class RaftRegistry implements RegistryService {
         if (!isSiderError(err, 'SIDER_NOT_LEADER') && !isSiderError(err, 'SIDER_NO_LEADER')) throw err;
       }
     }
-    const reply = await this.#forward<WriteReply>(INTERNAL_APPLY, { cmd, rid });
+    const reply = await this.forwardToLeader<WriteReply>(INTERNAL_APPLY, { cmd, rid });
     // Read-your-writes on this node: answer once the entry is applied here too.
     await this.#withTimeout(this.#raft.waitApplied(reply.index), `applying index ${reply.index} locally`);
     return reply;
@@ -120,7 +120,7 @@ export class RaftRegistry implements RegistryService {
       await this.#raft.addServer(id, raftAddr, this.#writeTimeoutMs);
       return;
     }
-    await this.#forward(INTERNAL_JOIN, { id, addr: raftAddr });
+    await this.forwardToLeader(INTERNAL_JOIN, { id, addr: raftAddr });
   }
 
   async removeServer(id: string): Promise<void> {
@@ -129,7 +129,7 @@ export class RaftRegistry implements RegistryService {
       await this.#raft.removeServer(id, this.#writeTimeoutMs);
       return;
     }
-    await this.#forward(INTERNAL_REMOVE, { id });
+    await this.forwardToLeader(INTERNAL_REMOVE, { id });
   }
 
   async close(): Promise<void> {
@@ -148,7 +148,11 @@ export class RaftRegistry implements RegistryService {
     }
   }
 
-  async #forward<T>(path: string, payload: unknown): Promise<T> {
+  /**
+   * Sends a signed internal request to the leader's HTTP API and returns its JSON answer (other
+   * modules, e.g. TTL renewals, forward through this). Throws SIDER_NO_LEADER when unreachable.
+   */
+  async forwardToLeader<T>(path: string, payload: unknown): Promise<T> {
     const leader = this.#raft.status().leader;
     const info = this.reader.servers().find((s) => s.ID === leader);
     if (!info) {
