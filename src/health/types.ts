@@ -19,6 +19,8 @@ export interface ProbeDefinition {
   body?: string;
   /** http/grpc: skip TLS certificate verification. */
   tlsSkipVerify?: boolean;
+  /** http: do not follow redirects (Consul's DisableRedirects; by default up to 10 are followed). */
+  disableRedirects?: boolean;
   /** tcp: host:port. */
   tcp?: string;
   /** grpc: host:port, optionally `/service` (grpc.health.v1 service name). */

@@ -1,10 +1,12 @@
-// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register] [--mode direct|http]
+// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register|health-probes] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { runHealthProbes } from './health-probes.ts';
+import type { ProbeBenchResult } from './health-probes.ts';
 import { runHttpBlocking } from './http-blocking.ts';
 import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
 import { runHttpRead } from './http-read.ts';
@@ -32,7 +34,7 @@ function die(message: string): never {
   process.exit(2);
 }
 
-const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register'] as const;
+const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes'] as const;
 type Bench = (typeof BENCHES)[number];
 const only = values.only;
 if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
@@ -172,9 +174,35 @@ if (runs('http-register')) {
   }
 }
 
+let healthProbes: ProbeBenchResult | undefined;
+if (runs('health-probes')) {
+  console.log('\n== Health probes: 10000 HTTP checks every 10 s, one scheduler, real probes, targets in another process');
+  const r = await runHealthProbes();
+  healthProbes = r;
+  console.table([
+    {
+      'probes/s': Math.round(r.probesPerSec),
+      'wanted/s': Math.round(r.wantedPerSec),
+      'gap p50 ms': Math.round(r.gapMs.p50),
+      'gap p99 ms': Math.round(r.gapMs.p99),
+      'gap max ms': Math.round(r.gapMs.max),
+      late: r.lateStarts,
+      starved: r.starved,
+      failures: Object.values(r.failures).reduce((a, b) => a + b, 0),
+      'cpu %': r.cpuPct.toFixed(1),
+      'cpu µs/probe': Math.round(r.cpuUsPerProbe),
+      'loop p99 ms': r.loopDelayMs.p99.toFixed(1),
+      'conn/req': r.connectionsPerRequest.toFixed(2),
+    },
+  ]);
+  if (Object.keys(r.failures).length > 0) console.log('failures:', r.failures);
+  const ok = r.lateStarts === 0 && r.starved === 0 && r.probesPerSec >= r.wantedPerSec * 0.95;
+  console.log(`target: 10000 checks at 10 s without falling behind — ${ok ? 'met' : 'NOT met'} (prober CPU ${r.cpuPct.toFixed(1)} % of one core)`);
+}
+
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
