@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The `sider` command line: dispatches to sub-commands. `server` runs a registry server; the
-// operator commands (members, join, leave, services, health, snapshot …) arrive with issue #7.
+// The `sider` command line: dispatches to sub-commands. `server` runs a registry server, `agent`
+// keeps a host's services registered and checked; the operator commands (members, join, leave,
+// services, health, snapshot …) arrive with issue #7.
 
 import { readFileSync } from 'node:fs';
 import { isSiderError } from '../raft/errors.ts';
@@ -13,10 +14,11 @@ const usage = `usage: sider <command> [flags]
 
 commands:
   server      run a registry server (sider server -help for its flags)
+  agent       register this host's services and run their checks (sider agent -help)
   version     print the version
   help        print this text
 
-planned (see README "Status"): agent, members, join, leave, services, health, register,
+planned (see README "Status"): members, join, leave, services, health, register,
 deregister, snapshot save|restore`;
 
 async function server(argv: string[]): Promise<void> {
@@ -51,6 +53,10 @@ const [cmd = 'help', ...rest] = process.argv.slice(2);
 switch (cmd.replace(/^-+/, '')) {
   case 'server':
     await server(rest);
+    break;
+  case 'agent':
+    // Loaded only here: a server never needs the agent's code.
+    await (await import('./agent.ts')).agentCommand(rest);
     break;
   case 'version':
     console.log(`sider ${pkg.version} (node ${process.versions.node})`);
