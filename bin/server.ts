@@ -13,6 +13,8 @@ import { RaftNode } from '../raft/node.ts';
 import type { Logger } from '../raft/node.ts';
 import { SiderError } from '../raft/errors.ts';
 import { createHttpApp, listenHttp } from '../http/app.ts';
+import { DnsServer } from '../dns/server.ts';
+import { parseDurationMs } from '../http/duration.ts';
 import { internalApi, operatorAuth } from '../http/internal.ts';
 import { signRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
@@ -20,6 +22,10 @@ import { parseHostPort } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
 import { encodeCommand } from '../src/registry/command-codec.ts';
+import { LeaderHealth } from '../src/health/leader.ts';
+import { INTERNAL_RENEW, RenewalForwarder } from '../src/health/renewals.ts';
+import type { CheckRenewer, RenewResult } from '../src/health/renewals.ts';
+import { CheckScheduler } from '../src/health/scheduler.ts';
 import { RegistryStateMachine } from '../src/registry/state-machine.ts';
 
 export interface SiderServer {
@@ -27,9 +33,14 @@ export interface SiderServer {
   raft: RaftNode;
   registry: RaftRegistry;
   state: RegistryStateMachine;
+  /** Health checking on the leader (TTL table, probes, DeregisterCriticalServiceAfter). */
+  health: LeaderHealth;
   http: Server;
   /** Bound HTTP address host:port. */
   httpAddr: string;
+  /** The DNS server (undefined with `-dns off`) and its bound address host:port ('' when off). */
+  dns: DnsServer | undefined;
+  dnsAddr: string;
   log: Logger;
   close(): Promise<void>;
 }
@@ -106,22 +117,59 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   });
 
   const registry = new RaftRegistry({ raft, reader: state, nodeName: cfg.nodeName, clusterKey: cfg.clusterKey, encode: encodeCommand });
+
+  // Health checking runs on the leader only; a follower forwards renewals there in batches.
+  const health = new LeaderHealth({
+    state,
+    propose: async (cmd) => (await registry.applyOnLeader(cmd, '')).result,
+    barrier: async () => {
+      await raft.readBarrier(5_000);
+    },
+    durationMs: parseDurationMs,
+    graceMs: cfg.ttlFailoverGraceMs,
+    enableScriptChecks: cfg.enableScriptChecks,
+    scheduler: (onTransition) => new CheckScheduler({ onTransition, allowScripts: cfg.enableScriptChecks, log }),
+    log,
+  });
+  const forwarder = new RenewalForwarder({
+    send: async (items) => (await registry.forwardToLeader<{ results: RenewResult[] }>(INTERNAL_RENEW, { items })).results,
+  });
+  const renewer: CheckRenewer = {
+    renew: (ns, checkId, status, output) =>
+      raft.status().leader === raft.id ? health.renew(ns, checkId, status, output) : forwarder.renew(ns, checkId, status, output),
+  };
+  const offHealth = raft.on((ev) => {
+    if (ev.type === 'leader') {
+      if (ev.leader === raft.id) void health.start();
+      else health.stop();
+    } else if (ev.type === 'fatal') {
+      health.stop();
+    }
+  });
+  if (raft.status().leader === raft.id) void health.start();
+
   const app = createHttpApp(registry, {
     datacenter: cfg.datacenter,
     nodeName: cfg.nodeName,
     nodeId: cfg.raftId,
     enableScriptChecks: cfg.enableScriptChecks,
+    renewer,
   });
   // Ahead of the public routes: the signed internal API, and the signature check on membership changes.
   app.middleware.unshift(
-    internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log }),
+    internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log, renewals: health }),
     operatorAuth({ clusterKey: cfg.clusterKey, log }),
   );
   const { host, port } = parseHostPort(cfg.http, '-http');
   let http: Server;
+  let dns: DnsServer | undefined;
   try {
+    dns = await startDns(cfg, state, registry, log);
     http = await listenHttp(app, host, port);
   } catch (err) {
+    await dns?.close();
+    offHealth();
+    health.close();
     await registry.close();
     await raft.close();
     throw err;
@@ -164,12 +212,18 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     raft,
     registry,
     state,
+    health,
     http,
     httpAddr,
+    dns,
+    dnsAddr: dns?.address ?? '',
     log,
     async close() {
       closed = true;
+      await dns?.close();
       offLeader();
+      offHealth();
+      health.close();
       http.closeAllConnections();
       await new Promise<void>((r) => http.close(() => r()));
       await registry.close();
@@ -177,4 +231,35 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
       log('info', 'sider server stopped', {});
     },
   };
+}
+
+/** The DNS server of `-dns` (none with `-dns off`): answers from this node's local state (DESIGN §7). */
+async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry: RaftRegistry, log: Logger): Promise<DnsServer | undefined> {
+  if (cfg.dns === '') return undefined;
+  const { host, port } = parseHostPort(cfg.dns, '-dns');
+  const wildcard = host === '0.0.0.0' || host === '::';
+  let dns: DnsServer;
+  try {
+    dns = await DnsServer.listen(state, {
+      host,
+      port,
+      zone: cfg.dnsZone,
+      ttl: cfg.dnsTtl,
+      onlyPassing: cfg.dnsOnlyPassing,
+      consulDomain: cfg.dnsConsulDomain,
+      // Constant for the process, so cached negative answers stay valid; nothing transfers the zone.
+      serial: Math.floor(Date.now() / 1000),
+      nsAddresses: wildcard ? [] : [host],
+      nodeName: cfg.nodeName,
+      nodeId: cfg.raftId,
+      leaderContact: () => registry.readMeta(),
+      // Out of contact: no leader heard from for longer than the longest election timeout.
+      staleAfterMs: 2 * cfg.electionTicks * cfg.tickMs,
+      log,
+    });
+  } catch (err) {
+    throw new SiderError('SIDER_CONFIG', `-dns ${cfg.dns}: cannot listen: ${(err as Error).message}`, { cause: err });
+  }
+  log('info', 'dns server started', { dns: dns.address, zone: cfg.dnsZone });
+  return dns;
 }

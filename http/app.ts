@@ -4,19 +4,21 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { Server } from 'node:http';
-import { bodyParser } from '@koa/bodyparser';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import Router from '@koa/router';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import { SiderError } from '../raft/errors.ts';
 import type { Instance, RegistryCommand } from '../src/registry/model.ts';
 import type { RegistryService } from '../src/registry/service.ts';
+import type { CheckRenewer } from '../src/health/renewals.ts';
+import { jsonBody } from './body.ts';
+import { addCheckRoutes, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
 import { BlockingQueries, parseBlockingParams } from './blocking.ts';
-import type { WatchFn } from './blocking.ts';
-import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, setReadHeaders } from './consistency.ts';
+import type { ParkTarget, WatchFn } from './blocking.ts';
+import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, readHeaders, setReadHeaders } from './consistency.ts';
 import type { EffectiveConsistency } from './consistency.ts';
-import { errorMiddleware } from './errors.ts';
+import { errorMiddleware, errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
@@ -64,6 +66,8 @@ export interface HttpAppOptions {
   version?: string;
   revision?: string;
   log?: HttpLogger;
+  /** Where TTL renewals go (the leader's deadline table); default: a direct write per status change. */
+  renewer?: CheckRenewer;
 }
 
 function packageVersion(): string {
@@ -79,6 +83,23 @@ function packageVersion(): string {
 const BODY_CACHE_ENTRIES = 4096;
 /** Query parameters that do not change a read's body. */
 const NOT_IN_BODY_KEY = new Set(['index', 'wait', 'stale', 'consistent', 'pretty', 'dc', 'ns']);
+/** A parked query's variant (BlockingQueries): its effective consistency's position here, bit 2 for ?pretty. */
+const EFFECTIVE: readonly EffectiveConsistency[] = ['leader', 'consistent', 'stale'];
+const PRETTY = 4;
+/** Sets apart the parked-query kinds of apps sharing one BlockingQueries. */
+let appSeq = 0;
+
+/**
+ * Koa keeps a request's context (ctx, request, response, router state) alive until the response
+ * finishes, through the one listener it registers with on-finished, whose only job is to hand a
+ * socket error to ctx.onerror. A parked query is answered outside Koa and watched for disconnects
+ * by BlockingQueries, so that listener is dropped: about 1.4 KiB of heap per held query. Leaves
+ * anything but on-finished's known shape (one queued listener: Koa's) alone.
+ */
+function releaseKoaContext(res: ServerResponse): void {
+  const attached = (res as ServerResponse & { __onFinished?: { queue?: unknown } }).__onFinished;
+  if (attached && Array.isArray(attached.queue) && attached.queue.length === 1) attached.queue.length = 0;
+}
 
 /** JSON body; Consul's `?pretty` indents it. */
 function sendJson(ctx: Context, value: unknown, pretty: boolean): void {
@@ -90,13 +111,6 @@ function sendJson(ctx: Context, value: unknown, pretty: boolean): void {
 function sendEmpty(ctx: Context): void {
   ctx.status = 200;
   ctx.body = '';
-}
-
-function parseJsonErrors(err: Error & { status?: number; type?: string }, limit: number): never {
-  if (err.status === 413) throw new SiderError('SIDER_BAD_REQUEST', `request body larger than ${limit} bytes`, { status: 413, cause: err });
-  if (err.status === 415) throw new SiderError('SIDER_BAD_REQUEST', `unsupported request body encoding: ${err.message}`, { status: 415, cause: err });
-  if (err.type === 'request.aborted') throw new SiderError('SIDER_BAD_REQUEST', 'request body aborted by the client', { cause: err });
-  throw new SiderError('SIDER_BAD_REQUEST', `malformed JSON body: ${err.message}`, { cause: err });
 }
 
 interface ReadSpec<T> {
@@ -134,14 +148,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     },
   };
 
-  const json = bodyParser({
-    enableTypes: ['json'],
-    // Consul's clients and `curl --data` do not always say application/json: every body is JSON.
-    detectJSON: () => true,
-    jsonStrict: true,
-    jsonLimit,
-    onError: (err) => parseJsonErrors(err, jsonLimit),
-  });
+  // Consul's clients and `curl --data` do not always say application/json: every body is JSON.
+  const json = jsonBody({ limit: jsonLimit });
 
   /** `?ns=`, the X-Sider-Namespace header and a body's Namespace; given twice they must agree. */
   function namespaceOf(ctx: Context, fromBody?: string): string {
@@ -175,19 +183,62 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   }
 
   const bodyCache = new Map<string, { global: number; body: Buffer }>();
+  const parkPrefix = `${++appSeq}\u0000`;
 
   /** Namespace, path and the query parameters that shape the result (not index/wait/consistency). */
   function bodyCacheKey(ctx: Context): string {
     const q = new URLSearchParams(ctx.querystring);
     const kept: string[] = [];
-    for (const [k, v] of q) if (!NOT_IN_BODY_KEY.has(k)) kept.push(`${k}=${v}`);
+    // Re-encoded: `?tag=a%26tag%3Db` (one tag) must not share a key with `?tag=a&tag=b` (two).
+    for (const [k, v] of q) if (!NOT_IN_BODY_KEY.has(k)) kept.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
     kept.sort();
     return `${namespaceOf(ctx)}\u0000${ctx.path}\u0000${kept.join('&')}`;
   }
 
   /**
-   * The common shape of every read: consistency barrier, optional blocking hold, then headers and
-   * body from one synchronous look at the state. Parameters are all parsed before anything waits.
+   * Reads of the registry depend only on its state: the encoded body is reused until the global
+   * index moves (a change anywhere), so a hot service is serialized once per change.
+   */
+  function cachedBody(key: string, render: () => unknown): Buffer {
+    const global = reader.index();
+    const hit = bodyCache.get(key);
+    if (hit && hit.global === global) return hit.body;
+    const body = Buffer.from(JSON.stringify(render()));
+    bodyCache.delete(key);
+    if (bodyCache.size >= BODY_CACHE_ENTRIES) bodyCache.delete(bodyCache.keys().next().value!);
+    bodyCache.set(key, { global, body });
+    return body;
+  }
+
+  /**
+   * What parked queries of one kind share (made by the first of them): the answer rendered from
+   * the state at the moment of answering, with the headers and body the Koa path would send, or
+   * the error reply the error middleware would send.
+   */
+  function parkTarget<T>(key: string, path: string, spec: ReadSpec<T>): ParkTarget {
+    return {
+      watch: spec.watch!,
+      render(variant) {
+        try {
+          const index = spec.index();
+          const headers = readHeaders(service, index, EFFECTIVE[variant & 3]!);
+          const body = variant & PRETTY ? Buffer.from(`${JSON.stringify(spec.body(), null, 4)}\n`) : cachedBody(key, spec.body);
+          headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length));
+          return { status: 200, headers, body };
+        } catch (err) {
+          const { status, message } = errorReply(err, log, 'GET', path);
+          const body = Buffer.from(message);
+          return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
+        }
+      },
+    };
+  }
+
+  /**
+   * The common shape of every read: consistency barrier, then headers and body from one
+   * synchronous look at the state. Parameters are all parsed before anything waits. A blocking
+   * read that must wait is parked (BlockingQueries): Koa lets go of it and it is answered later
+   * outside Koa, with the same headers and body (parkTarget).
    */
   async function serveRead<T>(ctx: Context, spec: ReadSpec<T>): Promise<void> {
     const mode = parseReadMode(ctx.query);
@@ -196,14 +247,17 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     let effective: EffectiveConsistency = mode.effective;
     if (spec.local) effective = 'stale';
     else await readBarrier(service, mode);
-    if (params && spec.watch && spec.index() <= params.index) {
-      const outcome = await blocking.hold(ctx, params.index, params.waitMs, spec.watch);
-      if (outcome === 'closed') {
-        // Nobody is left to answer; 499 (nginx's "client closed request") is for logs and metrics.
-        ctx.status = 499;
-        ctx.body = '';
-        return;
-      }
+    if (params && spec.watch && !spec.local && !spec.uncached && spec.index() <= params.index) {
+      const key = bodyCacheKey(ctx);
+      const path = ctx.path;
+      const variant = EFFECTIVE.indexOf(effective) | (pretty ? PRETTY : 0);
+      // Throws 429 at the cap; false when the client already left (nobody to answer).
+      blocking.park(ctx.req, ctx.res, parkPrefix + key, () => parkTarget(key, path, spec), params.index, params.waitMs, variant);
+      // Not a 404 for the error middleware; and Koa must not answer it.
+      ctx.status = 200;
+      ctx.respond = false;
+      releaseKoaContext(ctx.res);
+      return;
     }
     const index = spec.index();
     setReadHeaders(ctx, service, index, effective);
@@ -211,21 +265,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       sendJson(ctx, spec.body(), pretty);
       return;
     }
-    // Reads of the registry depend only on its state: the encoded body is reused until the
-    // global index moves (a change anywhere), so a hot service is serialized once per change.
-    const key = bodyCacheKey(ctx);
-    const global = reader.index();
-    const hit = bodyCache.get(key);
     ctx.type = 'application/json';
-    if (hit && hit.global === global) {
-      ctx.body = hit.body;
-      return;
-    }
-    const body = Buffer.from(JSON.stringify(spec.body()));
-    bodyCache.delete(key);
-    if (bodyCache.size >= BODY_CACHE_ENTRIES) bodyCache.delete(bodyCache.keys().next().value!);
-    bodyCache.set(key, { global, body });
-    ctx.body = body;
+    ctx.body = cachedBody(bodyCacheKey(ctx), spec.body);
   }
 
   async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
@@ -451,6 +492,9 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     sendEmpty(ctx);
   });
 
+  const renewer = opts.renewer ?? directRenewer(service);
+  addCheckRoutes(router, { service, json, namespaceOf, write, enableScriptChecks, renewer });
+
   // ------------------------------------------------------------------------------- cluster
 
   router.get('/v1/status/leader', async (ctx) => {
@@ -498,6 +542,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   router.put('/v1/raft/remove', json, raftRemove);
 
   const app = new Koa();
+  // TTL renewals skip Koa when they are in their plain form (same answers; see check-routes.ts).
+  registerRenewalFastPath(app, { renewer, defaultNamespace: DEFAULT_NAMESPACE, log });
   // Errors after the response started (a socket reset mid-body) never reach the middleware.
   app.on('error', (err: unknown) => log('warn', 'http connection error', { error: err instanceof Error ? err.message : String(err) }));
   app.use(errorMiddleware(log));
@@ -530,6 +576,16 @@ export interface ListenOptions {
  * Listens with timeouts that bound slow clients but never a held blocking query: no socket
  * inactivity timeout (`timeout = 0`), and `requestTimeout` covers only receiving the request.
  */
+/** Koa's handler, behind the fast path createHttpApp registered for the app (if any). */
+function withFastPath(app: Koa): (req: IncomingMessage, res: ServerResponse) => void {
+  const handler = app.callback();
+  const fast = fastPathOf(app);
+  if (!fast) return handler;
+  return (req, res) => {
+    if (!fast(req, res)) void handler(req, res);
+  };
+}
+
 export function listenHttp(app: Koa, host: string, port: number, opts: ListenOptions = {}): Promise<Server> {
   const server = createServer(
     {
@@ -538,7 +594,7 @@ export function listenHttp(app: Koa, host: string, port: number, opts: ListenOpt
       keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
       connectionsCheckingInterval: opts.checkIntervalMs ?? 5_000,
     },
-    app.callback(),
+    withFastPath(app),
   );
   server.timeout = 0;
   return new Promise((resolve, reject) => {

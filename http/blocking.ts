@@ -1,6 +1,9 @@
-// Blocking queries (DESIGN §3): `?index=N&wait=D` parsing, holding a request on a registry watcher
-// until its index passes N, the wait (plus jitter) runs out or the client leaves, and a per-server cap.
+// Blocking queries (DESIGN §3): `?index=N&wait=D` parsing, and parking a request that must wait: a
+// small record per request until its index passes N, the wait (plus jitter) runs out or the client
+// leaves; one deadline timer for all of them, answers written straight to the socket, a per-server cap.
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Context } from 'koa';
 import { SiderError } from '../raft/errors.ts';
 import { queryValue } from './consistency.ts';
@@ -11,6 +14,18 @@ export const MAX_WAIT_MS = 10 * 60_000;
 /** Consul's JitterFraction: up to wait/16 is added so that many watchers do not wake together. */
 export const JITTER_FRACTION = 16;
 export const DEFAULT_MAX_BLOCKING_QUERIES = 60_000;
+/**
+ * Deadlines are kept in buckets this wide, served by one timer: a query answers at its deadline
+ * rounded up to the next bucket boundary (never early, at most this much late).
+ */
+export const DEADLINE_BUCKET_MS = 100;
+/**
+ * Parked queries answered per event-loop turn. One change can wake tens of thousands; answering
+ * them all in one turn would stall the loop (and with it Raft heartbeats) for a long while. At
+ * ~35 µs an answer (mostly the socket write) 256 is a turn of ~10 ms; 256 to 4,096 gave the same
+ * wake-up latencies for 10,000 watchers on 2 vCPUs.
+ */
+export const DEFAULT_WAKE_CHUNK = 256;
 
 export interface BlockingParams {
   /** The index the client has seen; the request is held while the result's index is ≤ this. */
@@ -48,104 +63,399 @@ export function parseBlockingParams(query: Context['query']): BlockingParams | n
 /** Registers `fire` to run once the watched index exceeds `after`; returns its cancel function. */
 export type WatchFn = (after: number, fire: () => void) => () => void;
 
-export type HoldOutcome = 'changed' | 'timeout' | 'closed';
+/** A complete answer: status, headers as a flat [name, value, …] list, body. */
+export interface ParkedReply {
+  status: number;
+  headers: readonly string[];
+  body: Buffer;
+}
+
+/**
+ * What every parked query of one kind (same route, namespace and body-shaping parameters) shares:
+ * made once per key, not per request. `render` describes the state at the moment it is called and
+ * must not throw (errors become their error reply); it is called at most once per variant per
+ * batch of answers, however many queries of this kind are answered in it.
+ */
+export interface ParkTarget {
+  readonly watch: WatchFn;
+  /** `variant` is the caller's small non-negative integer (e.g. pretty-printing, consistency). */
+  render(variant: number): ParkedReply;
+}
 
 export interface BlockingQueriesOptions {
   /** At most this many requests held at once on this server; more get 429. Default 60,000. */
   max?: number;
   /** [0, 1) source for the jitter; Math.random by default. */
   random?: () => number;
+  /** Parked queries answered per event-loop turn. Default 256. */
+  wakeChunk?: number;
+  /** Receives what went wrong writing an answer (never thrown: the other answers go on). */
+  onError?: (err: unknown) => void;
 }
 
-/** Holds blocking requests and counts them. One per server (the count is the metric). */
-/** Held queries answered per event-loop turn after a change. */
-const WAKE_CHUNK = 256;
+const PARKED = 0;
+const QUEUED = 1;
+const DONE = 2;
 
+/** Parked queries of one kind waiting past the same index: one registry watcher for all of them. */
+interface Group {
+  readonly kind: Kind;
+  readonly after: number;
+  waiters: Waiter[];
+  cancel: (() => void) | null;
+  fired: boolean;
+}
+
+interface Kind {
+  readonly owner: BlockingQueries;
+  readonly key: string;
+  readonly target: ParkTarget;
+  readonly groups: Map<number, Group>;
+  /** Replies rendered in batch `batch`, by variant. */
+  batch: number;
+  replies: (ParkedReply | undefined)[];
+}
+
+/** One parked request: all that is kept of it besides the socket's own objects. */
+interface Waiter {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly group: Group;
+  readonly variant: number;
+  state: number;
+  /** Position in its group's array (swap-remove). */
+  gslot: number;
+  /** Deadline bucket and position in it; tick -1 once out of the deadline structure. */
+  tick: number;
+  slot: number;
+}
+
+const kWaiter = Symbol('sider.parkedWaiter');
+type WithWaiter = { [kWaiter]?: Waiter | undefined };
+
+/** Min-heap of bucket ticks (lazy: a tick whose bucket emptied stays until popped). */
+class TickHeap {
+  #a: number[] = [];
+
+  peek(): number | undefined {
+    return this.#a[0];
+  }
+
+  push(v: number): void {
+    const a = this.#a;
+    let i = a.length;
+    a.push(v);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p]! <= v) break;
+      a[i] = a[p]!;
+      i = p;
+    }
+    a[i] = v;
+  }
+
+  pop(): number | undefined {
+    const a = this.#a;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length === 0 || last === undefined) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= a.length) break;
+      const r = l + 1;
+      const c = r < a.length && a[r]! < a[l]! ? r : l;
+      if (a[c]! >= last) break;
+      a[i] = a[c]!;
+      i = c;
+    }
+    a[i] = last;
+    return top;
+  }
+}
+
+/**
+ * Parks blocking requests and counts them (the count is the metric). One per server; several apps
+ * may share one as long as their kind keys differ.
+ *
+ * A parked request's Koa middleware has returned (`ctx.respond = false`); what remains is a
+ * `Waiter` in its group (one registry watcher per kind and index) and in one deadline bucket. A
+ * change or a deadline moves waiters to the answer queue, drained `wakeChunk` per turn; each
+ * kind's reply is rendered once per drained batch and written with `writeHead` + `end`.
+ */
 export class BlockingQueries {
   readonly max: number;
   readonly #random: () => number;
+  readonly #wakeChunk: number;
+  readonly #onError: (err: unknown) => void;
   #held = 0;
+  #kinds = new Map<string, Kind>();
+
+  #buckets = new Map<number, Waiter[]>();
+  #ticks = new TickHeap();
+  #timer: NodeJS.Timeout | null = null;
+  #timerTick = Infinity;
+
+  #queue: (Waiter | undefined)[] = [];
+  #head = 0;
+  #draining = false;
+  #batch = 0;
 
   constructor(opts: BlockingQueriesOptions = {}) {
     const max = opts.max ?? DEFAULT_MAX_BLOCKING_QUERIES;
     if (!Number.isInteger(max) || max < 0) throw new SiderError('SIDER_CONFIG', `maxBlockingQueries: must be a non-negative integer, got ${max}`);
+    const chunk = opts.wakeChunk ?? DEFAULT_WAKE_CHUNK;
+    if (!Number.isInteger(chunk) || chunk < 1 || chunk > 1_000_000) throw new SiderError('SIDER_CONFIG', `wakeChunk: must be an integer in [1, 1000000], got ${chunk}`);
     this.max = max;
+    this.#wakeChunk = chunk;
     this.#random = opts.random ?? Math.random;
+    this.#onError =
+      opts.onError ??
+      ((err) =>
+        queueMicrotask(() => {
+          throw err;
+        }));
+  }
+
+  /** Requests currently held (parked or queued for their answer). */
+  get held(): number {
+    return this.#held;
+  }
+
+  /** Distinct kinds with parked queries, and registry watchers they use (for tests and diagnostics). */
+  get stats(): { kinds: number; groups: number; buckets: number; queued: number } {
+    let groups = 0;
+    for (const k of this.#kinds.values()) groups += k.groups.size;
+    return { kinds: this.#kinds.size, groups, buckets: this.#buckets.size, queued: this.#queue.length - this.#head };
   }
 
   /**
-   * Wake-ups queued for answering. One change can wake tens of thousands of held queries; answering
-   * them all in one turn would stall the event loop (and with it Raft heartbeats) for a second, so
-   * they are released WAKE_CHUNK at a time, one chunk per event-loop turn.
+   * Parks `res` until `target.watch` fires past `after`, `waitMs` plus up to waitMs/16 of jitter
+   * elapse (rounded up to the deadline bucket), or the client goes away. `makeTarget` runs only
+   * when no query of kind `key` is parked yet. The caller must already have checked that the index
+   * is not past `after`, and must not touch `res` afterwards (set `ctx.respond = false`).
+   * Throws 429 (SIDER_OVERLOADED, retryable) when `max` requests are already held; returns false
+   * (nothing parked, nobody to answer) when the client has already gone.
    */
-  #wakeQueue: (() => void)[] = [];
-  #wakeHead = 0;
-  #draining = false;
+  park(req: IncomingMessage, res: ServerResponse, key: string, makeTarget: () => ParkTarget, after: number, waitMs: number, variant: number): boolean {
+    if (this.#held >= this.max) {
+      throw new SiderError('SIDER_OVERLOADED', `too many blocking queries held on this server (${this.max}); retry later or use another server`, {
+        status: 429,
+      });
+    }
+    // The request's own 'close' may have fired already once a body was read (TOOLCHAIN): the
+    // response's 'close' before it finished, or a destroyed socket, is what says the client left.
+    if (res.destroyed || req.socket.destroyed) return false;
+    let kind = this.#kinds.get(key);
+    if (!kind) {
+      kind = { owner: this, key, target: makeTarget(), groups: new Map(), batch: -1, replies: [] };
+      this.#kinds.set(key, kind);
+    }
+    let group = kind.groups.get(after);
+    let fresh = false;
+    if (!group) {
+      group = { kind, after, waiters: [], cancel: null, fired: false };
+      kind.groups.set(after, group);
+      fresh = true;
+    }
+    const w: Waiter = { req, res, group, variant, state: PARKED, gslot: group.waiters.length, tick: -1, slot: 0 };
+    group.waiters.push(w);
+    this.#held++;
+    const jitter = Math.floor(this.#random() * (waitMs / JITTER_FRACTION));
+    this.#addDeadline(w, performance.now() + waitMs + jitter);
+    (req as WithWaiter)[kWaiter] = w;
+    // Also emitted for a pipelined response still queued behind another when the socket closes.
+    res.on('close', onResClose);
+    if (fresh) {
+      const g = group;
+      g.cancel = kind.target.watch(after, () => this.#fire(g));
+      // A watcher that fired synchronously found no cancel to clear: release it now.
+      if (g.fired) g.cancel();
+    }
+    return true;
+  }
 
-  #wake(release: () => void): void {
-    this.#wakeQueue.push(release);
+  /** The client left: drop its waiter wherever it is. */
+  release(req: IncomingMessage): void {
+    const w = (req as WithWaiter)[kWaiter];
+    if (!w || w.state === DONE) return;
+    if (w.state === PARKED) {
+      this.#removeDeadline(w);
+      this.#leaveGroup(w);
+    }
+    this.#done(w);
+  }
+
+  // ---------------------------------------------------------------------------- groups
+
+  #leaveGroup(w: Waiter): void {
+    const g = w.group;
+    const arr = g.waiters;
+    const last = arr.pop()!;
+    if (last !== w) {
+      arr[w.gslot] = last;
+      last.gslot = w.gslot;
+    }
+    if (arr.length === 0 && !g.fired) {
+      g.fired = true;
+      g.cancel?.();
+      this.#dropGroup(g);
+    }
+  }
+
+  #dropGroup(g: Group): void {
+    const kind = g.kind;
+    if (kind.groups.get(g.after) === g) kind.groups.delete(g.after);
+    if (kind.groups.size === 0 && this.#kinds.get(kind.key) === kind) this.#kinds.delete(kind.key);
+  }
+
+  /** The watched index passed the group's: every waiter in it is answered. */
+  #fire(g: Group): void {
+    if (g.fired) return;
+    g.fired = true;
+    this.#dropGroup(g);
+    const ws = g.waiters;
+    g.waiters = [];
+    for (const w of ws) {
+      this.#removeDeadline(w);
+      this.#enqueue(w);
+    }
+  }
+
+  // ---------------------------------------------------------------------------- deadlines
+
+  #addDeadline(w: Waiter, at: number): void {
+    const tick = Math.ceil(at / DEADLINE_BUCKET_MS);
+    let bucket = this.#buckets.get(tick);
+    if (!bucket) {
+      bucket = [];
+      this.#buckets.set(tick, bucket);
+      this.#ticks.push(tick);
+      if (tick < this.#timerTick) this.#arm(tick);
+    }
+    w.tick = tick;
+    w.slot = bucket.length;
+    bucket.push(w);
+  }
+
+  #removeDeadline(w: Waiter): void {
+    if (w.tick < 0) return;
+    const bucket = this.#buckets.get(w.tick)!;
+    const last = bucket.pop()!;
+    if (last !== w) {
+      bucket[w.slot] = last;
+      last.slot = w.slot;
+    }
+    if (bucket.length === 0) this.#buckets.delete(w.tick);
+    w.tick = -1;
+  }
+
+  #arm(tick: number): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timerTick = tick;
+    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, tick * DEADLINE_BUCKET_MS - performance.now()));
+    // Held sockets keep a server alive; the timer alone must not keep a process.
+    this.#timer.unref();
+  }
+
+  #onTimer(): void {
+    this.#timer = null;
+    this.#timerTick = Infinity;
+    // Timers may fire up to a millisecond before the monotonic clock reaches the target.
+    const due = Math.floor((performance.now() + 1) / DEADLINE_BUCKET_MS);
+    for (let tick = this.#ticks.peek(); tick !== undefined && tick <= due; tick = this.#ticks.peek()) {
+      this.#ticks.pop();
+      const bucket = this.#buckets.get(tick);
+      if (!bucket) continue;
+      this.#buckets.delete(tick);
+      for (const w of bucket) {
+        w.tick = -1;
+        this.#leaveGroup(w);
+        this.#enqueue(w);
+      }
+    }
+    for (let tick = this.#ticks.peek(); tick !== undefined; tick = this.#ticks.peek()) {
+      if (this.#buckets.has(tick)) {
+        this.#arm(tick);
+        break;
+      }
+      this.#ticks.pop();
+    }
+  }
+
+  // ---------------------------------------------------------------------------- answers
+
+  #enqueue(w: Waiter): void {
+    w.state = QUEUED;
+    this.#queue.push(w);
     if (this.#draining) return;
     this.#draining = true;
     setImmediate(() => this.#drain());
   }
 
   #drain(): void {
-    const end = Math.min(this.#wakeHead + WAKE_CHUNK, this.#wakeQueue.length);
-    for (; this.#wakeHead < end; this.#wakeHead++) this.#wakeQueue[this.#wakeHead]!();
-    if (this.#wakeHead < this.#wakeQueue.length) {
+    const batch = ++this.#batch;
+    const q = this.#queue;
+    let answered = 0;
+    while (this.#head < q.length && answered < this.#wakeChunk) {
+      const w = q[this.#head]!;
+      q[this.#head++] = undefined;
+      if (w.state !== QUEUED) continue;
+      answered++;
+      this.#answer(w, batch);
+    }
+    if (this.#head < q.length) {
       setImmediate(() => this.#drain());
       return;
     }
-    this.#wakeQueue = [];
-    this.#wakeHead = 0;
+    this.#queue = [];
+    this.#head = 0;
     this.#draining = false;
   }
 
-  /** Requests currently held. */
-  get held(): number {
-    return this.#held;
+  #answer(w: Waiter, batch: number): void {
+    this.#done(w);
+    const res = w.res;
+    if (res.destroyed || res.writableEnded) return;
+    try {
+      const reply = this.#reply(w.group.kind, w.variant, batch);
+      res.writeHead(reply.status, reply.headers as string[]);
+      res.end(reply.body);
+    } catch (err) {
+      // The reply is malformed or the socket refused it: this client gets nothing, the rest go on.
+      res.destroy();
+      this.#onError(err);
+    }
   }
 
-  /**
-   * Holds `ctx` until `watch` fires (the index passed `after`), `waitMs` plus up to waitMs/16 of
-   * jitter elapse, or the client goes away; the watcher and timer are released in every case.
-   * Throws 429 (SIDER_OVERLOADED, retryable) when `max` requests are already held.
-   */
-  async hold(ctx: Context, after: number, waitMs: number, watch: WatchFn): Promise<HoldOutcome> {
-    if (this.#held >= this.max) {
-      throw new SiderError('SIDER_OVERLOADED', `too many blocking queries held on this server (${this.max}); retry later or use another server`, {
-        status: 429,
-      });
+  #reply(kind: Kind, variant: number, batch: number): ParkedReply {
+    if (kind.batch !== batch) {
+      kind.batch = batch;
+      kind.replies = [];
     }
-    const res = ctx.res;
-    // The request's own 'close' may have fired already once a body was read (TOOLCHAIN): the
-    // response's 'close' before it finished, or a destroyed socket, is what says the client left.
-    if (res.destroyed || ctx.req.socket.destroyed) return 'closed';
-    this.#held++;
-    try {
-      return await new Promise<HoldOutcome>((resolve) => {
-        let settled = false;
-        let cancel: (() => void) | undefined;
-        const finish = (outcome: HoldOutcome): void => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          res.off('close', onClose);
-          cancel?.();
-          resolve(outcome);
-        };
-        const onClose = (): void => {
-          if (!res.writableFinished) finish('closed');
-        };
-        const jitter = Math.floor(this.#random() * (waitMs / JITTER_FRACTION));
-        const timer = setTimeout(() => finish('timeout'), waitMs + jitter);
-        res.once('close', onClose);
-        cancel = watch(after, () => this.#wake(() => finish('changed')));
-        // A watcher that fired synchronously left `cancel` unset when finish ran: release it now.
-        if (settled) cancel();
-      });
-    } finally {
-      this.#held--;
+    let reply = kind.replies[variant];
+    if (!reply) {
+      reply = kind.target.render(variant);
+      kind.replies[variant] = reply;
     }
+    return reply;
   }
+
+  #done(w: Waiter): void {
+    w.state = DONE;
+    this.#held--;
+    const req = w.req as WithWaiter;
+    req[kWaiter] = undefined;
+    w.res.off('close', onResClose);
+  }
+}
+
+// A shared listener (no closure per parked request); `this` is the emitter.
+function onResClose(this: ServerResponse): void {
+  if (this.writableFinished) return;
+  release(this.req);
+}
+
+function release(req: IncomingMessage): void {
+  (req as WithWaiter)[kWaiter]?.group.kind.owner.release(req);
 }

@@ -70,15 +70,28 @@ export async function readBarrier(service: RegistryService, mode: ReadMode): Pro
   await service.readBarrier(mode.consistency === 'stale' ? 'stale' : 'default');
 }
 
-/** Sets the headers Consul's clients parse on every read. `index` is clamped to ≥ 1. */
-export function setReadHeaders(ctx: Context, service: RegistryService, index: number, effective: EffectiveConsistency): void {
+/** The headers Consul's clients parse on every read, as a flat [name, value, …] list. `index` is clamped to ≥ 1. */
+export function readHeaders(service: RegistryService, index: number, effective: EffectiveConsistency): string[] {
   const idx = String(Math.max(1, Math.floor(index)));
   const meta = service.readMeta();
-  ctx.set('X-Consul-Index', idx);
-  ctx.set('X-Index', idx);
-  ctx.set('X-Consul-KnownLeader', meta.knownLeader ? 'true' : 'false');
   // Consul's Go client fails on anything but a non-negative integer here; "never" is a huge one.
   const last = Number.isFinite(meta.lastContactMs) ? Math.max(0, Math.round(meta.lastContactMs)) : Number.MAX_SAFE_INTEGER;
-  ctx.set('X-Consul-LastContact', String(last));
-  ctx.set('X-Consul-Effective-Consistency', effective);
+  return [
+    'X-Consul-Index',
+    idx,
+    'X-Index',
+    idx,
+    'X-Consul-KnownLeader',
+    meta.knownLeader ? 'true' : 'false',
+    'X-Consul-LastContact',
+    String(last),
+    'X-Consul-Effective-Consistency',
+    effective,
+  ];
+}
+
+/** Sets the read headers (readHeaders) on a Koa response. */
+export function setReadHeaders(ctx: Context, service: RegistryService, index: number, effective: EffectiveConsistency): void {
+  const h = readHeaders(service, index, effective);
+  for (let i = 0; i < h.length; i += 2) ctx.set(h[i]!, h[i + 1]!);
 }

@@ -41,23 +41,29 @@ export function errorMiddleware(log: HttpLogger): Middleware {
         ctx.set('Allow', allow);
       }
     } catch (err) {
-      if (isSiderError(err)) {
-        send(ctx, err.status, err.message);
-        if (err.status >= 500) log('warn', 'http request failed', { method: ctx.method, path: ctx.path, code: err.code, status: err.status, error: err.message });
-        return;
-      }
-      const client = clientError(err);
-      if (client) {
-        send(ctx, client.status, client.message);
-        return;
-      }
-      log('error', 'http handler error', {
-        method: ctx.method,
-        path: ctx.path,
-        error: err instanceof Error ? err.message : String(err),
-        stack: err instanceof Error ? err.stack : undefined,
-      });
-      send(ctx, 500, 'internal error');
+      const { status, message } = errorReply(err, log, ctx.method, ctx.path);
+      send(ctx, status, message);
     }
   };
+}
+
+/**
+ * The status and plain-text message (newline-terminated) an error is answered with, logged as the
+ * middleware logs it. Also used for answers written outside Koa (parked blocking queries).
+ */
+export function errorReply(err: unknown, log: HttpLogger, method: string, path: string): { status: number; message: string } {
+  const reply = (status: number, message: string): { status: number; message: string } => ({ status, message: message.endsWith('\n') ? message : `${message}\n` });
+  if (isSiderError(err)) {
+    if (err.status >= 500) log('warn', 'http request failed', { method, path, code: err.code, status: err.status, error: err.message });
+    return reply(err.status, err.message);
+  }
+  const client = clientError(err);
+  if (client) return reply(client.status, client.message);
+  log('error', 'http handler error', {
+    method,
+    path,
+    error: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  });
+  return reply(500, 'internal error');
 }

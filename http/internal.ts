@@ -6,8 +6,11 @@ import type { Context, Middleware } from 'koa';
 import { SiderError, isSiderError } from '../raft/errors.ts';
 import { isLoopbackAddress, verifyRequest } from '../src/cluster-auth.ts';
 import { INTERNAL_APPLY, INTERNAL_JOIN, INTERNAL_REMOVE } from '../src/raft-registry.ts';
+import { INTERNAL_APPLY_BATCH, parseForwardedWrites } from '../src/forward-writes.ts';
 import type { RaftRegistry } from '../src/raft-registry.ts';
 import type { RegistryCommand } from '../src/registry/model.ts';
+import { INTERNAL_RENEW, parseRenewItems } from '../src/health/renewals.ts';
+import type { RenewItem, RenewResult } from '../src/health/renewals.ts';
 
 const MAX_BODY = 1 << 20;
 
@@ -45,6 +48,8 @@ export interface InternalApiOptions {
   clusterKey: string;
   clusterId: string;
   log: (level: 'warn', msg: string, fields: Record<string, unknown>) => void;
+  /** The leader's TTL table: answers a follower's batch of forwarded renewals, one result each. */
+  renewals?: { renewBatch(items: RenewItem[]): Promise<RenewResult[]> };
 }
 
 /** Handles /v1/internal/*; passes everything else on. Mount before the public API's routes. */
@@ -62,7 +67,9 @@ export function internalApi(opts: InternalApiOptions): Middleware {
         throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
       }
       const r = opts.registry;
-      if (ctx.path === INTERNAL_APPLY) {
+      if (ctx.path === INTERNAL_APPLY_BATCH) {
+        ctx.body = { results: await r.applyBatchOnLeader(parseForwardedWrites(field(payload, 'writes'))) };
+      } else if (ctx.path === INTERNAL_APPLY) {
         const cmd = field(payload, 'cmd');
         const rid = field(payload, 'rid');
         if (typeof cmd !== 'object' || cmd === null || typeof rid !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'cmd and rid required');
@@ -73,6 +80,10 @@ export function internalApi(opts: InternalApiOptions): Middleware {
         if (typeof id !== 'string' || typeof addr !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'id and addr required');
         await r.joinServer(id, addr);
         ctx.body = { clusterId: opts.clusterId };
+      } else if (ctx.path === INTERNAL_RENEW) {
+        if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
+        const items = parseRenewItems(field(payload, 'items'));
+        ctx.body = { results: await opts.renewals.renewBatch(items) };
       } else if (ctx.path === INTERNAL_REMOVE) {
         const id = field(payload, 'id');
         if (typeof id !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'id required');

@@ -6,7 +6,8 @@ import { SiderError } from '../raft/errors.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../src/registry/health.ts';
 import type { CheckSpec, CheckStatus, CheckType, InstanceSpec, TaggedAddress, Weights } from '../src/registry/model.ts';
 import { formatDurationNs, parseDurationNs } from './duration.ts';
-import { deregisterShape, normalizeKeys, raftJoinShape, raftRemoveShape, registerShape } from './normalize.ts';
+import { checkShape, deregisterShape, normalizeKeys, raftJoinShape, raftRemoveShape, registerShape } from './normalize.ts';
+import type { ObjectShape } from './normalize.ts';
 
 /** Bounds on what one registration may carry (CONVENTIONS: a limit on every body). */
 export const LIMITS = {
@@ -285,10 +286,12 @@ export interface RegisterParseOptions {
   enableScriptChecks: boolean;
 }
 
+/** `field` is the check's path in the body ('Check', 'Checks[1]'), '' when the check is the whole body. */
 function parseCheck(raw: unknown, field: string, serviceName: string, opts: RegisterParseOptions): CheckSpec {
-  if (!isPlainObject(raw)) fail(field, `must be an object, not ${typeName(raw)}`);
+  const pre = field === '' ? '' : `${field}.`;
+  if (!isPlainObject(raw)) fail(field || 'check', `must be an object, not ${typeName(raw)}`);
   for (const k of UNSUPPORTED) {
-    if (raw[k] !== undefined && raw[k] !== null && raw[k] !== '') fail(`${field}.${k}`, `${k} checks are not supported`);
+    if (raw[k] !== undefined && raw[k] !== null && raw[k] !== '') fail(`${pre}${k}`, `${k} checks are not supported`);
   }
   const given: { name: string; type: CheckType }[] = [];
   const present = (v: unknown): boolean => v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0);
@@ -297,87 +300,87 @@ function parseCheck(raw: unknown, field: string, serviceName: string, opts: Regi
   if (present(raw.TCP)) given.push({ name: 'TCP', type: 'tcp' });
   if (present(raw.GRPC)) given.push({ name: 'GRPC', type: 'grpc' });
   if (present(raw.Args)) given.push({ name: 'Args', type: 'cmd' });
-  if (given.length === 0) fail(field, 'give one of TTL, HTTP, TCP, GRPC or Args');
-  if (given.length > 1) fail(field, `give only one of TTL, HTTP, TCP, GRPC or Args, not ${given.map((g) => g.name).join(' and ')}`);
+  if (given.length === 0) fail(field || 'check', 'give one of TTL, HTTP, TCP, GRPC or Args');
+  if (given.length > 1) fail(field || 'check', `give only one of TTL, HTTP, TCP, GRPC or Args, not ${given.map((g) => g.name).join(' and ')}`);
   const type = given[0]!.type;
 
   const status = raw.Status === undefined || raw.Status === null || raw.Status === '' ? '' : raw.Status;
   if (status !== '' && (typeof status !== 'string' || !STATUSES.includes(status))) {
-    fail(`${field}.Status`, `must be "passing", "warning" or "critical", not ${JSON.stringify(status)}`);
+    fail(`${pre}Status`, `must be "passing", "warning" or "critical", not ${JSON.stringify(status)}`);
   }
 
   const spec: CheckSpec = {
-    CheckID: raw.CheckID === undefined || raw.CheckID === null || raw.CheckID === '' ? '' : parseId(raw.CheckID, `${field}.CheckID`),
-    Name: optString(raw.Name, `${field}.Name`, LIMITS.checkNameLength) || `Service '${serviceName}' check`,
+    CheckID: raw.CheckID === undefined || raw.CheckID === null || raw.CheckID === '' ? '' : parseId(raw.CheckID, `${pre}CheckID`),
+    Name: optString(raw.Name, `${pre}Name`, LIMITS.checkNameLength) || `Service '${serviceName}' check`,
     Type: type,
     Status: status as CheckStatus | '',
-    Notes: optString(raw.Notes, `${field}.Notes`, LIMITS.notesLength),
-    Output: optString(raw.Output, `${field}.Output`, LIMITS.outputLength),
-    Interval: optDuration(raw.Interval, `${field}.Interval`, { min: MIN_INTERVAL_NS, max: MAX_CHECK_DURATION_NS }),
-    Timeout: optDuration(raw.Timeout, `${field}.Timeout`, { max: MAX_CHECK_DURATION_NS }),
-    TTL: optDuration(raw.TTL, `${field}.TTL`, { max: MAX_CHECK_DURATION_NS }),
-    DeregisterCriticalServiceAfter: optDuration(raw.DeregisterCriticalServiceAfter, `${field}.DeregisterCriticalServiceAfter`, {
+    Notes: optString(raw.Notes, `${pre}Notes`, LIMITS.notesLength),
+    Output: optString(raw.Output, `${pre}Output`, LIMITS.outputLength),
+    Interval: optDuration(raw.Interval, `${pre}Interval`, { min: MIN_INTERVAL_NS, max: MAX_CHECK_DURATION_NS }),
+    Timeout: optDuration(raw.Timeout, `${pre}Timeout`, { max: MAX_CHECK_DURATION_NS }),
+    TTL: optDuration(raw.TTL, `${pre}TTL`, { max: MAX_CHECK_DURATION_NS }),
+    DeregisterCriticalServiceAfter: optDuration(raw.DeregisterCriticalServiceAfter, `${pre}DeregisterCriticalServiceAfter`, {
       min: MIN_DEREGISTER_NS,
       max: MAX_DEREGISTER_NS,
     }),
-    SuccessBeforePassing: optInt(raw.SuccessBeforePassing, `${field}.SuccessBeforePassing`, 0, LIMITS.threshold, 0),
-    FailuresBeforeCritical: optInt(raw.FailuresBeforeCritical, `${field}.FailuresBeforeCritical`, 0, LIMITS.threshold, 0),
+    SuccessBeforePassing: optInt(raw.SuccessBeforePassing, `${pre}SuccessBeforePassing`, 0, LIMITS.threshold, 0),
+    FailuresBeforeCritical: optInt(raw.FailuresBeforeCritical, `${pre}FailuresBeforeCritical`, 0, LIMITS.threshold, 0),
     HTTP: '',
     Method: '',
-    Header: parseHeader(raw.Header, `${field}.Header`),
+    Header: parseHeader(raw.Header, `${pre}Header`),
     TCP: '',
     GRPC: '',
-    GRPCUseTLS: optBool(raw.GRPCUseTLS, `${field}.GRPCUseTLS`),
-    TLSSkipVerify: optBool(raw.TLSSkipVerify, `${field}.TLSSkipVerify`),
+    GRPCUseTLS: optBool(raw.GRPCUseTLS, `${pre}GRPCUseTLS`),
+    TLSSkipVerify: optBool(raw.TLSSkipVerify, `${pre}TLSSkipVerify`),
     Args: [],
   };
-  if (spec.CheckID.startsWith(MAINTENANCE_CHECK_PREFIX)) fail(`${field}.CheckID`, `the prefix ${JSON.stringify(MAINTENANCE_CHECK_PREFIX)} is reserved for maintenance mode`);
+  if (spec.CheckID.startsWith(MAINTENANCE_CHECK_PREFIX)) fail(`${pre}CheckID`, `the prefix ${JSON.stringify(MAINTENANCE_CHECK_PREFIX)} is reserved for maintenance mode`);
 
   switch (type) {
     case 'ttl':
-      if (spec.TTL === '') fail(`${field}.TTL`, 'must be a positive duration');
+      if (spec.TTL === '') fail(`${pre}TTL`, 'must be a positive duration');
       break;
     case 'http': {
-      const url = optString(raw.HTTP, `${field}.HTTP`, LIMITS.urlLength);
+      const url = optString(raw.HTTP, `${pre}HTTP`, LIMITS.urlLength);
       let parsed: URL | undefined;
       try {
         parsed = new URL(url);
       } catch {
         parsed = undefined;
       }
-      if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) fail(`${field}.HTTP`, `invalid URL ${JSON.stringify(url)}: expected http:// or https://`);
+      if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) fail(`${pre}HTTP`, `invalid URL ${JSON.stringify(url)}: expected http:// or https://`);
       spec.HTTP = url;
-      const method = optString(raw.Method, `${field}.Method`, 16);
-      if (method !== '' && !/^[A-Za-z]+$/.test(method)) fail(`${field}.Method`, `invalid HTTP method ${JSON.stringify(method)}`);
+      const method = optString(raw.Method, `${pre}Method`, 16);
+      if (method !== '' && !/^[A-Za-z]+$/.test(method)) fail(`${pre}Method`, `invalid HTTP method ${JSON.stringify(method)}`);
       spec.Method = method.toUpperCase();
       break;
     }
     case 'tcp':
-      spec.TCP = parseHostPort(optString(raw.TCP, `${field}.TCP`, 260), `${field}.TCP`);
+      spec.TCP = parseHostPort(optString(raw.TCP, `${pre}TCP`, 260), `${pre}TCP`);
       break;
     case 'grpc': {
-      const target = optString(raw.GRPC, `${field}.GRPC`, 512);
+      const target = optString(raw.GRPC, `${pre}GRPC`, 512);
       const slash = target.indexOf('/');
-      parseHostPort(slash < 0 ? target : target.slice(0, slash), `${field}.GRPC`);
+      parseHostPort(slash < 0 ? target : target.slice(0, slash), `${pre}GRPC`);
       spec.GRPC = target;
       break;
     }
     case 'cmd': {
       if (!opts.enableScriptChecks) {
-        fail(`${field}.Args`, 'script checks are disabled on this server (they run only when it is started with -enable-script-checks)');
+        fail(`${pre}Args`, 'script checks are disabled on this server (they run only when it is started with -enable-script-checks)');
       }
       const args = raw.Args;
-      if (!Array.isArray(args)) fail(`${field}.Args`, `must be an array of strings, not ${typeName(args)}`);
-      if (args.length > LIMITS.args) fail(`${field}.Args`, `more than ${LIMITS.args} arguments`);
+      if (!Array.isArray(args)) fail(`${pre}Args`, `must be an array of strings, not ${typeName(args)}`);
+      if (args.length > LIMITS.args) fail(`${pre}Args`, `more than ${LIMITS.args} arguments`);
       spec.Args = args.map((a, i) => {
-        if (typeof a !== 'string') fail(`${field}.Args[${i}]`, `must be a string, not ${typeName(a)}`);
-        if (a.length > LIMITS.argLength) fail(`${field}.Args[${i}]`, `longer than ${LIMITS.argLength} characters`);
+        if (typeof a !== 'string') fail(`${pre}Args[${i}]`, `must be a string, not ${typeName(a)}`);
+        if (a.length > LIMITS.argLength) fail(`${pre}Args[${i}]`, `longer than ${LIMITS.argLength} characters`);
         return a;
       });
       break;
     }
   }
-  if (type !== 'ttl' && spec.Interval === '') fail(`${field}.Interval`, `required for ${given[0]!.name} checks`);
+  if (type !== 'ttl' && spec.Interval === '') fail(`${pre}Interval`, `required for ${given[0]!.name} checks`);
   return spec;
 }
 
@@ -481,4 +484,34 @@ export function parseRaftJoinBody(input: unknown): { id: string; addr: string } 
 export function parseRaftRemoveBody(input: unknown): { id: string } {
   const body = requireObject(normalizeKeys(input, raftRemoveShape));
   return { id: parseServerId(body.ID) };
+}
+
+const checkRegisterShape: ObjectShape = { kind: 'object', fields: { ...checkShape.fields, Namespace: 'value' }, aliases: checkShape.aliases ?? {} };
+
+export interface ParsedCheckRegistration {
+  namespace: string | undefined;
+  /** The instance the check belongs to (Sider has no node-level checks). */
+  serviceId: string;
+  check: CheckSpec;
+}
+
+/**
+ * The body of PUT /v1/agent/check/register (Consul's AgentCheckRegistration, any key case): Name
+ * and ServiceID required, the check ID defaults to the Name (as in Consul), and the check itself is
+ * validated exactly as in a service registration (one of TTL, HTTP, TCP, GRPC or Args…).
+ */
+export function parseCheckRegistration(input: unknown, opts: RegisterParseOptions): ParsedCheckRegistration {
+  const body = requireObject(normalizeKeys(input, checkRegisterShape));
+  if (body.Name === undefined || body.Name === null || body.Name === '') fail('Name', 'required');
+  if (body.ServiceID === undefined || body.ServiceID === null || body.ServiceID === '') {
+    fail('ServiceID', 'required: Sider has no node-level checks, give the ID of the service instance the check belongs to');
+  }
+  const serviceId = parseId(body.ServiceID, 'ServiceID');
+  const check = parseCheck(body, '', serviceId, opts);
+  if (check.CheckID === '') {
+    // Consul uses the Name as the ID when none is given; it must then be a valid ID.
+    check.CheckID = parseId(check.Name, 'Name (the check ID when ID is not given)');
+    if (check.CheckID.startsWith(MAINTENANCE_CHECK_PREFIX)) fail('Name', `the prefix ${JSON.stringify(MAINTENANCE_CHECK_PREFIX)} is reserved for maintenance mode`);
+  }
+  return { namespace: optNamespace(body.Namespace), serviceId, check };
 }

@@ -48,6 +48,13 @@ export interface HttpTransportOptions {
   bulkTimeoutMs?: number;
   /** Deadline of one `snap` request. Default 60000 ms. */
   snapshotTimeoutMs?: number;
+  /**
+   * How long a received request is held open so that messages this node sends back to its sender
+   * meanwhile travel in the response instead of a request of their own (a follower's append
+   * acknowledgement rides back on the append's response). 0 answers every request at once.
+   * Default 25 ms.
+   */
+  replyWaitMs?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -56,6 +63,12 @@ const DEFAULT_MAX_BODY = 64 * MiB;
 const MAX_BATCH_BYTES = 4 * MiB;
 const MAX_BATCH_MESSAGES = 1024;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
+/** Requests held open per sender waiting for a reply (the sender has at most 3 in flight). */
+const MAX_PARKED_PER_PEER = 4;
+/** Request header by which a sender says it reads messages from a 200 response. */
+const REPLY_HEADER = 'x-sider-reply';
+/** Messages that call for an answer: a request carrying one is held open for it. */
+const ASKING: ReadonlySet<Message['type']> = new Set(['app', 'heartbeat', 'preVote', 'vote', 'readIndex', 'timeoutNow']);
 
 type LaneKind = 'control' | 'bulk';
 
@@ -82,6 +95,16 @@ interface Peer {
 interface HostPort {
   host: string;
   port: number;
+}
+
+/** A received request held open: messages for its sender go into its response. */
+interface ParkedReply {
+  from: NodeId;
+  res: ServerResponse;
+  timer: NodeJS.Timeout;
+  /** Messages gathered for the response; null until the first one. */
+  batch: Message[] | null;
+  bytes: number;
 }
 
 /** Parses 'host:port' or '[v6]:port'. Returns null when malformed. */
@@ -129,6 +152,11 @@ function signature(key: string, clusterId: string, from: string, fromAddr: strin
   return createHmac('sha256', key).update(`${clusterId}\n${from}\n${fromAddr}\n${timestamp}\n`);
 }
 
+/** A response carrying messages is signed apart from requests, so neither can pass for the other. */
+function replySignature(key: string, clusterId: string, from: string, to: string, timestamp: string): Hmac {
+  return createHmac('sha256', key).update(`reply\n${clusterId}\n${from}\n${to}\n${timestamp}\n`);
+}
+
 function approxSize(m: Message): number {
   let n = 128 + m.from.length + m.to.length;
   for (const e of m.entries) n += entrySize(e);
@@ -151,6 +179,14 @@ function approxSize(m: Message): number {
  * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, at most 2
  * requests in flight), so heartbeats and votes never wait behind appends or snapshots. Messages sent
  * while a lane is busy are batched into its next request; a `snap` message always travels alone.
+ *
+ * Replies: a request carrying messages that call for an answer (appends, heartbeats, votes, read
+ * requests, TimeoutNow) is held open for up to `replyWaitMs`, and control messages this node sends
+ * to that sender meanwhile go back in the response (200, signed like a request but over
+ * `reply\n${clusterId}\n${from}\n${to}\n${timestamp}\n` + body) instead of in a request of their
+ * own: a follower's acknowledgement of an append rides back on the append's response, which halves
+ * the HTTP exchanges of replication. Otherwise the response is 204. Only senders that send
+ * `x-sider-reply: 1` get replies, and a response that fails its checks delivers nothing.
  * Failures come back as `unreachable` reports; every `snap` also reports its outcome. Reports are
  * delivered asynchronously, never from inside `send()`.
  */
@@ -166,6 +202,7 @@ export class HttpTransport implements Transport {
   readonly #bulkConnections: number;
   readonly #maxQueued: number;
   readonly #timeouts: Record<'control' | 'bulk' | 'snapshot', number>;
+  readonly #replyWaitMs: number;
 
   #server: Server | null = null;
   #deliver: ((m: Message) => void) | null = null;
@@ -187,6 +224,10 @@ export class HttpTransport implements Transport {
   #refused = new Map<NodeId, string>();
   /** Pools of removed peers still finishing their requests. */
   #retiring = new Set<Pool>();
+  /** Requests held open per sender, oldest first. */
+  #parked = new Map<NodeId, ParkedReply[]>();
+  /** Per peer, the held request whose response is gathering messages in this turn. */
+  #filling = new Map<NodeId, ParkedReply>();
   #pendingUnreachable = new Set<NodeId>();
 
   readonly #advertiseOpt: string;
@@ -231,6 +272,7 @@ export class HttpTransport implements Transport {
       bulk: boundedInt(opts.bulkTimeoutMs, 5000, 1, 600_000, 'bulkTimeoutMs'),
       snapshot: boundedInt(opts.snapshotTimeoutMs, 60_000, 1, 3_600_000, 'snapshotTimeoutMs'),
     };
+    this.#replyWaitMs = boundedInt(opts.replyWaitMs, 25, 0, 1000, 'replyWaitMs');
   }
 
   async start(deliver: (m: Message) => void, report: (r: TransportReport) => void): Promise<void> {
@@ -299,6 +341,8 @@ export class HttpTransport implements Transport {
    */
   send(m: Message): void {
     if (!this.#started || this.#closed) return;
+    // Control messages may ride back on a held response; appends and snapshots keep their lane.
+    if (m.type !== 'app' && m.type !== 'snap' && this.#intoReply(m)) return;
     const peer = this.#peers.get(m.to);
     if (!peer) {
       if (m.type === 'snap') this.#emit({ kind: 'snapshot', to: m.to, ok: false });
@@ -332,6 +376,10 @@ export class HttpTransport implements Transport {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    for (const list of this.#parked.values()) for (const p of [...list]) this.#release(p, 503);
+    for (const p of this.#filling.values()) this.#release(p, 503);
+    this.#parked.clear();
+    this.#filling.clear();
     const pools = [...this.#retiring];
     for (const peer of this.#peers.values()) {
       peer.retired = true;
@@ -441,12 +489,17 @@ export class HttpTransport implements Transport {
           .update(body)
           .digest('hex');
       }
+      if (!isSnap) headers[REPLY_HEADER] = '1';
       const timeout = isSnap ? this.#timeouts.snapshot : this.#timeouts[lane.kind];
       const signal = AbortSignal.timeout(timeout);
       const res = await lane.pool.request({ method: 'POST', path: RAFT_MESSAGES_PATH, headers, body, signal });
-      await res.body.dump({ limit: 64 * 1024, signal });
-      ok = res.statusCode >= 200 && res.statusCode < 300;
-      if (!ok) failure = `HTTP ${res.statusCode}`;
+      if (res.statusCode === 200 && !isSnap) {
+        failure = await this.#readReply(peer, res.headers, res.body);
+      } else {
+        await res.body.dump({ limit: 64 * 1024, signal });
+      }
+      ok = res.statusCode >= 200 && res.statusCode < 300 && failure === '';
+      if (res.statusCode < 200 || res.statusCode >= 300) failure = `HTTP ${res.statusCode}`;
       if (res.statusCode === 413) failure += ` (request of ${body.length} bytes exceeds the peer's maxBodyBytes)`;
     } catch (err) {
       failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
@@ -580,8 +633,168 @@ export class HttpTransport implements Transport {
         res.writeHead(500).end();
         return;
       }
-      res.writeHead(204).end();
+      if (this.#replyWaitMs > 0 && header(req, REPLY_HEADER) === '1' && messages.some((m) => ASKING.has(m.type))) {
+        this.#park(from, res);
+      } else {
+        res.writeHead(204).end();
+      }
     });
+  }
+
+  // ---- replies: messages back to a sender in the response to its request ----------------------
+
+  /** Holds `res` open for up to replyWaitMs; it is answered 204 if nothing goes back meanwhile. */
+  #park(from: NodeId, res: ServerResponse): void {
+    let list = this.#parked.get(from);
+    if (!list) {
+      list = [];
+      this.#parked.set(from, list);
+    }
+    if (list.length >= MAX_PARKED_PER_PEER) this.#release(list[0]!, 204);
+    const p: ParkedReply = {
+      from,
+      res,
+      batch: null,
+      bytes: 0,
+      timer: setTimeout(() => this.#release(p, 204), this.#replyWaitMs),
+    };
+    list.push(p);
+    // The sender gave up (deadline, close): nothing can go back on it any more.
+    res.once('close', () => {
+      if (!res.writableFinished) this.#unpark(p);
+    });
+  }
+
+  #unpark(p: ParkedReply): void {
+    clearTimeout(p.timer);
+    const list = this.#parked.get(p.from);
+    if (list) {
+      const i = list.indexOf(p);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.#parked.delete(p.from);
+    }
+    if (this.#filling.get(p.from) === p) this.#filling.delete(p.from);
+  }
+
+  /** Answers a held request with no messages. */
+  #release(p: ParkedReply, status: 204 | 503): void {
+    this.#unpark(p);
+    if (p.batch) {
+      // Gathered messages that could not go back this way take the ordinary path.
+      for (const m of p.batch) this.#sendOnLane(m);
+      p.batch = null;
+    }
+    if (!p.res.headersSent && !p.res.destroyed) p.res.writeHead(status).end();
+  }
+
+  /** Puts `m` into a held response to its destination, if there is one; false otherwise. */
+  #intoReply(m: Message): boolean {
+    let p = this.#filling.get(m.to);
+    const size = approxSize(m);
+    if (p && (p.batch!.length >= MAX_BATCH_MESSAGES || p.bytes + size > MAX_BATCH_BYTES)) return false;
+    if (!p) {
+      const list = this.#parked.get(m.to);
+      while (list && list.length > 0 && list[0]!.res.destroyed) this.#unpark(list[0]!);
+      const first = list?.[0];
+      if (!first || size > MAX_BATCH_BYTES) return false;
+      p = first;
+      list.shift();
+      if (list.length === 0) this.#parked.delete(m.to);
+      clearTimeout(p.timer);
+      p.batch = [];
+      this.#filling.set(m.to, p);
+      // Deferred so that every message the driver sends in one turn shares the response.
+      queueMicrotask(() => this.#flushReply(p!));
+    }
+    p.batch!.push(m);
+    p.bytes += size;
+    return true;
+  }
+
+  #flushReply(p: ParkedReply): void {
+    if (this.#filling.get(p.from) === p) this.#filling.delete(p.from);
+    const batch = p.batch;
+    p.batch = null;
+    if (!batch || batch.length === 0) return;
+    if (p.res.destroyed || p.res.headersSent) {
+      for (const m of batch) this.#sendOnLane(m);
+      return;
+    }
+    const body = encodeMessages(batch);
+    const headers: Record<string, string> = {
+      'content-type': 'application/octet-stream',
+      'content-length': String(body.length),
+      'x-sider-cluster': this.#clusterId,
+      'x-sider-from': this.#id,
+    };
+    if (this.#key !== undefined) {
+      const timestamp = String(Date.now());
+      headers['x-sider-timestamp'] = timestamp;
+      headers['x-sider-auth'] = replySignature(this.#key, this.#clusterId, this.#id, p.from, timestamp).update(body).digest('hex');
+    }
+    p.res.writeHead(200, headers).end(body);
+  }
+
+  /** The control-lane path of send(), for messages a held response could not take after all. */
+  #sendOnLane(m: Message): void {
+    if (this.#closed) return;
+    const peer = this.#peers.get(m.to);
+    if (!peer) {
+      this.#unreachable(m.to);
+      return;
+    }
+    const lane = peer.control;
+    lane.queue.push(m);
+    if (!lane.scheduled) {
+      lane.scheduled = true;
+      queueMicrotask(() => {
+        lane.scheduled = false;
+        this.#pump(peer, lane);
+      });
+    }
+  }
+
+  /**
+   * Reads, checks and delivers the messages of a 200 response from `peer`. Returns '' on success,
+   * else why the response was refused (nothing of it is delivered then).
+   */
+  async #readReply(peer: Peer, headers: Record<string, string | string[] | undefined>, body: AsyncIterable<Buffer>): Promise<string> {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    for await (const chunk of body) {
+      received += chunk.length;
+      if (received > this.#maxBody) return `reply larger than ${this.#maxBody} bytes`;
+      chunks.push(chunk);
+    }
+    const buf = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
+    const one = (name: string): string => {
+      const v = headers[name];
+      return typeof v === 'string' ? v : '';
+    };
+    if (one('x-sider-cluster') !== this.#clusterId || one('x-sider-from') !== peer.id) return 'reply from the wrong cluster or node';
+    if (this.#key !== undefined) {
+      const timestamp = one('x-sider-timestamp');
+      const auth = one('x-sider-auth');
+      if (!/^\d{1,16}$/.test(timestamp) || !/^[0-9a-fA-F]{64}$/.test(auth)) return 'reply without authentication';
+      if (Math.abs(Date.now() - Number(timestamp)) > MAX_CLOCK_SKEW_MS) return 'reply timestamp outside the accepted window';
+      const expected = replySignature(this.#key, this.#clusterId, peer.id, this.#id, timestamp).update(buf).digest();
+      if (!timingSafeEqual(expected, Buffer.from(auth, 'hex'))) return 'reply with a bad signature';
+    }
+    let messages: Message[];
+    try {
+      messages = decodeMessages(buf);
+    } catch (err) {
+      return `undecodable reply: ${(err as Error).message}`;
+    }
+    if (this.#closed || peer.retired) return '';
+    for (const m of messages) {
+      if (m.to !== this.#id || m.from !== peer.id || m.type === 'snap' || m.type === 'app') {
+        this.#log('warn', 'raft transport dropped misaddressed message', { from: peer.id, msgFrom: m.from, to: m.to, type: m.type });
+        continue;
+      }
+      this.#deliver!(m);
+    }
+    return '';
   }
 
   /** Remembers where an authenticated sender the configuration does not name can be reached. */

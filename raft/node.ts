@@ -2,6 +2,8 @@
 // and the application's state machine, and turns proposals and reads into promises.
 
 import { randomUUID } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { RaftCore } from './core.ts';
 import type { CoreStatus } from './core.ts';
 import { encodeConfChange } from './codec.ts';
@@ -9,7 +11,7 @@ import { SiderError, invariant } from './errors.ts';
 import { afterWrite, mustSync, splitMessages } from './persist-rules.ts';
 import type { DurableVote } from './persist-rules.ts';
 import type { RaftStorage, SnapshotStore, StateMachine, Transport, TransportReport } from './ports.ts';
-import type { ConfChange, Entry, Membership, Message, NodeId, Ready, Snapshot, SnapshotMeta } from './types.ts';
+import type { ConfChange, Entry, HardState, Membership, Message, NodeId, Ready, Snapshot, SnapshotMeta } from './types.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -67,6 +69,9 @@ interface PendingRead {
   index: number;
 }
 
+const H2: Record<string, number> = ((globalThis as any).__h2 ??= {});
+if (process.env.H2_COUNTS && !(globalThis as any).__h2t) { const eld = monitorEventLoopDelay({ resolution: 5 }); eld.enable(); (globalThis as any).__h2t = setInterval(() => { H2.eldMax = Math.round(eld.max / 1e6); H2.eldP99 = Math.round(eld.percentile(99) / 1e6); eld.reset(); appendFileSync('/tmp/h2prof/counts-' + process.pid + '.log', JSON.stringify(H2) + '\n'); for (const k of Object.keys(H2)) H2[k] = 0; }, 2000); (globalThis as any).__h2t.unref(); }
+const h2 = (k: string, n = 1): void => { H2[k] = (H2[k] ?? 0) + n; };
 export class RaftNode {
   readonly id: NodeId;
   readonly clusterId: string;
@@ -91,6 +96,8 @@ export class RaftNode {
   #snapshotting = false;
   #lastLeader: NodeId = '';
   #durable: DurableVote;
+  /** The latest commit-only hard state, not written yet (it goes with the next synced batch). */
+  #pendingHard: HardState | null = null;
   #lastContact = Date.now();
 
   #running = false;
@@ -356,6 +363,11 @@ export class RaftNode {
     this.#waitingReads = [];
     await this.#transport.close();
     while (this.#looping || this.#snapshotting) await new Promise((r) => setTimeout(r, 5));
+    if (this.#pendingHard && !this.#fatal) {
+      // A clean stop records how far the log was known committed (a restart applies that much at once).
+      await this.#storage.save(this.#pendingHard, [], true).catch(() => {});
+      this.#pendingHard = null;
+    }
     await this.#storage.close();
   }
 
@@ -395,7 +407,10 @@ export class RaftNode {
     }
     if (!this.#running) return;
     this.#looping = true;
-    queueMicrotask(() => {
+    // At the end of this event-loop turn rather than at once: everything the requests and peer
+    // messages already waiting in this turn propose lands in the same Ready (one fsync, one append
+    // per follower) instead of the first one starting a write on its own.
+    setImmediate(() => {
       this.#loop().catch((err: unknown) => this.#die(err));
     });
   }
@@ -407,6 +422,8 @@ export class RaftNode {
         while (this.#running && this.#core.hasReady()) {
           const rd = this.#core.ready();
           await this.#handleReady(rd);
+          // Same between Readys: let the I/O that arrived during the write reach the core first.
+          if (rd.entries.length > 0 && this.#core.hasReady()) await new Promise<void>((resolve) => setImmediate(resolve));
         }
       } while (this.#again && this.#running);
     } finally {
@@ -416,16 +433,25 @@ export class RaftNode {
 
   async #handleReady(rd: Ready): Promise<void> {
     // A leader's appends and heartbeats may leave while its own write is in progress.
+    h2('ready'); h2('entries', rd.entries.length); h2('committed', rd.committed.length); h2('msgs', rd.messages.length);
     const { early, late } = splitMessages(rd, this.#durable);
     for (const m of early) this.#send(m);
     // 1. A snapshot from the leader replaces state wholesale.
     if (rd.snapshot) await this.#installSnapshot(rd.snapshot);
-    // 2. Entries and hard state: one batch, synced unless only the commit index moved
-    //    (everything proposed meanwhile rides along in the next batch).
+    // 2. Entries and hard state: one synced batch (everything proposed meanwhile rides along in
+    //    the next one). A hard state that moved only the commit index need not be durable (it is
+    //    recovered from the log, persist-rules.ts): it is not written on its own but with the next
+    //    batch that has to be synced anyway, which saves a LevelDB write per commit advance.
     if (rd.entries.length || rd.hardState) {
       const sync = mustSync(rd, this.#durable);
-      await this.#storage.save(rd.hardState, rd.entries, sync);
-      this.#durable = afterWrite(rd, this.#durable, sync);
+      h2(sync ? 'syncSave' : 'unsyncSave');
+      if (sync) {
+        await this.#storage.save(rd.hardState ?? this.#pendingHard, rd.entries, true);
+        this.#pendingHard = null;
+        this.#durable = afterWrite(rd, this.#durable, true);
+      } else {
+        this.#pendingHard = rd.hardState;
+      }
     }
     // 3. Only now may anything that depends on it leave.
     for (const m of late) this.#send(m);
@@ -530,19 +556,30 @@ export class RaftNode {
     const term = index === view.offset ? view.offsetTerm : view.entries[index - view.offset - 1]?.term;
     invariant(term !== undefined, `no term for applied index ${index}`);
     const meta: SnapshotMeta = { index, term, membership: this.#core.membershipAt(index) };
+    const T0 = performance.now();
     const writer = this.#sm.snapshot();
+    h2('snapCaptureMs', Math.round(performance.now() - T0));
     this.#snapshotting = true;
     const started = Date.now();
     (async () => {
       try {
-        const data = await writer();
+        let T1 = performance.now();
+        const wp = writer();
+        h2('snapWriterSyncMs', Math.round(performance.now() - T1));
+        const data = await wp;
         const snap = { meta, data };
-        await this.#snapshots.save(snap);
+        T1 = performance.now();
+        const sp = this.#snapshots.save(snap);
+        h2('snapSaveSyncMs', Math.round(performance.now() - T1));
+        await sp;
         this.#latestSnapshot = snap;
         this.#lastSnapIndex = index;
         if (!this.#running) return;
         const through = this.#core.compact(meta, this.#opts.trailingEntries ?? 4096);
-        if (through > 0) await this.#storage.compact(through);
+        T1 = performance.now();
+        const cp = through > 0 ? this.#storage.compact(through) : null;
+        h2('compactSyncMs', Math.round(performance.now() - T1));
+        if (cp) await cp;
         this.#log('info', 'raft: snapshot taken', { index, term, bytes: data.length, ms: Date.now() - started, compactedThrough: through });
         this.#emit({ type: 'snapshot', meta, bytes: data.length, ms: Date.now() - started });
       } catch (err) {

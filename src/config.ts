@@ -11,6 +11,16 @@ export interface ServerConfig {
   http: string;
   /** HTTP address other servers use to reach this one (for write forwarding). */
   httpAdvertise: string;
+  /** DNS listen address host:port (UDP and TCP); '' when disabled (`-dns off`). */
+  dns: string;
+  /** DNS zone, lower case, no trailing dot. */
+  dnsZone: string;
+  /** TTL of DNS records and of negative answers (SOA minimum), seconds. */
+  dnsTtl: number;
+  /** DNS serves passing instances only (default: passing and warning, as Consul). */
+  dnsOnlyPassing: boolean;
+  /** Also answer Consul's `<service>.service.<domain>` names for the default namespace; '' = off. */
+  dnsConsulDomain: string;
   raftId: string;
   /** Raft listen address host:port. */
   raftBind: string;
@@ -25,6 +35,8 @@ export interface ServerConfig {
   datacenter: string;
   nodeName: string;
   enableScriptChecks: boolean;
+  /** After a leader change, TTL checks are not expired for this long (clients find the new leader). */
+  ttlFailoverGraceMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   logFormat: 'json' | 'text';
   /** Raft timing (DESIGN §8 defaults). */
@@ -43,6 +55,11 @@ interface FieldSpec {
 const FIELDS: FieldSpec[] = [
   { key: 'http', flag: 'http', kind: 'string' },
   { key: 'httpAdvertise', flag: 'http-advertise', kind: 'string' },
+  { key: 'dns', flag: 'dns', kind: 'string' },
+  { key: 'dnsZone', flag: 'dns-zone', kind: 'string' },
+  { key: 'dnsTtl', flag: 'dns-ttl', kind: 'int', min: 0, max: 86_400 },
+  { key: 'dnsOnlyPassing', flag: 'dns-only-passing', kind: 'boolean' },
+  { key: 'dnsConsulDomain', flag: 'dns-consul-domain', kind: 'string' },
   { key: 'raftId', flag: 'raft-id', kind: 'string' },
   { key: 'raftBind', flag: 'raft-bind', kind: 'string' },
   { key: 'raftAdvertise', flag: 'raft-advertise', kind: 'string' },
@@ -53,6 +70,7 @@ const FIELDS: FieldSpec[] = [
   { key: 'datacenter', flag: 'datacenter', kind: 'string' },
   { key: 'nodeName', flag: 'node-name', kind: 'string' },
   { key: 'enableScriptChecks', flag: 'enable-script-checks', kind: 'boolean' },
+  { key: 'ttlFailoverGraceMs', flag: 'ttl-failover-grace-ms', kind: 'int', min: 0, max: 600_000 },
   { key: 'logLevel', flag: 'log-level', kind: 'string' },
   { key: 'logFormat', flag: 'log-format', kind: 'string' },
   { key: 'tickMs', flag: 'raft-tick-ms', kind: 'int', min: 10, max: 10_000 },
@@ -63,6 +81,11 @@ export const SERVER_USAGE = `usage: sider server [flags]
 
   -http host:port            HTTP API address (default 127.0.0.1:8500)
   -http-advertise host:port  HTTP address other servers reach this one at (default: -http)
+  -dns host:port             DNS address, UDP and TCP (default 127.0.0.1:8600; off or '' disables DNS)
+  -dns-zone ZONE             DNS zone (default sider)
+  -dns-ttl SECONDS           TTL of DNS answers, and of negative answers (default 0)
+  -dns-only-passing          DNS serves passing instances only (default: passing and warning)
+  -dns-consul-domain DOMAIN  also answer <service>.service.DOMAIN for the default namespace (e.g. consul)
   -raft-id ID                this server's Raft ID, unique forever (default: host name)
   -raft-bind host:port       Raft address (default 127.0.0.1:8501)
   -raft-advertise host:port  Raft address peers use (default: -raft-bind)
@@ -73,6 +96,7 @@ export const SERVER_USAGE = `usage: sider server [flags]
   -datacenter NAME           reported in Consul's Datacenter fields (default dc1)
   -node-name NAME            Node of instances registered here (default: -raft-id)
   -enable-script-checks      allow script checks in HTTP registrations
+  -ttl-failover-grace-ms N   a new leader expires no TTL check for N ms (default 2000)
   -log-level debug|info|warn|error, -log-format json|text
   -config-file FILE          JSON file with any of the above (keys as flag names)
 
@@ -166,6 +190,11 @@ export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
   const cfg: ServerConfig = {
     http: (raw.http as string | undefined) ?? '127.0.0.1:8500',
     httpAdvertise: (raw.httpAdvertise as string | undefined) ?? '',
+    dns: (raw.dns as string | undefined) ?? '127.0.0.1:8600',
+    dnsZone: (raw.dnsZone as string | undefined) ?? 'sider',
+    dnsTtl: (raw.dnsTtl as number | undefined) ?? 0,
+    dnsOnlyPassing: (raw.dnsOnlyPassing as boolean | undefined) ?? false,
+    dnsConsulDomain: (raw.dnsConsulDomain as string | undefined) ?? '',
     raftId,
     raftBind: (raw.raftBind as string | undefined) ?? '127.0.0.1:8501',
     raftAdvertise: (raw.raftAdvertise as string | undefined) ?? '',
@@ -176,6 +205,7 @@ export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     datacenter: (raw.datacenter as string | undefined) ?? 'dc1',
     nodeName: (raw.nodeName as string | undefined) ?? raftId,
     enableScriptChecks: (raw.enableScriptChecks as boolean | undefined) ?? false,
+    ttlFailoverGraceMs: (raw.ttlFailoverGraceMs as number | undefined) ?? 2000,
     logLevel: ((raw.logLevel as string | undefined) ?? 'info') as ServerConfig['logLevel'],
     logFormat: ((raw.logFormat as string | undefined) ?? 'json') as ServerConfig['logFormat'],
     tickMs: (raw.tickMs as number | undefined) ?? 100,
@@ -233,10 +263,35 @@ function validate(cfg: ServerConfig): void {
     cfg.httpAdvertise = `127.0.0.1:${http.port}`;
   }
   if (cfg.join) parseHostPort(cfg.join, '-join');
+  validateDns(cfg);
   if (cfg.bootstrap && cfg.join) throw configError('-bootstrap and -join are mutually exclusive');
   if (cfg.clusterKey && Buffer.byteLength(cfg.clusterKey) < 16) throw configError('-cluster-key: must be at least 16 bytes');
   if (!['debug', 'info', 'warn', 'error'].includes(cfg.logLevel)) throw configError(`-log-level: expected debug, info, warn or error, got ${JSON.stringify(cfg.logLevel)}`);
   if (!['json', 'text'].includes(cfg.logFormat)) throw configError(`-log-format: expected json or text, got ${JSON.stringify(cfg.logFormat)}`);
   if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(cfg.datacenter)) throw configError('-datacenter: 1-64 letters, digits, "_", "." or "-"');
   if (!/^[a-zA-Z0-9_.-]{1,128}$/.test(cfg.nodeName)) throw configError('-node-name: 1-128 letters, digits, "_", "." or "-"');
+}
+
+/** A DNS domain given as a flag: 1–8 DNS labels, any case, optional trailing dot → lower case, no dot. */
+function parseDomain(value: string, field: string): string {
+  const d = value.toLowerCase().replace(/\.$/, '');
+  const labels = d.split('.');
+  if (d.length === 0 || d.length > 200 || labels.length > 8 || !labels.every((l) => ID_RE.test(l))) {
+    throw configError(`${field}: expected a domain of DNS labels such as "sider", got ${JSON.stringify(value)}`);
+  }
+  return d;
+}
+
+function validateDns(cfg: ServerConfig): void {
+  if (cfg.dns === 'off') cfg.dns = '';
+  if (cfg.dns !== '') parseHostPort(cfg.dns, '-dns');
+  cfg.dnsZone = parseDomain(cfg.dnsZone, '-dns-zone');
+  if (cfg.dnsConsulDomain !== '') {
+    const c = parseDomain(cfg.dnsConsulDomain, '-dns-consul-domain');
+    const z = cfg.dnsZone;
+    if (c === z || c.endsWith(`.${z}`) || z.endsWith(`.${c}`)) {
+      throw configError(`-dns-consul-domain: ${JSON.stringify(c)} must not equal, contain or lie inside -dns-zone ${JSON.stringify(z)}`);
+    }
+    cfg.dnsConsulDomain = c;
+  }
 }

@@ -6,6 +6,8 @@ import { Pool } from 'undici';
 import { SiderError, isSiderError } from '../raft/errors.ts';
 import type { RaftNode } from '../raft/node.ts';
 import { signRequest } from './cluster-auth.ts';
+import { INTERNAL_APPLY_BATCH, WriteForwarder, toForwardedError } from './forward-writes.ts';
+import type { ForwardedResult, ForwardedWrite } from './forward-writes.ts';
 import type { ApplyResult, RegistryCommand, RegistryReader } from './registry/model.ts';
 import type { Consistency, RaftServerView, RegistryService } from './registry/service.ts';
 
@@ -43,6 +45,8 @@ export class RaftRegistry implements RegistryService {
   #pools = new Map<string, Pool>();
   #confIndex = 1;
   #off: () => void;
+  /** Concurrent writes received here leave for the leader in batches. */
+  #writes = new WriteForwarder({ send: (writes) => this.#sendWrites(writes) });
 
   constructor(opts: RaftRegistryOptions) {
     this.#raft = opts.raft;
@@ -67,10 +71,22 @@ export class RaftRegistry implements RegistryService {
         if (!isSiderError(err, 'SIDER_NOT_LEADER') && !isSiderError(err, 'SIDER_NO_LEADER')) throw err;
       }
     }
-    const reply = await this.forwardToLeader<WriteReply>(INTERNAL_APPLY, { cmd, rid });
+    const reply = await this.#writes.forward(cmd, rid);
     // Read-your-writes on this node: answer once the entry is applied here too.
     await this.#withTimeout(this.#raft.waitApplied(reply.index), `applying index ${reply.index} locally`);
     return reply;
+  }
+
+  /** Leader side of a forwarded batch: each write is its own proposal; one result each, in order. */
+  applyBatchOnLeader(writes: ForwardedWrite[]): Promise<ForwardedResult[]> {
+    return Promise.all(
+      writes.map((w) =>
+        this.applyOnLeader(w.cmd, w.rid).then(
+          (r): ForwardedResult => ({ ok: true, result: r.result, index: r.index }),
+          toForwardedError,
+        ),
+      ),
+    );
   }
 
   /** Leader side of a write (also what the internal apply endpoint calls). The leader's clock stamps `now`. */
@@ -136,6 +152,23 @@ export class RaftRegistry implements RegistryService {
     this.#off();
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
+  }
+
+  async #sendWrites(writes: ForwardedWrite[]): Promise<ForwardedResult[]> {
+    try {
+      return (await this.forwardToLeader<{ results: ForwardedResult[] }>(INTERNAL_APPLY_BATCH, { writes })).results;
+    } catch (err) {
+      // A leader that predates batches (during a rolling upgrade) takes them one by one.
+      if (!isSiderError(err, 'SIDER_BAD_REQUEST') || err.status !== 404) throw err;
+      return Promise.all(
+        writes.map((w) =>
+          this.forwardToLeader<WriteReply>(INTERNAL_APPLY, w).then(
+            (r): ForwardedResult => ({ ok: true, result: r.result, index: r.index }),
+            toForwardedError,
+          ),
+        ),
+      );
+    }
   }
 
   async #awaitLeader(): Promise<string> {

@@ -99,7 +99,7 @@ function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T)
 }
 
 const checkStatuses: readonly string[] = ['passing', 'warning', 'critical'];
-const checkTypes: readonly string[] = ['ttl', 'http', 'tcp', 'grpc', 'cmd'];
+const checkTypes: readonly string[] = ['ttl', 'http', 'tcp', 'grpc', 'cmd', 'maintenance'];
 
 export function readCheckStatus(v: unknown, path: string): CheckStatus {
   if (typeof v !== 'string' || !checkStatuses.includes(v)) bad(path, 'must be passing, warning or critical');
@@ -107,7 +107,7 @@ export function readCheckStatus(v: unknown, path: string): CheckStatus {
 }
 
 function readCheckType(v: unknown, path: string): CheckType {
-  if (typeof v !== 'string' || !checkTypes.includes(v)) bad(path, 'must be one of ttl, http, tcp, grpc, cmd');
+  if (typeof v !== 'string' || !checkTypes.includes(v)) bad(path, 'must be one of ttl, http, tcp, grpc, cmd, maintenance');
   return v as CheckType;
 }
 
@@ -244,8 +244,28 @@ function readCommand(v: unknown): RegistryCommand {
       };
     case 'server':
       return { type: 'server', server: readServerInfo(o.server, 'server'), now: num(o.now, 'now') };
+    case 'addCheck':
+      return {
+        type: 'addCheck',
+        ns: nonEmpty(o.ns, 'ns'),
+        service: nonEmpty(o.service, 'service'),
+        id: nonEmpty(o.id, 'id'),
+        check: readCheckSpec(o.check, 'check'),
+        now: num(o.now, 'now'),
+      };
+    case 'removeCheck':
+      return { type: 'removeCheck', ns: nonEmpty(o.ns, 'ns'), checkId: nonEmpty(o.checkId, 'checkId'), now: num(o.now, 'now') };
+    case 'ttlCheckpoint':
+      return {
+        type: 'ttlCheckpoint',
+        entries: arr(o.entries, 'entries', (e, p): [string, string, number, number] => {
+          if (!Array.isArray(e) || e.length !== 4) bad(p, 'must be [ns, checkId, renewedAtMs, renewIntervalMs]');
+          return [nonEmpty(e[0], `${p}[0]`), nonEmpty(e[1], `${p}[1]`), num(e[2], `${p}[2]`), num(e[3], `${p}[3]`)];
+        }),
+        now: num(o.now, 'now'),
+      };
     default:
-      return bad('type', 'must be register, deregister, checkStatus or server');
+      return bad('type', 'must be register, deregister, checkStatus, addCheck, removeCheck, ttlCheckpoint or server');
   }
 }
 
@@ -276,6 +296,11 @@ export interface SnapshotNamespace {
   services: SnapshotService[];
   /** Deleted services and the index of their deletion, oldest first (the eviction order). */
   tombstones: [string, number][];
+  /**
+   * [checkId, renewedAt, statusSince, renewIntervalMs] of the namespace's checks, sorted by check
+   * ID. Absent in snapshots written before health checking: every time is then 0.
+   */
+  checkTimes?: [string, number, number, number][];
 }
 
 export interface SnapshotData {
@@ -350,5 +375,13 @@ function readSnapshotNamespace(v: unknown, path: string): SnapshotNamespace {
       const [name, index] = pair(t, p);
       return [nonEmpty(name, `${p}[0]`), nat(index, `${p}[1]`)];
     }),
+    ...(o.checkTimes === undefined
+      ? {}
+      : {
+          checkTimes: arr(o.checkTimes, `${path}.checkTimes`, (t, p): [string, number, number, number] => {
+            if (!Array.isArray(t) || t.length !== 4) bad(p, 'must be [checkId, renewedAt, statusSince, renewIntervalMs]');
+            return [nonEmpty(t[0], `${p}[0]`), num(t[1], `${p}[1]`), num(t[2], `${p}[2]`), num(t[3], `${p}[3]`)];
+          }),
+        }),
   };
 }

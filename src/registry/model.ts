@@ -2,7 +2,8 @@
 // interface every front end (HTTP, DNS, metrics) uses. Field names follow Consul's JSON.
 
 export type CheckStatus = 'passing' | 'warning' | 'critical';
-export type CheckType = 'ttl' | 'http' | 'tcp' | 'grpc' | 'cmd';
+/** `maintenance` is the check maintenance mode adds (`_service_maintenance:<id>`); never registered by clients. */
+export type CheckType = 'ttl' | 'http' | 'tcp' | 'grpc' | 'cmd' | 'maintenance';
 /** Aggregated health of an instance: worst wins, maintenance > critical > warning > passing. */
 export type Health = 'passing' | 'warning' | 'critical' | 'maintenance';
 
@@ -102,7 +103,34 @@ export type RegistryCommand =
     }
   | { type: 'deregister'; ns: string; service: string; id: string; now: number }
   | { type: 'checkStatus'; ns: string; checkId: string; status: CheckStatus; output: string; now: number }
+  /** Upserts one check on an existing instance (PUT /v1/agent/check/register, maintenance mode). */
+  | { type: 'addCheck'; ns: string; service: string; id: string; check: CheckSpec; now: number }
+  | { type: 'removeCheck'; ns: string; checkId: string; now: number }
+  /**
+   * The leader's last TTL renewal times and the interval it saw between a check's renewals, so that
+   * a new leader knows them after a failover (like etcd's lease checkpoints). Moves no index and
+   * wakes no watcher.
+   */
+  | { type: 'ttlCheckpoint'; entries: [ns: string, checkId: string, renewedAtMs: number, renewIntervalMs: number][]; now: number }
   | { type: 'server'; server: ServerInfo; now: number };
+
+/**
+ * Replicated times of a check, stamped from the leader's clock in the commands (kept out of the
+ * API's JSON): when its TTL was last known renewed (registration, addCheck, a status or output
+ * change, a checkpoint) and since when it has had its current status (DeregisterCriticalServiceAfter).
+ */
+export interface CheckTimes {
+  renewedAt: number;
+  statusSince: number;
+  /** The client's renewal interval as the leader last checkpointed it; 0 = unknown. */
+  renewIntervalMs: number;
+}
+
+/** What the leader's health checking reads besides RegistryReader (local state, shared objects). */
+export interface HealthStateReader {
+  check(ns: string, checkId: string): Check | undefined;
+  checkTimes(ns: string, checkId: string): CheckTimes | undefined;
+}
 
 /** What apply() returns for a command (the proposer sees it). */
 export type ApplyResult = { ok: true; changed: boolean } | { ok: false; error: string; status: number };

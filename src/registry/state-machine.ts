@@ -2,16 +2,20 @@
 // (the only writer of registry state), its indexes (DESIGN §3), and the read interface over it.
 
 import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { SiderError } from '../../raft/errors.ts';
 import type { SnapshotWriter, StateMachine } from '../../raft/ports.ts';
 import type { Entry, SnapshotMeta } from '../../raft/types.ts';
-import { decodeCommand, decodeSnapshot, encodeSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
-import type { SnapshotData, SnapshotNamespace } from './command-codec.ts';
+import { decodeCommand, decodeSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
+import type { SnapshotData, SnapshotInstance, SnapshotNamespace } from './command-codec.ts';
 import { aggregateHealth } from './health.ts';
 import type {
   ApplyResult,
   Check,
+  CheckSpec,
   CheckStatus,
+  CheckTimes,
+  HealthStateReader,
   Instance,
   RegistryCommand,
   RegistryReader,
@@ -19,6 +23,7 @@ import type {
   ServiceEntry,
 } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
+import { encodeSnapshotSliced } from './snapshot-encoder.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
@@ -63,6 +68,8 @@ interface NamespaceState {
   readonly services: Map<string, ServiceState>;
   /** CheckID → check: IDs are unique per namespace. */
   readonly checks: Map<string, Check>;
+  /** CheckID → its replicated times (records replaced, never mutated: snapshots share them). */
+  readonly checkTimes: Map<string, CheckTimes>;
   /** Deleted service → index of its deletion, in deletion order (the first is evicted first). */
   readonly tombstones: Map<string, number>;
   instanceCount: number;
@@ -80,6 +87,7 @@ interface Captured {
     catalogIndex: number;
     services: { name: string; index: number; entries: ServiceEntry[] }[];
     tombstones: [string, number][];
+    checkTimes: [string, CheckTimes][];
   }[];
   servers: ServerInfo[];
   dedupRids: string[];
@@ -89,6 +97,9 @@ interface Captured {
 type RegisterCommand = Extract<RegistryCommand, { type: 'register' }>;
 type DeregisterCommand = Extract<RegistryCommand, { type: 'deregister' }>;
 type CheckStatusCommand = Extract<RegistryCommand, { type: 'checkStatus' }>;
+type AddCheckCommand = Extract<RegistryCommand, { type: 'addCheck' }>;
+type RemoveCheckCommand = Extract<RegistryCommand, { type: 'removeCheck' }>;
+type TtlCheckpointCommand = Extract<RegistryCommand, { type: 'ttlCheckpoint' }>;
 
 const CHANGED: ApplyResult = Object.freeze({ ok: true, changed: true });
 const UNCHANGED: ApplyResult = Object.freeze({ ok: true, changed: false });
@@ -187,12 +198,58 @@ function newNamespace(name: string): NamespaceState {
     catalogIndex: 0,
     services: new Map(),
     checks: new Map(),
+    checkTimes: new Map(),
     tombstones: new Map(),
     instanceCount: 0,
     servicesView: null,
     instancesView: null,
     checksView: null,
   };
+}
+
+/**
+ * The stored check for a registered spec on instance ns/service/id. A spec without a Status keeps
+ * the existing check's status and output (a new one starts critical). Returns `old` itself when
+ * nothing differs, so callers can tell "unchanged" by identity.
+ */
+function buildCheck(c: CheckSpec, ns: string, service: string, id: string, node: string, old: Check | undefined, index: number): Check {
+  const keepState = c.Status === '' && old !== undefined;
+  const check: Check = {
+    CheckID: c.CheckID,
+    Name: c.Name,
+    Type: c.Type,
+    Status: keepState ? old.Status : c.Status === '' ? 'critical' : c.Status,
+    Notes: c.Notes,
+    Output: keepState ? old.Output : capOutput(c.Output),
+    Interval: c.Interval,
+    Timeout: c.Timeout,
+    TTL: c.TTL,
+    DeregisterCriticalServiceAfter: c.DeregisterCriticalServiceAfter,
+    SuccessBeforePassing: c.SuccessBeforePassing,
+    FailuresBeforeCritical: c.FailuresBeforeCritical,
+    HTTP: c.HTTP,
+    Method: c.Method,
+    Header: c.Header,
+    TCP: c.TCP,
+    GRPC: c.GRPC,
+    GRPCUseTLS: c.GRPCUseTLS,
+    TLSSkipVerify: c.TLSSkipVerify,
+    Args: c.Args,
+    Namespace: ns,
+    ServiceID: id,
+    ServiceName: service,
+    Node: node,
+    CreateIndex: old?.CreateIndex ?? index,
+    ModifyIndex: old?.ModifyIndex ?? index,
+  };
+  if (old && sameJson(old, check)) return old;
+  return old ? { ...check, ModifyIndex: index } : check;
+}
+
+/** Times of a check just stored as `check` (changed or new) at leader time `now`. */
+function timesAfterChange(old: Check | undefined, oldTimes: CheckTimes | undefined, check: Check, now: number): CheckTimes {
+  const statusSince = old && oldTimes && old.Status === check.Status ? oldTimes.statusSince : now;
+  return { renewedAt: now, statusSince, renewIntervalMs: oldTimes?.renewIntervalMs ?? 0 };
 }
 
 function byCheckId(a: Check, b: Check): number {
@@ -208,7 +265,7 @@ function byServiceThenIds(a: Check, b: Check): number {
  * read by everything else through the RegistryReader methods, whose results are shared and must
  * not be mutated.
  */
-export class RegistryStateMachine implements StateMachine, RegistryReader {
+export class RegistryStateMachine implements StateMachine, RegistryReader, HealthStateReader {
   #namespaces = new Map<string, NamespaceState>();
   #servers = new Map<string, ServerInfo>();
   #serversView: ServerInfo[] | null = null;
@@ -216,6 +273,10 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
   #index = 0;
   /** rid → result, in apply order (Map iteration order is insertion order: first = oldest). */
   #dedup = new Map<string, ApplyResult>();
+  /** Encoded instances and check lists, reused by the next snapshot while they are unchanged. */
+  #snapshotCache = new WeakMap<object, string>();
+  /** Size of the last snapshot written, to size the next one's buffer. */
+  #snapshotBytes = 0;
   #watchers: Watchers;
   /** Watch keys whose index moved during the current apply; notified when it ends. */
   #touched = new Set<string>();
@@ -265,11 +326,19 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
 
   /**
    * Captures the state synchronously: entries, checks and servers are immutable, so this copies
-   * only the containers (O(instances) pointer copies). The writer sorts and encodes later.
+   * only the containers (O(instances) pointer copies). The writer sorts and encodes later, in
+   * slices that leave the event loop free, reusing the encoding of records unchanged since the
+   * last snapshot (which is why records must never be mutated once stored).
    */
   snapshot(): SnapshotWriter {
     const captured = this.#capture();
-    return async () => encodeSnapshot(toSnapshotData(captured));
+    const cache = this.#snapshotCache;
+    return async () => {
+      const data = await toSnapshotDataSliced(captured);
+      const bytes = await encodeSnapshotSliced(data, { cache, sizeHint: this.#snapshotBytes + (this.#snapshotBytes >> 4) });
+      this.#snapshotBytes = bytes.length;
+      return bytes;
+    };
   }
 
   /**
@@ -317,6 +386,12 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
         return this.#checkStatus(cmd, index);
       case 'server':
         return this.#server(cmd.server);
+      case 'addCheck':
+        return this.#addCheck(cmd, index);
+      case 'removeCheck':
+        return this.#removeCheck(cmd, index);
+      case 'ttlCheckpoint':
+        return this.#ttlCheckpoint(cmd);
     }
   }
 
@@ -364,41 +439,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
     for (const c of cmd.checks) {
       // By the ownership test above, an existing check with this ID belongs to this instance.
       const old = existingNs?.checks.get(c.CheckID);
-      const keepState = c.Status === '' && old !== undefined;
-      let check: Check = {
-        CheckID: c.CheckID,
-        Name: c.Name,
-        Type: c.Type,
-        Status: keepState ? old.Status : c.Status === '' ? 'critical' : c.Status,
-        Notes: c.Notes,
-        Output: keepState ? old.Output : capOutput(c.Output),
-        Interval: c.Interval,
-        Timeout: c.Timeout,
-        TTL: c.TTL,
-        DeregisterCriticalServiceAfter: c.DeregisterCriticalServiceAfter,
-        SuccessBeforePassing: c.SuccessBeforePassing,
-        FailuresBeforeCritical: c.FailuresBeforeCritical,
-        HTTP: c.HTTP,
-        Method: c.Method,
-        Header: c.Header,
-        TCP: c.TCP,
-        GRPC: c.GRPC,
-        GRPCUseTLS: c.GRPCUseTLS,
-        TLSSkipVerify: c.TLSSkipVerify,
-        Args: c.Args,
-        Namespace: cmd.ns,
-        ServiceID: id,
-        ServiceName: service,
-        Node: cmd.node,
-        CreateIndex: old?.CreateIndex ?? index,
-        ModifyIndex: old?.ModifyIndex ?? index,
-      };
-      if (old && sameJson(old, check)) {
-        check = old;
-      } else {
-        checksChanged = true;
-        if (old) check = { ...check, ModifyIndex: index };
-      }
+      const check = buildCheck(c, cmd.ns, service, id, cmd.node, old, index);
+      if (check !== old) checksChanged = true;
       checks.push(check);
     }
     const prevChecks = prev?.checks ?? [];
@@ -420,8 +462,19 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
       this.#touchCatalog(ns, index);
     }
     if (checksChanged) {
-      for (const old of prevChecks) ns.checks.delete(old.CheckID);
-      for (const c of checks) ns.checks.set(c.CheckID, c);
+      const oldTimes = new Map<string, CheckTimes | undefined>();
+      for (const old of prevChecks) {
+        oldTimes.set(old.CheckID, ns.checkTimes.get(old.CheckID));
+        ns.checks.delete(old.CheckID);
+        ns.checkTimes.delete(old.CheckID);
+      }
+      const byId = new Map(prevChecks.map((c) => [c.CheckID, c]));
+      for (const c of checks) {
+        ns.checks.set(c.CheckID, c);
+        const old = byId.get(c.CheckID);
+        const times = oldTimes.get(c.CheckID);
+        ns.checkTimes.set(c.CheckID, c === old && times ? times : timesAfterChange(old, times, c, cmd.now));
+      }
       ns.checksView = null;
     }
     if (instanceChanged) {
@@ -443,7 +496,10 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
     const svc = ns?.services.get(cmd.service);
     const prev = svc?.entries.get(cmd.id);
     if (!ns || !svc || !prev) return UNCHANGED;
-    for (const c of prev.checks) ns.checks.delete(c.CheckID);
+    for (const c of prev.checks) {
+      ns.checks.delete(c.CheckID);
+      ns.checkTimes.delete(c.CheckID);
+    }
     if (prev.checks.length > 0) ns.checksView = null;
     svc.entries.delete(cmd.id);
     svc.order = null;
@@ -472,11 +528,61 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
     if (!svc || !entry) throw new Error(`registry invariant violated: check "${old.CheckID}" has no instance`);
     const check: Check = { ...old, Status: cmd.status, Output: output, ModifyIndex: index };
     ns.checks.set(check.CheckID, check);
+    ns.checkTimes.set(check.CheckID, timesAfterChange(old, ns.checkTimes.get(old.CheckID), check, cmd.now));
     ns.checksView = null;
     const checks = entry.checks.map((c) => (c.CheckID === check.CheckID ? check : c));
     svc.entries.set(old.ServiceID, { instance: entry.instance, checks, health: aggregateHealth(checks) });
     this.#touchService(ns, svc, index);
     return CHANGED;
+  }
+
+  #addCheck(cmd: AddCheckCommand, index: number): ApplyResult {
+    const ns = this.#namespaces.get(cmd.ns);
+    const svc = ns?.services.get(cmd.service);
+    const entry = svc?.entries.get(cmd.id);
+    if (!ns || !svc || !entry) {
+      return { ok: false, error: `ServiceID: unknown service instance "${cmd.id}" of service "${cmd.service}" in namespace "${cmd.ns}"`, status: 404 };
+    }
+    const old = ns.checks.get(cmd.check.CheckID);
+    if (old && (old.ServiceName !== cmd.service || old.ServiceID !== cmd.id)) {
+      return badRequest(`CheckID "${old.CheckID}" already belongs to instance "${old.ServiceID}" of service "${old.ServiceName}"`);
+    }
+    const check = buildCheck(cmd.check, cmd.ns, cmd.service, cmd.id, entry.instance.Node, old, index);
+    if (check === old) return UNCHANGED;
+    ns.checks.set(check.CheckID, check);
+    ns.checkTimes.set(check.CheckID, timesAfterChange(old, ns.checkTimes.get(check.CheckID), check, cmd.now));
+    ns.checksView = null;
+    const checks = old ? entry.checks.map((c) => (c.CheckID === check.CheckID ? check : c)) : [...entry.checks, check].sort(byCheckId);
+    svc.entries.set(cmd.id, { instance: entry.instance, checks, health: aggregateHealth(checks) });
+    this.#touchService(ns, svc, index);
+    return CHANGED;
+  }
+
+  #removeCheck(cmd: RemoveCheckCommand, index: number): ApplyResult {
+    const ns = this.#namespaces.get(cmd.ns);
+    const old = ns?.checks.get(cmd.checkId);
+    if (!ns || !old) return { ok: false, error: `Unknown check ID "${cmd.checkId}"`, status: 404 };
+    const svc = ns.services.get(old.ServiceName);
+    const entry = svc?.entries.get(old.ServiceID);
+    if (!svc || !entry) throw new Error(`registry invariant violated: check "${old.CheckID}" has no instance`);
+    ns.checks.delete(old.CheckID);
+    ns.checkTimes.delete(old.CheckID);
+    ns.checksView = null;
+    const checks = entry.checks.filter((c) => c.CheckID !== old.CheckID);
+    svc.entries.set(old.ServiceID, { instance: entry.instance, checks, health: aggregateHealth(checks) });
+    this.#touchService(ns, svc, index);
+    return CHANGED;
+  }
+
+  /** Records renewal times only: no index moves and no watcher wakes (the API shows none of it). */
+  #ttlCheckpoint(cmd: TtlCheckpointCommand): ApplyResult {
+    for (const [nsName, checkId, renewedAt, renewIntervalMs] of cmd.entries) {
+      const ns = this.#namespaces.get(nsName);
+      const times = ns?.checkTimes.get(checkId);
+      if (!ns || !times || renewedAt <= times.renewedAt) continue;
+      ns.checkTimes.set(checkId, { renewedAt, statusSince: times.statusSince, renewIntervalMs });
+    }
+    return UNCHANGED;
   }
 
   #server(server: ServerInfo): ApplyResult {
@@ -530,7 +636,14 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
     for (const ns of this.#namespaces.values()) {
       const services: Captured['namespaces'][number]['services'] = [];
       for (const svc of ns.services.values()) services.push({ name: svc.name, index: svc.index, entries: [...svc.entries.values()] });
-      namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: [...ns.tombstones] });
+      namespaces.push({
+        name: ns.name,
+        index: ns.index,
+        catalogIndex: ns.catalogIndex,
+        services,
+        tombstones: [...ns.tombstones],
+        checkTimes: [...ns.checkTimes],
+      });
     }
     return {
       index: this.#index,
@@ -539,6 +652,16 @@ export class RegistryStateMachine implements StateMachine, RegistryReader {
       dedupRids: [...this.#dedup.keys()],
       dedupResults: [...this.#dedup.values()],
     };
+  }
+
+  // ---------------------------------------------------------------- HealthStateReader
+
+  check(ns: string, checkId: string): Check | undefined {
+    return this.#namespaces.get(ns)?.checks.get(checkId);
+  }
+
+  checkTimes(ns: string, checkId: string): CheckTimes | undefined {
+    return this.#namespaces.get(ns)?.checkTimes.get(checkId);
   }
 
   // ---------------------------------------------------------------- RegistryReader
@@ -670,31 +793,76 @@ function serviceTags(svc: ServiceState): string[] {
   return svc.tags;
 }
 
-function toSnapshotData(c: Captured): SnapshotData {
+/** One snapshot element per entry (entries are immutable), so the encoder can reuse its encoding. */
+const snapshotInstances = new WeakMap<ServiceEntry, SnapshotInstance>();
+
+function snapshotInstance(e: ServiceEntry): SnapshotInstance {
+  let si = snapshotInstances.get(e);
+  if (!si) {
+    si = { instance: e.instance, checks: e.checks };
+    snapshotInstances.set(e, si);
+  }
+  return si;
+}
+
+/**
+ * The snapshot document of a capture: sorted, in the wire shape. Written as steps (a generator that
+ * pauses after each service and each slice of the dedup table) so that the snapshot writer can
+ * build it in slices between other work, while digest() runs it straight through.
+ */
+function* snapshotDataSteps(c: Captured): Generator<void, SnapshotData, void> {
+  const namespaces: SnapshotData['namespaces'] = [];
+  for (const ns of c.namespaces.sort((a, b) => cmp(a.name, b.name))) {
+    const services: SnapshotData['namespaces'][number]['services'] = [];
+    for (const svc of ns.services.sort((a, b) => cmp(a.name, b.name))) {
+      services.push({
+        name: svc.name,
+        index: svc.index,
+        instances: svc.entries.sort((a, b) => cmp(a.instance.ID, b.instance.ID)).map(snapshotInstance),
+      });
+      yield;
+    }
+    const checkTimes = ns.checkTimes
+      .sort((a, b) => cmp(a[0], b[0]))
+      .map(([id, t]): [string, number, number, number] => [id, t.renewedAt, t.statusSince, t.renewIntervalMs]);
+    yield;
+    namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: ns.tombstones, checkTimes });
+  }
+  const dedup: [string, ApplyResult][] = [];
+  for (let i = 0; i < c.dedupRids.length; i++) {
+    dedup.push([c.dedupRids[i]!, c.dedupResults[i]!]);
+    if (i % 4096 === 4095) yield;
+  }
   return {
     format: SNAPSHOT_FORMAT,
     version: SNAPSHOT_VERSION,
     index: c.index,
-    namespaces: c.namespaces
-      .sort((a, b) => cmp(a.name, b.name))
-      .map((ns) => ({
-        name: ns.name,
-        index: ns.index,
-        catalogIndex: ns.catalogIndex,
-        services: ns.services
-          .sort((a, b) => cmp(a.name, b.name))
-          .map((svc) => ({
-            name: svc.name,
-            index: svc.index,
-            instances: svc.entries
-              .sort((a, b) => cmp(a.instance.ID, b.instance.ID))
-              .map((e) => ({ instance: e.instance, checks: e.checks })),
-          })),
-        tombstones: ns.tombstones,
-      })),
+    namespaces,
     servers: c.servers.sort((a, b) => cmp(a.ID, b.ID)),
-    dedup: c.dedupRids.map((rid, i): [string, ApplyResult] => [rid, c.dedupResults[i]!]),
+    dedup,
   };
+}
+
+function toSnapshotData(c: Captured): SnapshotData {
+  const steps = snapshotDataSteps(c);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** toSnapshotData in slices of about `sliceMs` of work, yielding to the event loop between them. */
+async function toSnapshotDataSliced(c: Captured, sliceMs = 4): Promise<SnapshotData> {
+  const steps = snapshotDataSteps(c);
+  let start = performance.now();
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (performance.now() - start >= sliceMs) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      start = performance.now();
+    }
+  }
 }
 
 /** Rebuilds one namespace from a snapshot, checking what the parser cannot (consistency). */
@@ -733,5 +901,9 @@ function buildNamespace(sn: SnapshotNamespace, path: string): NamespaceState {
     if (ns.services.has(name)) fail('.tombstones', `service "${name}" is both live and deleted`);
     ns.tombstones.set(name, index);
   }
+  const times = new Map((sn.checkTimes ?? []).map(([id, renewedAt, statusSince, renewIntervalMs]) => [id, { renewedAt, statusSince, renewIntervalMs }]));
+  for (const id of times.keys()) if (!ns.checks.has(id)) fail('.checkTimes', `times of unknown check "${id}"`);
+  // Snapshots from before health checking carry no times: 0 = "never known".
+  for (const id of ns.checks.keys()) ns.checkTimes.set(id, times.get(id) ?? { renewedAt: 0, statusSince: 0, renewIntervalMs: 0 });
   return ns;
 }

@@ -1,5 +1,6 @@
 // Blocking-query benchmark (issue #3): server RSS with 50,000 held queries, and the time from a write's
-// acknowledgement until 10,000 and 1,000 held watchers are answered. Run with `--holder` it is a client child.
+// acknowledgement until 10,000 and 1,000 held watchers are answered (by a minimal raw-socket client and
+// by undici). Run with `--holder` it is a client child.
 
 import { fork, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -17,10 +18,18 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 /** Connections one holder child opens at most (its open-files limit is the machine's default, 20,000 here). */
 const PER_HOLDER = 12_500;
 
+/**
+ * How a holder sends its one-per-connection requests and reads the answers: `undici` (a Pool, as real
+ * Node clients do) or `raw` (a socket per request, the answer's status line and Content-Length parsed
+ * by hand: a client costing a fraction of undici's CPU, so that the timings show the server more than
+ * the clients, which share its two cores).
+ */
+export type WakeClient = 'undici' | 'raw';
+
 // ---- the holder child: N blocking GETs (one per connection, or pipelined), each answer timestamped -----
 
 type ToHolder =
-  | { op: 'hold'; origin: string; paths: string[]; count: number; localAddress: string; pipelining: number }
+  | { op: 'hold'; origin: string; paths: string[]; count: number; localAddress: string; pipelining: number; client: WakeClient }
   | { op: 'stats' }
   | { op: 'report' }
   | { op: 'close' };
@@ -117,10 +126,53 @@ function holderMain(): void {
       await settle(() => rawPending > 50);
     }
   };
+  // One raw socket per request; an answer counts when its whole body (Content-Length) has arrived.
+  const holdRaw = async (m: Extract<ToHolder, { op: 'hold' }>): Promise<void> => {
+    const url = new URL(m.origin);
+    while (dispatched < m.count) {
+      for (let i = 0; i < 500 && dispatched < m.count; i++) {
+        const text = `GET ${m.paths[dispatched % m.paths.length]} HTTP/1.1\r\nHost: ${url.host}\r\n\r\n`;
+        dispatched++;
+        rawPending++;
+        const sock = connect({ host: url.hostname, port: Number(url.port), localAddress: m.localAddress }, () => {
+          rawPending--;
+          rawConnected++;
+          sock.write(text);
+        });
+        let got = '';
+        let need = -1;
+        let status = '';
+        const onData = (d: Buffer): void => {
+          got += d.toString('latin1');
+          if (need < 0) {
+            const end = got.indexOf('\r\n\r\n');
+            if (end < 0) return;
+            status = got.slice(9, 12);
+            const len = /\r\ncontent-length: *(\d+)/i.exec(got.slice(0, end));
+            if (!len) {
+              countError({ code: 'NO_CONTENT_LENGTH' });
+              sock.off('data', onData);
+              return;
+            }
+            need = end + 4 + Number(len[1]);
+          }
+          if (got.length >= need) {
+            times.push(monoMs());
+            statuses[status] = (statuses[status] ?? 0) + 1;
+            sock.off('data', onData);
+          }
+        };
+        sock.on('data', onData);
+        sock.on('error', countError);
+        sockets.push(sock);
+      }
+      await settle(() => rawPending > 50);
+    }
+  };
   process.on('message', (m: ToHolder) => {
     switch (m.op) {
       case 'hold':
-        void (m.pipelining > 1 ? holdPipelined(m) : hold(m));
+        void (m.pipelining > 1 ? holdPipelined(m) : m.client === 'raw' ? holdRaw(m) : hold(m));
         send({ op: 'hold' });
         break;
       case 'stats':
@@ -185,8 +237,8 @@ class Holder {
     });
   }
 
-  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number): Promise<void> {
-    await this.#ask({ op: 'hold', origin, paths, count, localAddress, pipelining });
+  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void> {
+    await this.#ask({ op: 'hold', origin, paths, count, localAddress, pipelining, client });
   }
 
   stats(): Promise<HolderStats> {
@@ -235,6 +287,8 @@ export interface HoldOptions {
   pipelining?: number;
   /** At least this many client children. */
   children?: number;
+  /** One-per-connection requests: undici (default) or the raw client. */
+  client?: WakeClient;
 }
 
 /** Holds `count` blocking GETs (cycling over `paths`) on `origin` from client children; waits until the server holds them all. */
@@ -248,7 +302,7 @@ export async function holdAll(origin: string, serverPid: number, paths: string[]
   const fd0 = fdCount(serverPid);
   let lastLog = performance.now();
   try {
-    for (let i = 0; i < n; i++) await holders[i]!.hold(origin, paths, shares[i]!, localAddress(), pipelining);
+    for (let i = 0; i < n; i++) await holders[i]!.hold(origin, paths, shares[i]!, localAddress(), pipelining, o.client ?? 'undici');
     // Held = every connection open on the server, nothing answered, and the server idle (all parsed).
     await waitFor(
       `${count} queries sent and their connections open on the server`,
@@ -333,15 +387,24 @@ export interface HeldResult {
   releaseSeconds: number;
 }
 
-/** RSS for `held` queries one per connection, derived from two measured runs when the open-files limit forbids measuring it. */
+/**
+ * RSS for `held` queries one per connection, derived from three measured runs when the open-files
+ * limit forbids measuring it. Model: RSS growth = fixed + held × query + connections × connection.
+ * The fixed part is real: under the burst of requests V8's young generation grows from a few MiB to
+ * 128 MiB and stays, whatever the count.
+ */
 export interface HeldEstimate {
   case: 'held-estimate';
   held: number;
   why: string;
-  /** Derived split of the RSS growth: per held query (request, response, watcher, timer) and per connection (socket, parser). */
+  /** Fixed growth: the intercept of the two one-per-connection runs. */
+  fixedMiB: number;
+  /** Split of the marginal cost: per held query (request, response, waiter) and per connection (socket, parser). */
   perQueryKiB: number;
   perConnectionKiB: number;
-  /** before + held × (query + connection), from the largest one-per-connection run (linear). */
+  /** before + fixed + held × (query + connection): the model fitted to the three runs. */
+  fitMiB: number;
+  /** before + held × (growth per query in the largest one-per-connection run): counts the fixed part `held / max` times over. */
   linearMiB: number;
   /** KiB per query + connection in the half-size and full-size one-per-connection runs (linearity check). */
   perQueryHalfKiB: number;
@@ -351,6 +414,7 @@ export interface HeldEstimate {
 export interface WakeResult {
   case: 'wake';
   cluster: string;
+  client: WakeClient;
   watchers: number;
   holders: number;
   /** Wall-clock time the write was sent (to line up with server logs). */
@@ -376,6 +440,8 @@ export interface BlockingOptions {
   cpuProfDir?: string;
   /** Run the wake cases on a 3-node cluster too (watchers on a follower, the write to the leader). Default true. */
   threeNode?: boolean;
+  /** Clients the wake cases are run with, in turn. Default raw, then undici. */
+  clients?: WakeClient[];
   log?: (line: string) => void;
 }
 
@@ -448,18 +514,22 @@ async function runHeldCases(target: number, nodeArgs: string[], graceMs: number,
   log(formatBlocking(one));
   const piped = await runHeld(target, Math.ceil(target / max), undefined, nodeArgs, graceMs, log);
   log(formatBlocking(piped));
-  // one:   Δ1 = max·(q + c);   piped: Δ2 = target·q + connections·c.
-  const d1 = (one.serverRssHeldMiB - one.serverRssBeforeMiB) * 1024;
-  const d2 = (piped.serverRssHeldMiB - piped.serverRssBeforeMiB) * 1024;
-  const qc = d1 / max;
-  const c = (target * qc - d2) / (target - piped.connections);
+  // Growth Δ (KiB) = a + q·held + c·connections. half and one: slope s = q + c and intercept a;
+  // piped (held ≠ connections) splits s.
+  const growth = (r: HeldResult): number => (r.serverRssHeldMiB - r.serverRssBeforeMiB) * 1024;
+  const slope = (growth(one) - growth(half)) / (one.held - half.held);
+  const fixed = growth(one) - one.held * slope;
+  const q = (growth(piped) - fixed - slope * piped.connections) / (piped.held - piped.connections);
+  const before = (half.serverRssBeforeMiB + one.serverRssBeforeMiB + piped.serverRssBeforeMiB) / 3;
   const est: HeldEstimate = {
     case: 'held-estimate',
     held: target,
     why,
-    perQueryKiB: qc - c,
-    perConnectionKiB: c,
-    linearMiB: one.serverRssBeforeMiB + (target * qc) / 1024,
+    fixedMiB: fixed / 1024,
+    perQueryKiB: q,
+    perConnectionKiB: slope - q,
+    fitMiB: before + (fixed + target * slope) / 1024,
+    linearMiB: one.serverRssBeforeMiB + (target * growth(one)) / one.held / 1024,
     perQueryHalfKiB: half.perQueryKiB,
     perQueryFullKiB: one.perQueryKiB,
   };
@@ -467,15 +537,24 @@ async function runHeldCases(target: number, nodeArgs: string[], graceMs: number,
 }
 
 /** `watchers` blocking queries held on `holdOn`, one registration through `writeVia`: when is each answered? */
-export async function runWake(cluster: SiderCluster, label: string, holdOn: string, writeVia: string, watchers: number, log: (l: string) => void): Promise<WakeResult> {
-  const service = `bench-wake-${watchers}`;
+export async function runWake(
+  cluster: SiderCluster,
+  label: string,
+  holdOn: string,
+  writeVia: string,
+  watchers: number,
+  log: (l: string) => void,
+  client: WakeClient = 'undici',
+): Promise<WakeResult> {
+  // A service per case: each case's change must be a real one (a repeated registration moves no index).
+  const service = `bench-wake-${watchers}-${client}`;
   await cluster.populate(service, 10, writeVia);
   const http = cluster.http(holdOn);
   const pid = cluster.pid(holdOn);
   const path = `/v1/health/service/${service}`;
   // The holding node must have applied the last registration before its index is read.
   const index = await waitFor('the index on the holding node', async () => indexOf(http, path), 10_000);
-  const held = await holdAll(`http://${http}`, pid, [`${path}?index=${index}&wait=5m`], watchers, { children: watchers >= 5_000 ? 2 : 1 });
+  const held = await holdAll(`http://${http}`, pid, [`${path}?index=${index}&wait=5m`], watchers, { children: watchers >= 5_000 ? 2 : 1, client });
   try {
     const cpu0 = cpuSeconds(pid);
     const writeAt = new Date().toISOString();
@@ -506,6 +585,7 @@ export async function runWake(cluster: SiderCluster, label: string, holdOn: stri
     const r: WakeResult = {
       case: 'wake',
       cluster: label,
+      client,
       watchers,
       holders: held.holders.length,
       writeAt,
@@ -542,7 +622,9 @@ export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<Block
     try {
       const leader = await cluster.leader();
       const holdOn = layout.size === 1 ? leader : cluster.ids.find((id) => id !== leader)!;
-      for (const n of wakeCounts) results.push(await runWake(cluster, layout.label, holdOn, leader, n, log));
+      for (const client of opts.clients ?? (['raw', 'undici'] as const)) {
+        for (const n of wakeCounts) results.push(await runWake(cluster, layout.label, holdOn, leader, n, log, client));
+      }
     } finally {
       await cluster.teardown(graceMs);
     }
@@ -553,8 +635,10 @@ export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<Block
 export function formatBlocking(r: BlockingResult): string {
   if (r.case === 'held-estimate') {
     return (
-      `held ${r.held} one per connection, estimated (${r.why}): server RSS ≈ ${r.linearMiB.toFixed(0)} MiB ` +
-      `(linear: ${r.perQueryHalfKiB.toFixed(1)} and ${r.perQueryFullKiB.toFixed(1)} KiB per query+connection at half and full size; ` +
+      `held ${r.held} one per connection, estimated (${r.why}): server RSS ≈ ${r.fitMiB.toFixed(0)} MiB ` +
+      `(fixed growth ${r.fixedMiB.toFixed(0)} MiB + ${(r.perQueryKiB + r.perConnectionKiB).toFixed(1)} KiB per query+connection; ` +
+      `proportional to the largest run ${r.linearMiB.toFixed(0)} MiB; ` +
+      `${r.perQueryHalfKiB.toFixed(1)} and ${r.perQueryFullKiB.toFixed(1)} KiB growth per query+connection at half and full size; ` +
       `split from the pipelined run: ${r.perQueryKiB.toFixed(1)} KiB per held query + ${r.perConnectionKiB.toFixed(1)} KiB per connection)`
     );
   }
@@ -569,7 +653,7 @@ export function formatBlocking(r: BlockingResult): string {
     .map(([k, v]) => `${k}=${v}`)
     .join(' ');
   return (
-    `wake ${String(r.watchers).padStart(6)} watchers (${r.cluster}): write acked in ${r.writeMs.toFixed(1)} ms; ${r.answered}/${r.watchers} answered ` +
+    `wake ${String(r.watchers).padStart(6)} watchers (${r.cluster}, ${r.client} client): write acked in ${r.writeMs.toFixed(1)} ms; ${r.answered}/${r.watchers} answered ` +
     `${JSON.stringify(r.statuses)}${errs ? ` errors: ${errs}` : ''}; from ack p50 ${r.fromAck.p50.toFixed(1)} p99 ${r.fromAck.p99.toFixed(1)} max ${r.fromAck.max.toFixed(1)} ms ` +
     `(first ${r.fromAck.min.toFixed(1)}); from send p99 ${r.fromSend.p99.toFixed(1)} ms; server CPU ${(r.serverCpuSeconds * 1000).toFixed(0)} ms`
   );

@@ -127,7 +127,7 @@ export class SiderProc {
 
   constructor(spec: SiderNodeSpec) {
     this.spec = spec;
-    const args = [...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-log-level', spec.logLevel ?? 'warn'];
+    const args = [...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
     if (spec.bootstrap) args.push('-bootstrap');
     if (spec.join) args.push('-join', spec.join);
     const env: NodeJS.ProcessEnv = {};

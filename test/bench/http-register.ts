@@ -1,6 +1,7 @@
 // Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
+import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, formatCpu, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 
@@ -10,6 +11,8 @@ export interface RegisterResult extends LoopResult {
   clients: number;
   /** Distinct services the instances were spread over. */
   services: number;
+  /** CPU per registration in each process, µs (from `cpu` and the count). */
+  cpuUsPerOp: Record<string, number>;
 }
 
 export interface RegisterOptions {
@@ -17,6 +20,8 @@ export interface RegisterOptions {
   warmupMs?: number;
   clients?: number;
   cpuProfDir?: string;
+  /** Run only these cases (default both). */
+  cases?: ('leader' | 'all')[];
   log?: (line: string) => void;
 }
 
@@ -31,14 +36,17 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
   const cluster = await SiderCluster.start({ size: 3, nodeArgs, log });
   const results: RegisterResult[] = [];
+  /** Registrations answered 200 over the whole run (warm-up included), to relate profiles to work. */
+  let completed = 0;
   try {
     const leader = await cluster.leader();
     const pids: Record<string, number> = { client: process.pid };
     for (const id of cluster.ids) pids[id === leader ? `${id}(leader)` : id] = cluster.pid(id);
+    const wanted = opts.cases ?? ['leader', 'all'];
     const cases = [
-      { target: `leader ${leader}`, origins: [cluster.http(leader)] },
-      { target: `all ${cluster.ids.length}`, origins: cluster.ids.map((id) => cluster.http(id)) },
-    ];
+      { name: 'leader', target: `leader ${leader}`, origins: [cluster.http(leader)] },
+      { name: 'all', target: `all ${cluster.ids.length}`, origins: cluster.ids.map((id) => cluster.http(id)) },
+    ].filter((c) => wanted.includes(c.name as 'leader' | 'all'));
     for (const [ci, c] of cases.entries()) {
       const pools = spreadPools(c.origins, clients);
       try {
@@ -58,11 +66,15 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
             });
             const text = await res.body.text();
             if (res.statusCode !== 200) throw httpError(res.statusCode, text);
+            completed++;
           },
         });
-        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r };
+        const cpuUsPerOp: Record<string, number> = {};
+        for (const [k, v] of Object.entries(r.cpu)) cpuUsPerOp[k] = r.ops > 0 ? Math.round((v / 100) * r.seconds * 1e6 / r.ops) : 0;
+        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp };
         results.push(rr);
         log(formatRegister(rr));
+        log(`  (${completed} registrations answered so far, warm-up included)`);
       } finally {
         await Promise.all(pools.map((p) => p.close()));
       }
@@ -82,8 +94,19 @@ export function formatRegister(r: RegisterResult): string {
     .join(' ');
   return (
     `register → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
-    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`
+    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}` +
+    ` | µs/op: ${Object.entries(r.cpuUsPerOp).map(([k, v]) => `${k} ${v}`).join(', ')}`
   );
 }
 
-if (import.meta.main) await runHttpRegister();
+if (import.meta.main) {
+  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--duration-ms N] [--cpu-prof-dir DIR]`.
+  const { values } = parseArgs({ options: { case: { type: 'string' }, 'duration-ms': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
+  const only = values.case;
+  if (only !== undefined && only !== 'leader' && only !== 'all') throw new Error(`--case must be leader or all, got ${only}`);
+  await runHttpRegister({
+    ...(only ? { cases: [only] } : {}),
+    ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
+    ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
+  });
+}

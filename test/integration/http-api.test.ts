@@ -564,8 +564,6 @@ t.test('unknown routes are 404, wrong methods 405, out-of-scope endpoints 404', 
   for (const [method, path] of [
     ['GET', '/nope'],
     ['GET', '/v1/kv/foo'],
-    ['PUT', '/v1/agent/check/pass/service:web'],
-    ['PUT', '/v1/agent/service/maintenance/web'],
     ['GET', '/v1/snapshot'],
     ['GET', '/metrics'],
   ] as const) {

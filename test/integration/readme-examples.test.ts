@@ -28,7 +28,7 @@ t.test('the README curl examples work against a real server', async (t) => {
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const http = `127.0.0.1:${await freePort()}`;
   const cfg = loadServerConfig(
-    ['-bootstrap', '-raft-id', 'node1', '-raft-dir', dir, '-http', http, '-raft-bind', `127.0.0.1:${await freePort()}`, '-raft-tick-ms', '20'],
+    ['-bootstrap', '-raft-id', 'node1', '-raft-dir', dir, '-http', http, '-raft-bind', `127.0.0.1:${await freePort()}`, '-raft-tick-ms', '20', '-dns', '127.0.0.1:0'],
     {},
   );
   const srv = await startServer(cfg, { log: () => {} });

@@ -19,7 +19,7 @@ t.test('membership changes and the internal API require the cluster signature', 
   const http = `127.0.0.1:${await freePort()}`;
   const raft = `127.0.0.1:${await freePort()}`;
   const lines: string[] = [];
-  const cfg = loadServerConfig(['-bootstrap', '-raft-id', 's1', '-raft-dir', dir, '-http', http, '-raft-bind', raft, '-raft-tick-ms', '20'], { SIDER_CLUSTER_KEY: KEY });
+  const cfg = loadServerConfig(['-bootstrap', '-raft-id', 's1', '-raft-dir', dir, '-http', http, '-raft-bind', raft, '-raft-tick-ms', '20', '-dns', '127.0.0.1:0'], { SIDER_CLUSTER_KEY: KEY });
   const srv = await startServer(cfg, { log: (level, msg, fields) => lines.push(JSON.stringify({ level, msg, ...fields })) });
   t.teardown(() => srv.close());
   await waitFor('leader', () => srv.raft.status().role === 'leader');

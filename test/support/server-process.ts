@@ -45,6 +45,8 @@ export function serverArgs(spec: SiderServerSpec): string[] {
   const args = ['server', '-http', spec.http, '-raft-bind', spec.raft, '-raft-id', spec.id, '-raft-dir', spec.dir];
   if (spec.bootstrap) args.push('-bootstrap');
   if (spec.join) args.push('-join', spec.join);
+  // DNS defaults to 127.0.0.1:8600: test servers take a free port unless the test picks one.
+  if (!(spec.extraArgs ?? []).includes('-dns')) args.push('-dns', '127.0.0.1:0');
   args.push(...(spec.extraArgs ?? []));
   return args;
 }

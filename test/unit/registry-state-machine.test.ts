@@ -183,6 +183,31 @@ const commandArb: fc.Arbitrary<RegistryCommand> = fc.oneof(
       .record({ id: fc.constantFrom('s1', 's2'), addr: fc.constantFrom('10.0.0.1:8500', '10.0.0.2:8500') })
       .map((r): RegistryCommand => ({ type: 'server', server: { ID: r.id, HTTPAddr: r.addr, RaftAddr: r.addr }, now: 0 })),
   },
+  // Health checking's commands (issue #4), with leader times that vary.
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({ ns: fc.constantFrom(...NSS), service: fc.constantFrom(...SERVICES), id: fc.constantFrom('1', '2', 'api'), check: checkSpecArb, now: fc.nat(5_000) })
+      .map((r): RegistryCommand => ({ type: 'addCheck', ns: r.ns, service: r.service, id: r.id, check: r.check, now: r.now })),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .record({ ns: fc.constantFrom(...NSS), id: fc.constantFrom(...CHECK_IDS, 'nope'), now: fc.nat(5_000) })
+      .map((r): RegistryCommand => ({ type: 'removeCheck', ns: r.ns, checkId: r.id, now: r.now })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .array(fc.tuple(fc.constantFrom(...NSS, 'never'), fc.constantFrom(...CHECK_IDS, 'nope'), fc.nat(5_000), fc.nat(3_000)), { maxLength: 4 })
+      .map((entries): RegistryCommand => ({ type: 'ttlCheckpoint', entries, now: 5_000 })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc
+      .record({ ns: fc.constantFrom(...NSS), id: fc.constantFrom(...CHECK_IDS), s: statusArb, out: fc.constantFrom('', 'ok'), now: fc.nat(5_000) })
+      .map((r): RegistryCommand => ({ type: 'checkStatus', ns: r.ns, checkId: r.id, status: r.s, output: r.out, now: r.now })),
+  },
 );
 
 /**

@@ -1,0 +1,440 @@
+// Health checking on the leader (DESIGN §5): the TTL deadline table and its renewals, the expiry
+// scan, renewal checkpoints, probes of HTTP/TCP/gRPC (and, when enabled, script) checks, and
+// DeregisterCriticalServiceAfter. Everything starts when this node becomes leader and stops when it
+// loses leadership; every status change is a Raft command proposed here.
+
+import { SiderError } from '../../raft/errors.ts';
+import type { Logger } from '../../raft/node.ts';
+import type { ApplyResult, Check, CheckStatus, HealthStateReader, RegistryCommand, RegistryReader } from '../registry/model.ts';
+import { capOutput } from '../registry/state-machine.ts';
+import { notTtlError, toRenewResult } from './renewals.ts';
+import type { CheckRenewer, RenewItem, RenewResult } from './renewals.ts';
+import { TtlTable, splitTtlKey, ttlKey } from './ttl.ts';
+import type { TtlCheckInfo } from './ttl.ts';
+import type { ScheduledCheck, TransitionFn } from './types.ts';
+
+/** What the expiry scan writes into a TTL check's Output (Consul's text). */
+export const TTL_EXPIRED_OUTPUT = 'TTL expired';
+
+/** The part of CheckScheduler (scheduler.ts) the leader uses. */
+export interface ProbeScheduler {
+  sync(checks: ScheduledCheck[]): void;
+  stop(): void;
+}
+
+export interface LeaderHealthOptions {
+  state: RegistryReader & HealthStateReader;
+  /** Proposes a command on this node as leader and resolves with what apply() returned. */
+  propose: (cmd: RegistryCommand) => Promise<ApplyResult>;
+  /** Resolves once this node, as leader, has applied everything committed before the call (ReadIndex). */
+  barrier: () => Promise<void>;
+  /** A stored Go duration ("10s") in ms. */
+  durationMs: (s: string) => number;
+  /** The leader's clock (ms). Default Date.now. */
+  now?: () => number;
+  /** Expiry scan period (default 200 ms). */
+  scanMs?: number;
+  /** Checkpoint period (default 1000 ms). */
+  checkpointMs?: number;
+  /** Time clients get to reach a new leader before it expires anything (default 2000 ms). */
+  graceMs?: number;
+  /** How often DeregisterCriticalServiceAfter is checked (default 1000 ms). */
+  reapMs?: number;
+  /** Builds the probe scheduler (scheduler.ts's CheckScheduler in a server). None = no probes. */
+  scheduler?: (onTransition: TransitionFn) => ProbeScheduler;
+  /** Whether script (cmd) checks registered through the API are run. */
+  enableScriptChecks?: boolean;
+  /** Status changes (expiries, probe transitions) in flight at most. Default 1024. */
+  maxInFlight?: number;
+  /** How long a renewal waits for a just-elected leader to be ready. Default 5000 ms. */
+  readyWaitMs?: number;
+  /** Run the scan and checkpoint timers (default true; tests call scan() and checkpoint() instead). */
+  timers?: boolean;
+  log?: Logger;
+}
+
+/** Consul's default probe timeout. */
+const DEFAULT_PROBE_TIMEOUT_MS = 10_000;
+/** Entries per ttlCheckpoint command (keeps one entry well under the transport's message limit). */
+const CHECKPOINT_CHUNK = 2048;
+
+interface Pending {
+  status: CheckStatus;
+  output: string;
+  done: Promise<void>;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function notLeader(): SiderError {
+  return new SiderError('SIDER_NOT_LEADER', 'this server is not the leader (leadership moved); retry');
+}
+
+export class LeaderHealth implements CheckRenewer {
+  readonly #o: Required<Omit<LeaderHealthOptions, 'scheduler' | 'log'>> & Pick<LeaderHealthOptions, 'scheduler' | 'log'>;
+  readonly #table: TtlTable;
+  /** Bumped on every start and stop: async work of an older epoch drops its results. */
+  #epoch = 0;
+  #active = false;
+  #activation: Promise<void> | null = null;
+  #leaderSince = 0;
+  #timers: NodeJS.Timeout[] = [];
+  #scheduler: ProbeScheduler | null = null;
+  /** Global index the table and the scheduler were last synced at. */
+  #syncedIndex = -1;
+  #pending = new Map<string, Pending>();
+  #inFlight = 0;
+  #checkpointing = false;
+  #reaping = new Set<string>();
+  #lastReap = 0;
+  #closed = false;
+
+  constructor(opts: LeaderHealthOptions) {
+    this.#o = {
+      now: Date.now,
+      scanMs: 200,
+      checkpointMs: 1000,
+      graceMs: 2000,
+      reapMs: 1000,
+      enableScriptChecks: false,
+      maxInFlight: 1024,
+      readyWaitMs: 5000,
+      timers: true,
+      ...opts,
+    };
+    this.#table = new TtlTable({ checkpointMs: this.#o.checkpointMs, graceMs: this.#o.graceMs, slackMs: this.#o.scanMs + 300 });
+  }
+
+  /** Whether the table is built and the timers run (this node leads and has caught up). */
+  get active(): boolean {
+    return this.#active;
+  }
+
+  /** TTL checks in the deadline table. */
+  get ttlChecks(): number {
+    return this.#table.size;
+  }
+
+  /** Deadline of a TTL check in the table (ms, leader clock); undefined when not there. For tests. */
+  deadline(ns: string, checkId: string): number | undefined {
+    return this.#table.deadline(ttlKey(ns, checkId));
+  }
+
+  /**
+   * This node became leader: once it has applied everything committed (its first ReadIndex), the
+   * TTL table is built with the failover rule (ttl.ts failoverDeadline), the probes start and the
+   * timers run. Idempotent while leading. Resolves when ready (or when leadership ended first).
+   */
+  start(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#activation) return this.#activation;
+    const epoch = ++this.#epoch;
+    this.#leaderSince = this.#o.now();
+    this.#activation = (async () => {
+      // Bounded by leadership: stop() moves the epoch and ends the loop.
+      while (epoch === this.#epoch) {
+        try {
+          await this.#o.barrier();
+          break;
+        } catch {
+          await sleep(50);
+        }
+      }
+      if (epoch !== this.#epoch) return;
+      this.#table.start(this.#ttlInfos(), this.#leaderSince);
+      this.#syncedIndex = this.#o.state.index();
+      if (this.#o.scheduler) {
+        this.#scheduler = this.#o.scheduler((key, status, output) => this.#onTransition(epoch, key, status, output));
+        this.#syncProbes();
+      }
+      this.#active = true;
+      if (this.#o.timers) this.#timers.push(setInterval(() => this.scan(), this.#o.scanMs), setInterval(() => void this.checkpoint(), this.#o.checkpointMs));
+      this.#o.log?.('info', 'health: leader checks started', { ttlChecks: this.#table.size, leaderSince: this.#leaderSince });
+    })();
+    return this.#activation;
+  }
+
+  /** Leadership lost (or the server stops): every timer, probe and in-memory deadline goes. */
+  stop(): void {
+    this.#epoch++;
+    const wasActive = this.#active;
+    this.#active = false;
+    this.#activation = null;
+    for (const t of this.#timers) clearInterval(t);
+    this.#timers = [];
+    this.#scheduler?.stop();
+    this.#scheduler = null;
+    this.#table.clear();
+    this.#pending.clear();
+    this.#reaping.clear();
+    this.#syncedIndex = -1;
+    if (wasActive) this.#o.log?.('info', 'health: leader checks stopped', {});
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.stop();
+  }
+
+  // ------------------------------------------------------------------------------- renewals
+
+  /**
+   * A TTL renewal (pass/warn/fail/update) on the leader: the deadline moves at once; a Raft entry
+   * is written only when the status or output differs from the replicated check (or from a change
+   * already on its way), and the promise resolves when it is applied.
+   */
+  async renew(ns: string, checkId: string, status: CheckStatus, output: string): Promise<void> {
+    if (!this.#active) await this.#ready();
+    const epoch = this.#epoch;
+    let check = this.#o.state.check(ns, checkId);
+    if (!check) {
+      // Registered through another server a moment ago: look again once everything committed is applied.
+      await this.#o.barrier();
+      if (epoch !== this.#epoch) throw notLeader();
+      check = this.#o.state.check(ns, checkId);
+    }
+    if (!check || check.Type !== 'ttl') throw notTtlError(checkId);
+    const out = capOutput(output);
+    const key = ttlKey(ns, checkId);
+    if (!this.#table.has(key)) {
+      const info = this.#ttlInfo(check);
+      if (info) this.#table.add(info);
+    }
+    this.#table.renew(key, this.#o.now());
+    const pending = this.#pending.get(key);
+    if (pending) {
+      if (pending.status === status && pending.output === out) return pending.done;
+    } else if (check.Status === status && check.Output === out) {
+      return;
+    }
+    return this.#setStatus(key, status, out);
+  }
+
+  /** The leader side of /v1/internal/renew: one result per renewal, in order. */
+  async renewBatch(items: readonly RenewItem[]): Promise<RenewResult[]> {
+    return Promise.all(
+      items.map(([ns, checkId, status, output]) =>
+        this.renew(ns, checkId, status, output).then(
+          (): RenewResult => ({ ok: true }),
+          (err: unknown) => toRenewResult(err),
+        ),
+      ),
+    );
+  }
+
+  async #ready(): Promise<void> {
+    const activation = this.#activation;
+    if (!activation) throw notLeader();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([activation, new Promise<void>((r) => (timer = setTimeout(r, this.#o.readyWaitMs)))]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (!this.#active) throw notLeader();
+  }
+
+  /** Proposes a status for a check; concurrent renewals with the same status share the proposal. */
+  #setStatus(key: string, status: CheckStatus, output: string): Promise<void> {
+    const [ns, checkId] = splitTtlKey(key);
+    const done = this.#o.propose({ type: 'checkStatus', ns, checkId, status, output, now: 0 }).then((r) => {
+      if (!r.ok) throw r.status === 404 ? notTtlError(checkId) : new SiderError('SIDER_BAD_REQUEST', r.error, { status: r.status });
+    });
+    const entry: Pending = { status, output, done };
+    this.#pending.set(key, entry);
+    const clear = (): void => {
+      if (this.#pending.get(key) === entry) this.#pending.delete(key);
+    };
+    done.then(clear, clear);
+    return done;
+  }
+
+  // ------------------------------------------------------------------------------- timers
+
+  /**
+   * The expiry scan (every scanMs): re-syncs with the state if it changed, proposes `critical`
+   * "TTL expired" for overdue checks (at most maxInFlight status changes in flight, each check once
+   * until renewed), and every reapMs applies DeregisterCriticalServiceAfter.
+   */
+  scan(): void {
+    if (!this.#active) return;
+    const now = this.#o.now();
+    // Coalesced: at most one re-sync per scan, whatever the number of entries applied meanwhile.
+    if (this.#o.state.index() !== this.#syncedIndex) this.#resync();
+    const room = this.#o.maxInFlight - this.#inFlight;
+    if (room > 0) {
+      for (const key of this.#table.due(now, room)) {
+        const [ns, checkId] = splitTtlKey(key);
+        const check = this.#o.state.check(ns, checkId);
+        if (!check || check.Type !== 'ttl') continue;
+        if (!this.#pending.has(key) && check.Status === 'critical' && check.Output === TTL_EXPIRED_OUTPUT) continue;
+        this.#inFlight++;
+        this.#setStatus(key, 'critical', TTL_EXPIRED_OUTPUT)
+          .catch((err: unknown) => {
+            this.#table.retry(key);
+            this.#o.log?.('debug', 'health: TTL expiry not applied', { ns, checkId, error: (err as Error).message });
+          })
+          .finally(() => this.#inFlight--);
+      }
+    }
+    if (now - this.#lastReap >= this.#o.reapMs) {
+      this.#lastReap = now;
+      this.#reap(now);
+    }
+  }
+
+  /** Proposes the renewals made since the last checkpoint (nothing when there were none). Every checkpointMs. */
+  async checkpoint(): Promise<void> {
+    if (!this.#active || this.#checkpointing) return;
+    const epoch = this.#epoch;
+    this.#checkpointing = true;
+    try {
+      for (;;) {
+        const entries = this.#table.takeCheckpoint(CHECKPOINT_CHUNK);
+        if (entries.length === 0) return;
+        try {
+          await this.#o.propose({ type: 'ttlCheckpoint', entries, now: 0 });
+        } catch (err) {
+          if (epoch === this.#epoch) this.#table.requeue(entries);
+          this.#o.log?.('debug', 'health: TTL checkpoint not written', { error: (err as Error).message });
+          return;
+        }
+        if (epoch !== this.#epoch || entries.length < CHECKPOINT_CHUNK) return;
+      }
+    } finally {
+      this.#checkpointing = false;
+    }
+  }
+
+  /** DeregisterCriticalServiceAfter, from the replicated "status since" time (survives failover). */
+  #reap(now: number): void {
+    for (const ns of this.#o.state.namespaces()) {
+      for (const c of this.#o.state.checksInState(ns, 'critical')) {
+        if (c.DeregisterCriticalServiceAfter === '') continue;
+        const limit = this.#ms(c.DeregisterCriticalServiceAfter);
+        if (limit === undefined) continue;
+        const since = this.#o.state.checkTimes(ns, c.CheckID)?.statusSince || this.#leaderSince;
+        if (now - since <= limit) continue;
+        const key = `${ns}\u0000${c.ServiceName}\u0000${c.ServiceID}`;
+        if (this.#reaping.has(key)) continue;
+        this.#reaping.add(key);
+        const epoch = this.#epoch;
+        this.#o.log?.('info', 'health: deregistering an instance critical for longer than DeregisterCriticalServiceAfter', {
+          ns,
+          service: c.ServiceName,
+          id: c.ServiceID,
+          checkId: c.CheckID,
+          after: c.DeregisterCriticalServiceAfter,
+        });
+        this.#o
+          .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 })
+          .catch((err: unknown) => this.#o.log?.('warn', 'health: deregistration failed', { ns, id: c.ServiceID, error: (err as Error).message }))
+          .finally(() => {
+            if (epoch === this.#epoch) this.#reaping.delete(key);
+          });
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------- probes
+
+  #onTransition(epoch: number, key: string, status: CheckStatus, output: string): void {
+    if (epoch !== this.#epoch || !this.#active) return;
+    const [ns, checkId] = splitTtlKey(key);
+    const check = this.#o.state.check(ns, checkId);
+    if (!check || check.Type === 'ttl' || check.Type === 'maintenance') return;
+    const out = capOutput(output);
+    if (check.Status === status && check.Output === out && !this.#pending.has(key)) return;
+    this.#inFlight++;
+    this.#setStatus(key, status, out)
+      .catch((err: unknown) => this.#o.log?.('debug', 'health: probe transition not applied', { ns, checkId, error: (err as Error).message }))
+      .finally(() => this.#inFlight--);
+  }
+
+  #resync(): void {
+    this.#syncedIndex = this.#o.state.index();
+    this.#table.sync(this.#ttlInfos());
+    this.#syncProbes();
+  }
+
+  #syncProbes(): void {
+    if (!this.#scheduler) return;
+    const probes: ScheduledCheck[] = [];
+    for (const ns of this.#o.state.namespaces()) {
+      for (const c of this.#o.state.checksInState(ns, 'any')) {
+        const s = this.#scheduled(c);
+        if (s) probes.push(s);
+      }
+    }
+    try {
+      this.#scheduler.sync(probes);
+    } catch (err) {
+      this.#o.log?.('error', 'health: probe scheduler refused the checks', { error: (err as Error).message });
+    }
+  }
+
+  #scheduled(c: Check): ScheduledCheck | undefined {
+    const type = c.Type;
+    if (type !== 'http' && type !== 'tcp' && type !== 'grpc' && !(type === 'cmd' && this.#o.enableScriptChecks)) return undefined;
+    const intervalMs = this.#ms(c.Interval);
+    if (intervalMs === undefined) return undefined;
+    const timeoutMs = c.Timeout === '' ? DEFAULT_PROBE_TIMEOUT_MS : (this.#ms(c.Timeout) ?? DEFAULT_PROBE_TIMEOUT_MS);
+    const probe: ScheduledCheck['probe'] = { type };
+    if (type === 'http') {
+      probe.http = c.HTTP;
+      if (c.Method !== '') probe.method = c.Method;
+      if (Object.keys(c.Header).length > 0) probe.header = c.Header;
+      if (c.TLSSkipVerify) probe.tlsSkipVerify = true;
+    } else if (type === 'tcp') {
+      probe.tcp = c.TCP;
+    } else if (type === 'grpc') {
+      probe.grpc = c.GRPC;
+      if (c.GRPCUseTLS) probe.grpcUseTls = true;
+      if (c.TLSSkipVerify) probe.tlsSkipVerify = true;
+    } else {
+      probe.args = c.Args;
+    }
+    return {
+      key: ttlKey(c.Namespace, c.CheckID),
+      probe,
+      intervalMs,
+      timeoutMs,
+      successBeforePassing: Math.max(1, c.SuccessBeforePassing),
+      failuresBeforeCritical: Math.max(1, c.FailuresBeforeCritical),
+      status: c.Status,
+    };
+  }
+
+  #ttlInfos(): TtlCheckInfo[] {
+    const out: TtlCheckInfo[] = [];
+    for (const ns of this.#o.state.namespaces()) {
+      for (const c of this.#o.state.checksInState(ns, 'any')) {
+        const info = this.#ttlInfo(c);
+        if (info) out.push(info);
+      }
+    }
+    return out;
+  }
+
+  #ttlInfo(c: Check): TtlCheckInfo | undefined {
+    if (c.Type !== 'ttl') return undefined;
+    const ttlMs = this.#ms(c.TTL);
+    if (ttlMs === undefined) return undefined;
+    const times = this.#o.state.checkTimes(c.Namespace, c.CheckID);
+    // 0 = never known (a snapshot from before health checking): count from now.
+    const renewedAt = times && times.renewedAt > 0 ? times.renewedAt : this.#o.now();
+    return { ns: c.Namespace, checkId: c.CheckID, ttlMs, renewedAt, renewIntervalMs: times?.renewIntervalMs ?? 0 };
+  }
+
+  /** A stored duration in ms, or undefined when it is not a positive one (never for stored checks). */
+  #ms(s: string): number | undefined {
+    try {
+      const ms = this.#o.durationMs(s);
+      return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,255 @@
+// The leader's in-memory TTL deadline table (DESIGN §5): renewals move deadlines here without a
+// Raft entry, a scan finds overdue checks, renewals are collected for periodic checkpoints, and the
+// failover rule gives a new leader deadlines that never expire a healthy check early. Pure: every
+// method takes the time from its caller (the leader's clock, ms), so tests drive it with numbers.
+
+/** One TTL check as the table learns it from the replicated state. */
+export interface TtlCheckInfo {
+  ns: string;
+  checkId: string;
+  ttlMs: number;
+  /** Replicated time of the last known renewal (registration, status change, checkpoint); 0 = none. */
+  renewedAt: number;
+  /** Replicated estimate of the client's renewal interval (from checkpoints); 0 = unknown. */
+  renewIntervalMs: number;
+}
+
+export interface TtlTableOptions {
+  /** How often the leader checkpoints renewal times (P in the failover rule). */
+  checkpointMs: number;
+  /** Time clients get to find a new leader before it expires anything (grace in the failover rule). */
+  graceMs: number;
+  /**
+   * Added to P for the latency of committing a checkpoint and the scan period: a renewal is
+   * replicated at most P + slack after it was made, while the leader works. Default 500 ms.
+   */
+  slackMs?: number;
+}
+
+/** `ns \0 checkId`: namespaces are DNS labels and check IDs have no control characters. */
+export function ttlKey(ns: string, checkId: string): string {
+  return `${ns}\u0000${checkId}`;
+}
+
+export function splitTtlKey(key: string): [string, string] {
+  const i = key.indexOf('\u0000');
+  return [key.slice(0, i), key.slice(i + 1)];
+}
+
+/**
+ * The deadline a new leader gives a TTL check (DESIGN §5, issue #4):
+ *
+ *   max(min(R + TTL + P + slack + I, L + TTL + slack), L + grace)
+ *
+ * R is the last renewal time the replicated state knows (a checkpoint, the registration, or a
+ * status change; a check never renewed counts from its registration), P the checkpoint period, I
+ * the client's renewal interval as last checkpointed, capped at TTL (TTL when unknown), and L the
+ * time this node became leader.
+ *
+ * - R + TTL + P + slack + I: the old leader may have acknowledged one renewal it never
+ *   checkpointed (made after its last committed checkpoint), about I after R, so the check's real
+ *   deadline may be as late as R + I + TTL (+ P + slack when the client renews faster than
+ *   checkpoints are taken). Without the I term a check with a 30 s TTL renewed every 20 s would be
+ *   expired 10 s early after a failover.
+ * - L + TTL + slack: no renewal was acknowledged after the old leader stopped, which is before L
+ *   (a leader that loses its quorum steps down within an election timeout; a new one is elected
+ *   no sooner), so this is never early either. It caps the deadline at etcd's rule (every lease
+ *   reset to its full TTL on election): never later than etcd, earlier when the instance stopped
+ *   renewing well before the failover.
+ * - L + grace: clients get time to find the new leader.
+ */
+export function failoverDeadline(info: TtlCheckInfo, leaderSince: number, opts: TtlTableOptions): number {
+  const interval = info.renewIntervalMs > 0 ? Math.min(info.renewIntervalMs, info.ttlMs) : info.ttlMs;
+  const slack = opts.slackMs ?? 500;
+  const fromRenewal = info.renewedAt + info.ttlMs + opts.checkpointMs + slack + interval;
+  return Math.max(Math.min(fromRenewal, leaderSince + info.ttlMs + slack), leaderSince + opts.graceMs);
+}
+
+interface Entry {
+  readonly ns: string;
+  readonly checkId: string;
+  ttlMs: number;
+  /** Leader-clock time of the last renewal this table knows. */
+  lastRenewal: number;
+  /** The last two intervals between renewals seen here (ms; 0 = not seen). */
+  interval1: number;
+  interval2: number;
+  deadline: number;
+  /** An expiry was reported for the current deadline and not yet renewed or retried. */
+  expiring: boolean;
+}
+
+/** The largest of the last two observed intervals: a conservative estimate of the client's period. */
+function intervalOf(e: Entry): number {
+  return Math.max(e.interval1, e.interval2);
+}
+
+export class TtlTable {
+  readonly #opts: TtlTableOptions;
+  readonly #entries = new Map<string, Entry>();
+  /** Keys renewed since the last checkpoint was taken. */
+  #renewed = new Set<string>();
+
+  constructor(opts: TtlTableOptions) {
+    if (!(opts.checkpointMs > 0) || !(opts.graceMs >= 0) || (opts.slackMs !== undefined && !(opts.slackMs >= 0))) {
+      throw new RangeError(`TtlTable: checkpointMs must be > 0 and graceMs, slackMs ≥ 0, got ${JSON.stringify(opts)}`);
+    }
+    this.#opts = opts;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Replaces the table on becoming leader: every deadline by the failover rule. */
+  start(checks: Iterable<TtlCheckInfo>, leaderSince: number): void {
+    this.#entries.clear();
+    this.#renewed.clear();
+    for (const c of checks) {
+      const key = ttlKey(c.ns, c.checkId);
+      this.#entries.set(key, {
+        ns: c.ns,
+        checkId: c.checkId,
+        ttlMs: c.ttlMs,
+        lastRenewal: c.renewedAt,
+        interval1: c.renewIntervalMs,
+        interval2: 0,
+        deadline: failoverDeadline(c, leaderSince, this.#opts),
+        expiring: false,
+      });
+    }
+  }
+
+  /**
+   * Brings the table in line with the replicated state while leading: TTL checks new to it get
+   * deadline = registration (renewal) time + TTL, vanished ones are dropped, a changed TTL or a
+   * newer replicated renewal (a status change, a re-registration) moves the deadline.
+   */
+  sync(checks: Iterable<TtlCheckInfo>): void {
+    const seen = new Set<string>();
+    for (const c of checks) {
+      const key = ttlKey(c.ns, c.checkId);
+      seen.add(key);
+      const e = this.#entries.get(key);
+      if (!e) {
+        this.#entries.set(key, {
+          ns: c.ns,
+          checkId: c.checkId,
+          ttlMs: c.ttlMs,
+          lastRenewal: c.renewedAt,
+          interval1: 0,
+          interval2: 0,
+          deadline: c.renewedAt + c.ttlMs,
+          expiring: false,
+        });
+        continue;
+      }
+      if (c.renewedAt > e.lastRenewal) {
+        e.lastRenewal = c.renewedAt;
+        e.deadline = Math.max(e.deadline, c.renewedAt + c.ttlMs);
+        e.expiring = false;
+      }
+      if (c.ttlMs !== e.ttlMs) {
+        e.ttlMs = c.ttlMs;
+        e.deadline = e.lastRenewal + c.ttlMs;
+      }
+    }
+    for (const key of this.#entries.keys()) {
+      if (!seen.has(key)) {
+        this.#entries.delete(key);
+        this.#renewed.delete(key);
+      }
+    }
+  }
+
+  has(key: string): boolean {
+    return this.#entries.has(key);
+  }
+
+  /** Adds one check the table does not know yet (registered since the last sync), as sync would. */
+  add(c: TtlCheckInfo): void {
+    const key = ttlKey(c.ns, c.checkId);
+    if (this.#entries.has(key)) return;
+    this.#entries.set(key, {
+      ns: c.ns,
+      checkId: c.checkId,
+      ttlMs: c.ttlMs,
+      lastRenewal: c.renewedAt,
+      interval1: 0,
+      interval2: 0,
+      deadline: c.renewedAt + c.ttlMs,
+      expiring: false,
+    });
+  }
+
+  /** A renewal at `now`: deadline = now + TTL. Returns false when the table does not know the key. */
+  renew(key: string, now: number): boolean {
+    const e = this.#entries.get(key);
+    if (!e) return false;
+    if (e.lastRenewal > 0 && now > e.lastRenewal) {
+      e.interval2 = e.interval1;
+      e.interval1 = now - e.lastRenewal;
+    }
+    e.lastRenewal = Math.max(e.lastRenewal, now);
+    e.deadline = e.lastRenewal + e.ttlMs;
+    e.expiring = false;
+    this.#renewed.add(key);
+    return true;
+  }
+
+  /**
+   * Keys overdue at `now` that have not been reported yet; each is marked as expiring and is not
+   * reported again until renewed (or `retry`). At most `limit` keys.
+   */
+  due(now: number, limit = Infinity): string[] {
+    const out: string[] = [];
+    for (const [key, e] of this.#entries) {
+      if (out.length >= limit) break;
+      if (e.expiring || e.deadline > now) continue;
+      e.expiring = true;
+      out.push(key);
+    }
+    return out;
+  }
+
+  /** The expiry of `key` was not applied (e.g. the proposal failed): report it again on a later scan. */
+  retry(key: string): void {
+    const e = this.#entries.get(key);
+    if (e) e.expiring = false;
+  }
+
+  isExpiring(key: string): boolean {
+    return this.#entries.get(key)?.expiring === true;
+  }
+
+  deadline(key: string): number | undefined {
+    return this.#entries.get(key)?.deadline;
+  }
+
+  /**
+   * The renewals since the last checkpoint, as ttlCheckpoint entries [ns, checkId, renewedAt,
+   * intervalMs], and forgets them. `requeue` puts them back when the checkpoint could not be written.
+   */
+  takeCheckpoint(max = Infinity): [string, string, number, number][] {
+    const out: [string, string, number, number][] = [];
+    for (const key of this.#renewed) {
+      if (out.length >= max) break;
+      this.#renewed.delete(key);
+      const e = this.#entries.get(key);
+      if (e) out.push([e.ns, e.checkId, e.lastRenewal, intervalOf(e)]);
+    }
+    return out;
+  }
+
+  requeue(entries: readonly [string, string, number, number][]): void {
+    for (const [ns, checkId] of entries) {
+      const key = ttlKey(ns, checkId);
+      if (this.#entries.has(key)) this.#renewed.add(key);
+    }
+  }
+
+  clear(): void {
+    this.#entries.clear();
+    this.#renewed.clear();
+  }
+}

@@ -1,0 +1,169 @@
+// Snapshot serialization that neither blocks the event loop nor re-encodes what has not changed: the
+// same bytes as JSON.stringify of the snapshot document, produced in slices with a yield between
+// them, reusing the encoding of each unchanged instance (with its checks) across snapshots.
+
+import { performance } from 'node:perf_hooks';
+import type { SnapshotData } from './command-codec.ts';
+
+export interface SnapshotEncodeOptions {
+  /**
+   * Encodings kept between snapshots for the elements of `instances` arrays (element → its JSON).
+   * Valid only because those elements are never mutated once made: the registry hands the same
+   * element object for an instance until the instance or its checks change, and then a new one.
+   */
+  cache?: WeakMap<object, string>;
+  /** Longest stretch of synchronous work before yielding to the event loop. Default 4 ms. */
+  sliceMs?: number;
+  /** Expected size in bytes (e.g. the previous snapshot's), so the output rarely has to grow. */
+  sizeHint?: number;
+}
+
+/** Containers walked into, so that each of their elements is a unit of work (and a yield point). */
+const DESCEND = new Set(['namespaces', 'services', 'instances']);
+/** The container whose elements are immutable records: encoded once, then reused. */
+const CACHED_ELEMENTS = 'instances';
+/** Elements of other arrays (dedup table, tombstones, servers…) are encoded this many at a time. */
+const ARRAY_SLICE = 512;
+/** Texts shorter than this are gathered and encoded together; longer ones go straight in. */
+const SHORT_CHARS = 256;
+/** The output buffer starts at least this large (and at the caller's size hint). */
+const INITIAL_BYTES = 64 * 1024;
+/** How many units of work run between two looks at the clock. */
+const CLOCK_EVERY = 32;
+
+class Output {
+  #buf: Buffer;
+  #len = 0;
+  /** Short texts gathered before one write into the buffer. */
+  #pending = '';
+  readonly #sliceMs: number;
+  #sliceStart = performance.now();
+  #units = 0;
+
+  constructor(sliceMs: number, sizeHint: number) {
+    this.#sliceMs = sliceMs;
+    this.#buf = Buffer.allocUnsafe(Math.max(INITIAL_BYTES, sizeHint));
+  }
+
+  text(s: string): void {
+    if (s.length < SHORT_CHARS) {
+      this.#pending += s;
+      if (this.#pending.length >= SHORT_CHARS * 4) this.#flush();
+      return;
+    }
+    this.#flush();
+    this.#write(s);
+  }
+
+  /**
+   * Counts one unit of work. Returns a promise to await when the current slice has run long enough
+   * (it resolves on a later turn of the event loop), otherwise null: no await per unit.
+   */
+  unit(): Promise<void> | null {
+    if (++this.#units % CLOCK_EVERY !== 0) return null;
+    if (performance.now() - this.#sliceStart < this.#sliceMs) return null;
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        this.#sliceStart = performance.now();
+        resolve();
+      }),
+    );
+  }
+
+  finish(): Buffer {
+    this.#flush();
+    // The snapshot is kept in memory: do not keep much unused room with it.
+    if (this.#buf.length - this.#len <= this.#len >> 2) return this.#buf.subarray(0, this.#len);
+    return Buffer.from(this.#buf.subarray(0, this.#len));
+  }
+
+  #flush(): void {
+    if (this.#pending === '') return;
+    this.#write(this.#pending);
+    this.#pending = '';
+  }
+
+  /** Encodes straight into the output: no intermediate joined string or buffer. */
+  #write(s: string): void {
+    // A UTF-16 unit becomes at most 3 bytes of UTF-8.
+    const need = this.#len + s.length * 3;
+    if (need > this.#buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, need));
+      this.#buf.copy(next, 0, 0, this.#len);
+      this.#buf = next;
+    }
+    this.#len += this.#buf.write(s, this.#len, 'utf8');
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** An element's JSON from the cache, or encoded and remembered. */
+function cachedJson(v: object, cache: WeakMap<object, string>): string {
+  let s = cache.get(v);
+  if (s === undefined) {
+    s = JSON.stringify(v);
+    cache.set(v, s);
+  }
+  return s;
+}
+
+async function writeArray(out: Output, key: string, arr: readonly unknown[], o: SnapshotEncodeOptions): Promise<void> {
+  out.text('[');
+  if (DESCEND.has(key)) {
+    // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
+    const leaves = key === CACHED_ELEMENTS;
+    for (let i = 0; i < arr.length; i++) {
+      if (i > 0) out.text(',');
+      const el = arr[i];
+      if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
+      else if (leaves) out.text(o.cache ? cachedJson(el, o.cache) : JSON.stringify(el));
+      else await writeObject(out, el, o);
+      const pause = out.unit();
+      if (pause) await pause;
+    }
+  } else {
+    for (let i = 0; i < arr.length; i += ARRAY_SLICE) {
+      if (i > 0) out.text(',');
+      const slice = JSON.stringify(arr.slice(i, i + ARRAY_SLICE));
+      out.text(slice.slice(1, -1));
+      const pause = out.unit();
+      if (pause) await pause;
+    }
+  }
+  out.text(']');
+}
+
+/** An object whose array members are walked element by element, with yields between elements. */
+async function writeObject(out: Output, obj: Record<string, unknown>, o: SnapshotEncodeOptions): Promise<void> {
+  out.text('{');
+  let first = true;
+  for (const key of Object.keys(obj)) {
+    const v = obj[key];
+    const name = first ? `${JSON.stringify(key)}:` : `,${JSON.stringify(key)}:`;
+    if (Array.isArray(v) && (DESCEND.has(key) || v.length > ARRAY_SLICE)) {
+      out.text(name);
+      await writeArray(out, key, v, o);
+    } else {
+      // JSON.stringify semantics: a member whose value does not serialize (undefined) is left out.
+      const s = JSON.stringify(v) as string | undefined;
+      if (s === undefined) continue;
+      out.text(name);
+      out.text(s);
+    }
+    first = false;
+  }
+  out.text('}');
+}
+
+/**
+ * The snapshot document's JSON as UTF-8 bytes, identical to `JSON.stringify(data)`, produced in
+ * slices of at most about `sliceMs` of work with the event loop free in between.
+ */
+export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
+  const out = new Output(opts.sliceMs ?? 4, opts.sizeHint ?? 0);
+  await writeObject(out, data as unknown as Record<string, unknown>, opts);
+  return out.finish();
+}

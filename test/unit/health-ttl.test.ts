@@ -1,0 +1,188 @@
+// The leader's TTL deadline table (src/health/ttl.ts) with numbers for clocks: renewals, the expiry
+// scan, checkpoints, syncing with the replicated state, and the failover rule — including a
+// property: a client that renews within its TTL is never expired early after a failover.
+
+import t from 'tap';
+import fc from 'fast-check';
+import { TtlTable, failoverDeadline, splitTtlKey, ttlKey } from '../../src/health/ttl.ts';
+import type { TtlCheckInfo } from '../../src/health/ttl.ts';
+
+const OPTS = { checkpointMs: 1_000, graceMs: 2_000, slackMs: 500 };
+
+function info(checkId: string, over: Partial<TtlCheckInfo> = {}): TtlCheckInfo {
+  return { ns: 'default', checkId, ttlMs: 10_000, renewedAt: 1_000, renewIntervalMs: 0, ...over };
+}
+
+t.test('keys split back into namespace and check ID', async (t) => {
+  t.same(splitTtlKey(ttlKey('team-a', 'service:api:1')), ['team-a', 'service:api:1']);
+});
+
+t.test('a renewal moves the deadline to now + TTL; an overdue check is reported once until renewed', async (t) => {
+  const table = new TtlTable(OPTS);
+  table.sync([info('c1', { renewedAt: 1_000 })]);
+  const k = ttlKey('default', 'c1');
+  t.equal(table.deadline(k), 11_000, 'a check new to the table counts from its registration');
+  t.ok(table.renew(k, 5_000));
+  t.equal(table.deadline(k), 15_000);
+  t.same(table.due(14_999), [], 'not yet due');
+  t.same(table.due(15_000), [k]);
+  t.ok(table.isExpiring(k));
+  t.same(table.due(20_000), [], 'reported once');
+  table.retry(k);
+  t.same(table.due(20_000), [k], 'reported again after a failed expiry');
+  table.renew(k, 21_000);
+  t.notOk(table.isExpiring(k));
+  t.equal(table.deadline(k), 31_000);
+  t.notOk(table.renew(ttlKey('default', 'nope'), 1), 'an unknown key is refused');
+});
+
+t.test('due() honours its limit', async (t) => {
+  const table = new TtlTable(OPTS);
+  table.sync([info('a'), info('b'), info('c')]);
+  t.equal(table.due(1e9, 2).length, 2);
+  t.equal(table.due(1e9, 2).length, 1, 'the rest on the next scan');
+});
+
+t.test('sync adds new checks, drops vanished ones, follows TTL changes and newer replicated renewals', async (t) => {
+  const table = new TtlTable(OPTS);
+  table.sync([info('a', { renewedAt: 0, ttlMs: 5_000 }), info('b')]);
+  const a = ttlKey('default', 'a');
+  const b = ttlKey('default', 'b');
+  table.renew(a, 2_000);
+  table.sync([info('a', { renewedAt: 0, ttlMs: 8_000 })]);
+  t.equal(table.deadline(a), 10_000, 'a new TTL counts from the last renewal');
+  t.notOk(table.has(b), 'b is gone');
+  t.same(table.takeCheckpoint(), [['default', 'a', 2_000, 0]], "a vanished check's renewal is not checkpointed");
+  table.sync([info('a', { renewedAt: 9_000, ttlMs: 8_000 })]);
+  t.equal(table.deadline(a), 17_000, 'a newer replicated renewal (a status change) moves the deadline');
+  table.add(info('c', { renewedAt: 3_000 }));
+  t.equal(table.deadline(ttlKey('default', 'c')), 13_000);
+  table.add(info('c', { renewedAt: 99_000 }));
+  t.equal(table.deadline(ttlKey('default', 'c')), 13_000, 'add does not touch a known check');
+});
+
+t.test('checkpoints carry each renewed check once, with its latest time and interval; requeue puts them back', async (t) => {
+  const table = new TtlTable(OPTS);
+  table.sync([info('a', { renewedAt: 1_000 }), info('b', { renewedAt: 1_000 })]);
+  const a = ttlKey('default', 'a');
+  t.same(table.takeCheckpoint(), [], 'nothing renewed, no entry');
+  table.renew(a, 2_000);
+  table.renew(a, 2_500);
+  table.renew(a, 4_000);
+  const cp = table.takeCheckpoint();
+  t.same(cp, [['default', 'a', 4_000, 1_500]], 'latest time; the larger of the last two intervals');
+  t.same(table.takeCheckpoint(), [], 'taken');
+  table.requeue(cp);
+  t.same(table.takeCheckpoint(), [['default', 'a', 4_000, 1_500]], 'requeued after a failed proposal');
+  table.renew(a, 5_000);
+  table.renew(ttlKey('default', 'b'), 5_000);
+  t.equal(table.takeCheckpoint(1).length, 1, 'bounded');
+  t.equal(table.takeCheckpoint(1).length, 1, 'the rest next time');
+});
+
+t.test('the failover rule: max(min(R + TTL + P + slack + min(I, TTL), L + TTL + slack), L + grace)', async (t) => {
+  const at = (renewedAt: number, ttlMs: number, renewIntervalMs: number, leaderSince: number): number =>
+    failoverDeadline(info('a', { renewedAt, ttlMs, renewIntervalMs }), leaderSince, OPTS);
+  t.equal(at(10_000, 10_000, 4_000, 22_000), 10_000 + 10_000 + 1_000 + 500 + 4_000, 'from the last known renewal');
+  t.equal(at(10_000, 10_000, 0, 22_000), 31_500, 'unknown interval counts as TTL');
+  t.equal(at(10_000, 10_000, 50_000, 22_000), 31_500, 'capped at TTL');
+  t.equal(at(10_000, 10_000, 4_000, 12_000), 12_000 + 10_000 + 500, "never later than etcd's rule (L + TTL)");
+  t.equal(at(0, 1_000, 0, 100_000), 102_000, 'grace after the election');
+  const table = new TtlTable(OPTS);
+  table.start([info('a', { renewedAt: 10_000, ttlMs: 10_000, renewIntervalMs: 4_000 })], 30_000);
+  t.equal(table.deadline(ttlKey('default', 'a')), 32_000, 'start() applies it (grace wins here)');
+});
+
+t.test('regression: a 30 s TTL renewed every 20 s is not expired early after a failover', async (t) => {
+  // Renewed at 0 (checkpointed), then at 20 s on the old leader, which died before checkpointing
+  // it. Its real deadline is 50 s; R + TTL + P alone would have expired it at 31 s.
+  const d = failoverDeadline(info('a', { renewedAt: 0, ttlMs: 30_000, renewIntervalMs: 20_000 }), 22_000, OPTS);
+  t.ok(d >= 50_000, `deadline ${d} ≥ 50000`);
+});
+
+/**
+ * Simulates an old leader: a client renews every `interval` ms (with jitter), the old leader's table
+ * checkpoints every P ms and each checkpoint commits `commitMs` later unless the leader died first;
+ * the replicated record keeps the latest time and its interval (the state machine's rule). Returns
+ * the new leader's deadline and the real deadline (last acknowledged renewal + TTL).
+ */
+function failover(p: { ttl: number; interval: number; jitter: number[]; die: number; electionMs: number; commitMs: number }): {
+  deadline: number;
+  real: number;
+  lastRenewal: number;
+} {
+  const old = new TtlTable(OPTS);
+  const key = ttlKey('default', 'a');
+  old.sync([info('a', { renewedAt: 0, ttlMs: p.ttl })]);
+  const replicated = { renewedAt: 0, interval: 0 };
+  const events: { at: number; kind: 'renew' | 'checkpoint' }[] = [];
+  let at = 0;
+  for (let i = 0; at <= p.die; i++) {
+    at += Math.max(1, p.interval + (p.jitter[i % p.jitter.length] ?? 0));
+    if (at <= p.die) events.push({ at, kind: 'renew' });
+  }
+  for (let c = OPTS.checkpointMs; c <= p.die; c += OPTS.checkpointMs) events.push({ at: c, kind: 'checkpoint' });
+  events.sort((a, b) => a.at - b.at || (a.kind === 'renew' ? -1 : 1));
+  let lastRenewal = 0;
+  for (const e of events) {
+    if (e.kind === 'renew') {
+      old.renew(key, e.at);
+      lastRenewal = e.at;
+    } else {
+      const committed = e.at + p.commitMs <= p.die;
+      for (const [, , renewedAt, interval] of old.takeCheckpoint()) {
+        if (committed && renewedAt > replicated.renewedAt) Object.assign(replicated, { renewedAt, interval });
+      }
+    }
+  }
+  const leaderSince = p.die + p.electionMs;
+  const deadline = failoverDeadline(info('a', { renewedAt: replicated.renewedAt, ttlMs: p.ttl, renewIntervalMs: replicated.interval }), leaderSince, OPTS);
+  return { deadline, real: lastRenewal + p.ttl, lastRenewal };
+}
+
+t.test('property: a client renewing at up to 2/3 of its TTL is never expired early after a failover', async (t) => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1_000, max: 120_000 }),
+      fc.double({ min: 0.01, max: 2 / 3, noNaN: true }),
+      fc.array(fc.integer({ min: -50, max: 50 }), { minLength: 1, maxLength: 8 }),
+      fc.integer({ min: 0, max: 400_000 }),
+      fc.integer({ min: 300, max: 5_000 }),
+      fc.integer({ min: 0, max: 100 }),
+      (ttl, fraction, jitter, die, electionMs, commitMs) => {
+        const interval = Math.max(50, Math.floor(ttl * fraction));
+        const r = failover({ ttl, interval, jitter, die, electionMs, commitMs });
+        return r.deadline >= r.real;
+      },
+    ),
+    { numRuns: 2_000 },
+  );
+  t.pass('property held');
+});
+
+t.test('property: a client that stopped renewing is expired within the documented bound', async (t) => {
+  // Whatever was checkpointed, the deadline is at most min(R + TTL + P + slack + TTL, L + TTL +
+  // slack), or L + grace, with R the client's real last renewal.
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1_000, max: 60_000 }),
+      fc.double({ min: 0.05, max: 2 / 3, noNaN: true }),
+      fc.integer({ min: 10_000, max: 200_000 }),
+      fc.integer({ min: 300, max: 5_000 }),
+      (ttl, fraction, stop, electionMs) => {
+        const interval = Math.max(50, Math.floor(ttl * fraction));
+        const r = failover({ ttl, interval, jitter: [0], die: stop, electionMs, commitMs: 10 });
+        const leaderSince = stop + electionMs;
+        const bound = Math.max(Math.min(r.lastRenewal + ttl + OPTS.checkpointMs + OPTS.slackMs + ttl, leaderSince + ttl + OPTS.slackMs), leaderSince + OPTS.graceMs);
+        return r.deadline <= bound;
+      },
+    ),
+    { numRuns: 1_000 },
+  );
+  t.pass('property held');
+});
+
+t.test('bad options are refused', async (t) => {
+  t.throws(() => new TtlTable({ checkpointMs: 0, graceMs: 1 }), RangeError);
+  t.throws(() => new TtlTable({ checkpointMs: 1, graceMs: -1 }), RangeError);
+});
