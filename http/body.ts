@@ -22,7 +22,7 @@ export interface JsonBodyOptions {
 /** Methods whose body is read; others pass through with no body. */
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 /** A strict body is an object or an array (RFC 7159 whitespace may precede it). */
-const STRICT_START = /^[\x20\x09\x0a\x0d]*[[{]/;
+const STRICT_START = /^[ \t\n\r]*[[{]/;
 /** `"__proto__":` in any spelling JSON allows; only then is the parsed value scanned. */
 const PROTO_KEY = /"(?:_|\\u005[Ff])(?:_|\\u005[Ff])(?:p|\\u0070)(?:r|\\u0072)(?:o|\\u006[Ff])(?:t|\\u0074)(?:o|\\u006[Ff])(?:_|\\u005[Ff])(?:_|\\u005[Ff])"\s*:/;
 /** Bound on the objects visited when scanning for a `__proto__` key (the body limit bounds it anyway). */

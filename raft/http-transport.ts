@@ -376,7 +376,7 @@ export class HttpTransport implements Transport {
 
   async #close(): Promise<void> {
     this.#closed = true;
-    for (const list of this.#parked.values()) for (const p of [...list]) this.#release(p, 503);
+    for (const list of this.#parked.values()) while (list.length > 0) this.#release(list[0]!, 503);
     for (const p of this.#filling.values()) this.#release(p, 503);
     this.#parked.clear();
     this.#filling.clear();

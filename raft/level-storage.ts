@@ -22,8 +22,11 @@ const IDENTITY_KEY = Buffer.from('s/identity');
 
 /** Entries read per iterator step (open scan, loadEntries). */
 const READ_BATCH = 1024;
-/** Deletes per synced batch in compact(), so one compaction never builds an unbounded batch. */
-const COMPACT_BATCH = 8192;
+/**
+ * Deletes per batch in compact(): small, so that one compaction never builds a large batch nor
+ * holds up the appends queued behind it for long (each batch is a write of its own, in turn).
+ */
+const COMPACT_BATCH = 1024;
 
 function entryKey(index: number): Buffer {
   const key = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
@@ -218,25 +221,29 @@ export class LevelStorage implements RaftStorage {
   }
 
   /**
-   * Deletes entries ≤ through in synced batches of at most COMPACT_BATCH keys, oldest first, so a
-   * crash part-way leaves a shorter but still contiguous log. (db.clear cannot be synced.)
+   * Deletes entries ≤ through in batches of at most COMPACT_BATCH keys, oldest first, each queued as
+   * a write of its own so that appends interleave with a long compaction. The deletes are not
+   * synced: a crash may lose some, which leaves a longer but still contiguous log (LevelDB keeps a
+   * prefix of its writes, and the next synced write makes every earlier one durable).
    */
-  compact(through: number): Promise<void> {
-    return this.#serial(async (db) => {
-      if (this.#first === 0 || through < this.#first) return;
-      const end = Math.min(through, this.#last);
-      while (this.#first <= end) {
-        const stop = Math.min(end, this.#first + COMPACT_BATCH - 1);
+  async compact(through: number): Promise<void> {
+    for (;;) {
+      const more = await this.#serial(async (db) => {
+        if (this.#first === 0 || through < this.#first) return false;
+        const stop = Math.min(through, this.#last, this.#first + COMPACT_BATCH - 1);
         const ops: BatchOp[] = [];
         for (let i = this.#first; i <= stop; i++) ops.push({ type: 'del', key: entryKey(i) });
-        await db.batch(ops, { sync: true });
+        await db.batch(ops, { sync: false });
         this.#first = stop + 1;
-      }
-      if (this.#first > this.#last) {
-        this.#first = 0;
-        this.#last = 0;
-      }
-    });
+        if (this.#first > this.#last) {
+          this.#first = 0;
+          this.#last = 0;
+          return false;
+        }
+        return stop < through;
+      });
+      if (!more) return;
+    }
   }
 
   async loadIdentity(): Promise<Identity | null> {
@@ -285,7 +292,7 @@ export class LevelStorage implements RaftStorage {
   }
 
   /** Runs writes one at a time in call order; a failed write does not block the ones after it. */
-  #serial(write: (db: Db) => Promise<void>): Promise<void> {
+  #serial<T>(write: (db: Db) => Promise<T>): Promise<T> {
     const run = this.#writes.then(() => write(this.#requireOpen()));
     this.#writes = run.catch(() => undefined);
     return run;

@@ -2,8 +2,7 @@
 // and the application's state machine, and turns proposals and reads into promises.
 
 import { randomUUID } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { RaftCore } from './core.ts';
 import type { CoreStatus } from './core.ts';
 import { encodeConfChange } from './codec.ts';
@@ -15,6 +14,18 @@ import type { ConfChange, Entry, HardState, Membership, Message, NodeId, Ready, 
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
+
+/** Optional instrumentation (metrics). Called synchronously on the driver's path: must be cheap and not throw. */
+export interface RaftObserver {
+  /** A synced write of entries and hard state took `ms`. */
+  fsync?(ms: number): void;
+  /** A proposal made on this node was committed and applied `ms` after it was proposed. */
+  committed?(ms: number): void;
+  /** The role changed (every transition, including to preCandidate and candidate). */
+  roleChanged?(role: string, term: number): void;
+  /** A message from `from` was delivered. */
+  received?(from: NodeId): void;
+}
 
 export interface RaftNodeOptions {
   id: NodeId;
@@ -47,6 +58,7 @@ export interface RaftNodeOptions {
   maxPendingProposals?: number;
   random?: () => number;
   log?: Logger;
+  observer?: RaftObserver;
 }
 
 export interface ProposeResult {
@@ -57,6 +69,8 @@ export interface ProposeResult {
 
 interface PendingProposal {
   term: number;
+  /** performance.now() at propose. */
+  at: number;
   resolve: (r: ProposeResult) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
@@ -69,9 +83,6 @@ interface PendingRead {
   index: number;
 }
 
-const H2: Record<string, number> = ((globalThis as any).__h2 ??= {});
-if (process.env.H2_COUNTS && !(globalThis as any).__h2t) { const eld = monitorEventLoopDelay({ resolution: 5 }); eld.enable(); (globalThis as any).__h2t = setInterval(() => { H2.eldMax = Math.round(eld.max / 1e6); H2.eldP99 = Math.round(eld.percentile(99) / 1e6); eld.reset(); appendFileSync('/tmp/h2prof/counts-' + process.pid + '.log', JSON.stringify(H2) + '\n'); for (const k of Object.keys(H2)) H2[k] = 0; }, 2000); (globalThis as any).__h2t.unref(); }
-const h2 = (k: string, n = 1): void => { H2[k] = (H2[k] ?? 0) + n; };
 export class RaftNode {
   readonly id: NodeId;
   readonly clusterId: string;
@@ -244,7 +255,7 @@ export class RaftNode {
         this.#proposals.delete(pos.index);
         reject(new SiderError('SIDER_TIMEOUT', `proposal at index ${pos.index} not committed within ${timeoutMs} ms; it may still be applied`));
       }, timeoutMs);
-      this.#proposals.set(pos.index, { term: pos.term, resolve, reject, timer });
+      this.#proposals.set(pos.index, { term: pos.term, at: performance.now(), resolve, reject, timer });
     });
   }
 
@@ -388,6 +399,7 @@ export class RaftNode {
   #deliver(m: Message): void {
     if (!this.#running) return;
     if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.#lastContact = Date.now();
+    this.#opts.observer?.received?.(m.from);
     this.#core.step(m);
     this.#kick();
   }
@@ -433,7 +445,6 @@ export class RaftNode {
 
   async #handleReady(rd: Ready): Promise<void> {
     // A leader's appends and heartbeats may leave while its own write is in progress.
-    h2('ready'); h2('entries', rd.entries.length); h2('committed', rd.committed.length); h2('msgs', rd.messages.length);
     const { early, late } = splitMessages(rd, this.#durable);
     for (const m of early) this.#send(m);
     // 1. A snapshot from the leader replaces state wholesale.
@@ -444,9 +455,10 @@ export class RaftNode {
     //    batch that has to be synced anyway, which saves a LevelDB write per commit advance.
     if (rd.entries.length || rd.hardState) {
       const sync = mustSync(rd, this.#durable);
-      h2(sync ? 'syncSave' : 'unsyncSave');
       if (sync) {
+        const t0 = performance.now();
         await this.#storage.save(rd.hardState ?? this.#pendingHard, rd.entries, true);
+        this.#opts.observer?.fsync?.(performance.now() - t0);
         this.#pendingHard = null;
         this.#durable = afterWrite(rd, this.#durable, true);
       } else {
@@ -500,7 +512,10 @@ export class RaftNode {
     if (p) {
       this.#proposals.delete(e.index);
       clearTimeout(p.timer);
-      if (p.term === e.term) p.resolve({ index: e.index, result });
+      if (p.term === e.term) {
+        this.#opts.observer?.committed?.(performance.now() - p.at);
+        p.resolve({ index: e.index, result });
+      }
       else p.reject(new SiderError('SIDER_PROPOSAL_DROPPED', `proposal at index ${e.index} was replaced after a leader change; retry`));
     }
     if (this.#appliedWaiters.length) {
@@ -556,30 +571,19 @@ export class RaftNode {
     const term = index === view.offset ? view.offsetTerm : view.entries[index - view.offset - 1]?.term;
     invariant(term !== undefined, `no term for applied index ${index}`);
     const meta: SnapshotMeta = { index, term, membership: this.#core.membershipAt(index) };
-    const T0 = performance.now();
     const writer = this.#sm.snapshot();
-    h2('snapCaptureMs', Math.round(performance.now() - T0));
     this.#snapshotting = true;
     const started = Date.now();
     (async () => {
       try {
-        let T1 = performance.now();
-        const wp = writer();
-        h2('snapWriterSyncMs', Math.round(performance.now() - T1));
-        const data = await wp;
+        const data = await writer();
         const snap = { meta, data };
-        T1 = performance.now();
-        const sp = this.#snapshots.save(snap);
-        h2('snapSaveSyncMs', Math.round(performance.now() - T1));
-        await sp;
+        await this.#snapshots.save(snap);
         this.#latestSnapshot = snap;
         this.#lastSnapIndex = index;
         if (!this.#running) return;
         const through = this.#core.compact(meta, this.#opts.trailingEntries ?? 4096);
-        T1 = performance.now();
-        const cp = through > 0 ? this.#storage.compact(through) : null;
-        h2('compactSyncMs', Math.round(performance.now() - T1));
-        if (cp) await cp;
+        if (through > 0) await this.#storage.compact(through);
         this.#log('info', 'raft: snapshot taken', { index, term, bytes: data.length, ms: Date.now() - started, compactedThrough: through });
         this.#emit({ type: 'snapshot', meta, bytes: data.length, ms: Date.now() - started });
       } catch (err) {
@@ -597,6 +601,7 @@ export class RaftNode {
   }
 
   #onSoftState(leader: NodeId, role: string): void {
+    this.#opts.observer?.roleChanged?.(role, this.#core.status().term);
     if (leader !== this.#lastLeader) {
       this.#lastLeader = leader;
       this.#log('info', 'raft: leader changed', { node: this.id, leader: leader || '(none)', role, term: this.#core.status().term });

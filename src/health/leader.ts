@@ -22,10 +22,13 @@ export interface ProbeScheduler {
   stop(): void;
 }
 
+/** Why the leader proposes a health command (for logs and metrics). */
+export type HealthProposeReason = 'renewal' | 'ttl-expired' | 'probe' | 'checkpoint' | 'critical-timeout';
+
 export interface LeaderHealthOptions {
   state: RegistryReader & HealthStateReader;
   /** Proposes a command on this node as leader and resolves with what apply() returned. */
-  propose: (cmd: RegistryCommand) => Promise<ApplyResult>;
+  propose: (cmd: RegistryCommand, reason?: HealthProposeReason) => Promise<ApplyResult>;
   /** Resolves once this node, as leader, has applied everything committed before the call (ReadIndex). */
   barrier: () => Promise<void>;
   /** A stored Go duration ("10s") in ms. */
@@ -40,6 +43,13 @@ export interface LeaderHealthOptions {
   graceMs?: number;
   /** How often DeregisterCriticalServiceAfter is checked (default 1000 ms). */
   reapMs?: number;
+  /**
+   * At most one full re-sync of the deadline table and the probes with the state per this period
+   * (default 1000 ms): a re-sync walks every check, too much to do on every scan under heavy
+   * registration load. A renewal adds its own check at once; a new check's deadline comes from its
+   * replicated registration time, so a late re-sync never delays an expiry by more than this.
+   */
+  resyncMs?: number;
   /** Builds the probe scheduler (scheduler.ts's CheckScheduler in a server). None = no probes. */
   scheduler?: (onTransition: TransitionFn) => ProbeScheduler;
   /** Whether script (cmd) checks registered through the API are run. */
@@ -89,6 +99,7 @@ export class LeaderHealth implements CheckRenewer {
   #checkpointing = false;
   #reaping = new Set<string>();
   #lastReap = 0;
+  #lastResync = -Infinity;
   #closed = false;
 
   constructor(opts: LeaderHealthOptions) {
@@ -98,6 +109,7 @@ export class LeaderHealth implements CheckRenewer {
       checkpointMs: 1000,
       graceMs: 2000,
       reapMs: 1000,
+      resyncMs: 1000,
       enableScriptChecks: false,
       maxInFlight: 1024,
       readyWaitMs: 5000,
@@ -170,6 +182,7 @@ export class LeaderHealth implements CheckRenewer {
     this.#pending.clear();
     this.#reaping.clear();
     this.#syncedIndex = -1;
+    this.#lastResync = -Infinity;
     if (wasActive) this.#o.log?.('info', 'health: leader checks stopped', {});
   }
 
@@ -237,9 +250,9 @@ export class LeaderHealth implements CheckRenewer {
   }
 
   /** Proposes a status for a check; concurrent renewals with the same status share the proposal. */
-  #setStatus(key: string, status: CheckStatus, output: string): Promise<void> {
+  #setStatus(key: string, status: CheckStatus, output: string, reason: HealthProposeReason = 'renewal'): Promise<void> {
     const [ns, checkId] = splitTtlKey(key);
-    const done = this.#o.propose({ type: 'checkStatus', ns, checkId, status, output, now: 0 }).then((r) => {
+    const done = this.#o.propose({ type: 'checkStatus', ns, checkId, status, output, now: 0 }, reason).then((r) => {
       if (!r.ok) throw r.status === 404 ? notTtlError(checkId) : new SiderError('SIDER_BAD_REQUEST', r.error, { status: r.status });
     });
     const entry: Pending = { status, output, done };
@@ -262,7 +275,10 @@ export class LeaderHealth implements CheckRenewer {
     if (!this.#active) return;
     const now = this.#o.now();
     // Coalesced: at most one re-sync per scan, whatever the number of entries applied meanwhile.
-    if (this.#o.state.index() !== this.#syncedIndex) this.#resync();
+    if (this.#o.state.index() !== this.#syncedIndex && now - this.#lastResync >= this.#o.resyncMs) {
+      this.#lastResync = now;
+      this.#resync();
+    }
     const room = this.#o.maxInFlight - this.#inFlight;
     if (room > 0) {
       for (const key of this.#table.due(now, room)) {
@@ -271,7 +287,7 @@ export class LeaderHealth implements CheckRenewer {
         if (!check || check.Type !== 'ttl') continue;
         if (!this.#pending.has(key) && check.Status === 'critical' && check.Output === TTL_EXPIRED_OUTPUT) continue;
         this.#inFlight++;
-        this.#setStatus(key, 'critical', TTL_EXPIRED_OUTPUT)
+        this.#setStatus(key, 'critical', TTL_EXPIRED_OUTPUT, 'ttl-expired')
           .catch((err: unknown) => {
             this.#table.retry(key);
             this.#o.log?.('debug', 'health: TTL expiry not applied', { ns, checkId, error: (err as Error).message });
@@ -295,7 +311,7 @@ export class LeaderHealth implements CheckRenewer {
         const entries = this.#table.takeCheckpoint(CHECKPOINT_CHUNK);
         if (entries.length === 0) return;
         try {
-          await this.#o.propose({ type: 'ttlCheckpoint', entries, now: 0 });
+          await this.#o.propose({ type: 'ttlCheckpoint', entries, now: 0 }, 'checkpoint');
         } catch (err) {
           if (epoch === this.#epoch) this.#table.requeue(entries);
           this.#o.log?.('debug', 'health: TTL checkpoint not written', { error: (err as Error).message });
@@ -329,7 +345,7 @@ export class LeaderHealth implements CheckRenewer {
           after: c.DeregisterCriticalServiceAfter,
         });
         this.#o
-          .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 })
+          .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 }, 'critical-timeout')
           .catch((err: unknown) => this.#o.log?.('warn', 'health: deregistration failed', { ns, id: c.ServiceID, error: (err as Error).message }))
           .finally(() => {
             if (epoch === this.#epoch) this.#reaping.delete(key);
@@ -348,7 +364,7 @@ export class LeaderHealth implements CheckRenewer {
     const out = capOutput(output);
     if (check.Status === status && check.Output === out && !this.#pending.has(key)) return;
     this.#inFlight++;
-    this.#setStatus(key, status, out)
+    this.#setStatus(key, status, out, 'probe')
       .catch((err: unknown) => this.#o.log?.('debug', 'health: probe transition not applied', { ns, checkId, error: (err as Error).message }))
       .finally(() => this.#inFlight--);
   }
@@ -362,12 +378,10 @@ export class LeaderHealth implements CheckRenewer {
   #syncProbes(): void {
     if (!this.#scheduler) return;
     const probes: ScheduledCheck[] = [];
-    for (const ns of this.#o.state.namespaces()) {
-      for (const c of this.#o.state.checksInState(ns, 'any')) {
-        const s = this.#scheduled(c);
-        if (s) probes.push(s);
-      }
-    }
+    this.#o.state.forEachCheck((c) => {
+      const s = this.#scheduled(c);
+      if (s) probes.push(s);
+    });
     try {
       this.#scheduler.sync(probes);
     } catch (err) {
@@ -409,12 +423,10 @@ export class LeaderHealth implements CheckRenewer {
 
   #ttlInfos(): TtlCheckInfo[] {
     const out: TtlCheckInfo[] = [];
-    for (const ns of this.#o.state.namespaces()) {
-      for (const c of this.#o.state.checksInState(ns, 'any')) {
-        const info = this.#ttlInfo(c);
-        if (info) out.push(info);
-      }
-    }
+    this.#o.state.forEachCheck((c) => {
+      const info = this.#ttlInfo(c);
+      if (info) out.push(info);
+    });
     return out;
   }
 

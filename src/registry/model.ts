@@ -130,6 +130,8 @@ export interface CheckTimes {
 export interface HealthStateReader {
   check(ns: string, checkId: string): Check | undefined;
   checkTimes(ns: string, checkId: string): CheckTimes | undefined;
+  /** Every check of every namespace, in no particular order (cheap: no sorted view is built). */
+  forEachCheck(fn: (c: Check) => void): void;
 }
 
 /** What apply() returns for a command (the proposer sees it). */

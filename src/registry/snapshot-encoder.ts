@@ -14,6 +14,11 @@ export interface SnapshotEncodeOptions {
   cache?: WeakMap<object, string>;
   /** Longest stretch of synchronous work before yielding to the event loop. Default 4 ms. */
   sliceMs?: number;
+  /**
+   * How long to stay away after each slice (0: just let pending events run, setImmediate). A pause
+   * keeps a large snapshot from taking most of the CPU while it runs: it takes longer instead.
+   */
+  pauseMs?: number;
   /** Expected size in bytes (e.g. the previous snapshot's), so the output rarely has to grow. */
   sizeHint?: number;
 }
@@ -37,11 +42,13 @@ class Output {
   /** Short texts gathered before one write into the buffer. */
   #pending = '';
   readonly #sliceMs: number;
+  readonly #pauseMs: number;
   #sliceStart = performance.now();
   #units = 0;
 
-  constructor(sliceMs: number, sizeHint: number) {
+  constructor(sliceMs: number, pauseMs: number, sizeHint: number) {
     this.#sliceMs = sliceMs;
+    this.#pauseMs = pauseMs;
     this.#buf = Buffer.allocUnsafe(Math.max(INITIAL_BYTES, sizeHint));
   }
 
@@ -62,12 +69,9 @@ class Output {
   unit(): Promise<void> | null {
     if (++this.#units % CLOCK_EVERY !== 0) return null;
     if (performance.now() - this.#sliceStart < this.#sliceMs) return null;
-    return new Promise<void>((resolve) =>
-      setImmediate(() => {
-        this.#sliceStart = performance.now();
-        resolve();
-      }),
-    );
+    return pause(this.#pauseMs).then(() => {
+      this.#sliceStart = performance.now();
+    });
   }
 
   finish(): Buffer {
@@ -94,6 +98,11 @@ class Output {
     }
     this.#len += this.#buf.write(s, this.#len, 'utf8');
   }
+}
+
+/** Lets other work run: for `ms` milliseconds, or (0) until pending events have run. */
+export function pause(ms: number): Promise<void> {
+  return new Promise<void>((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)));
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -160,10 +169,10 @@ async function writeObject(out: Output, obj: Record<string, unknown>, o: Snapsho
 
 /**
  * The snapshot document's JSON as UTF-8 bytes, identical to `JSON.stringify(data)`, produced in
- * slices of at most about `sliceMs` of work with the event loop free in between.
+ * slices of at most about `sliceMs` of work with the event loop free (for `pauseMs`) in between.
  */
 export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
-  const out = new Output(opts.sliceMs ?? 4, opts.sizeHint ?? 0);
+  const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
   await writeObject(out, data as unknown as Record<string, unknown>, opts);
   return out.finish();
 }

