@@ -13,6 +13,8 @@ import { RaftNode } from '../raft/node.ts';
 import type { Logger } from '../raft/node.ts';
 import { SiderError } from '../raft/errors.ts';
 import { createHttpApp, listenHttp } from '../http/app.ts';
+import { BlockingQueries } from '../http/blocking.ts';
+import { currentRequest, instrumentHttpServer, observability } from '../http/metrics.ts';
 import { DnsServer } from '../dns/server.ts';
 import { parseDurationMs } from '../http/duration.ts';
 import { internalApi, operatorAuth } from '../http/internal.ts';
@@ -20,6 +22,9 @@ import { signRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { parseHostPort } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
+import { ServerMetrics } from '../src/metrics.ts';
+import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
+import { Readiness } from '../src/readiness.ts';
 import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
 import { encodeCommand } from '../src/registry/command-codec.ts';
 import { LeaderHealth } from '../src/health/leader.ts';
@@ -42,6 +47,9 @@ export interface SiderServer {
   dns: DnsServer | undefined;
   dnsAddr: string;
   log: Logger;
+  /** Prometheus metrics (GET /metrics) and readiness (GET /v1/agent/ready). */
+  metrics: ServerMetrics;
+  readiness: Readiness;
   close(): Promise<void>;
 }
 
@@ -95,6 +103,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   }
 
   const state = new RegistryStateMachine();
+  const metrics = new ServerMetrics({ nodeId: cfg.raftId, reader: state });
   const raft = await RaftNode.open({
     id: cfg.raftId,
     storage,
@@ -105,6 +114,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     tickMs: cfg.tickMs,
     electionTicks: cfg.electionTicks,
     log,
+    observer: metrics.raftObserver(),
     transport: (cid) =>
       new HttpTransport({
         id: cfg.raftId,
@@ -116,12 +126,14 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
       }),
   });
 
+  metrics.setRaft(() => raft.status());
+  const offObserve = raft.on(observeRaftEvents(metrics, log));
   const registry = new RaftRegistry({ raft, reader: state, nodeName: cfg.nodeName, clusterKey: cfg.clusterKey, encode: encodeCommand });
 
   // Health checking runs on the leader only; a follower forwards renewals there in batches.
   const health = new LeaderHealth({
     state,
-    propose: async (cmd) => (await registry.applyOnLeader(cmd, '')).result,
+    propose: observeHealthProposals((cmd) => registry.applyOnLeader(cmd, ''), { metrics, log, state }),
     barrier: async () => {
       await raft.readBarrier(5_000);
     },
@@ -147,16 +159,34 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     }
   });
   if (raft.status().leader === raft.id) void health.start();
+  metrics.setTtlChecks(() => health.ttlChecks);
 
-  const app = createHttpApp(registry, {
+  // Ready once a ReadIndex barrier confirmed by a leader has been applied here, and while a leader is known.
+  const readiness = new Readiness({
+    barrier: () => registry.readBarrier('default'),
+    knownLeader: () => raft.status().leader !== '',
+    applied: () => raft.status().applied,
+    log,
+  });
+  readiness.start();
+  metrics.setReady(() => readiness.state().ready);
+
+  const blocking = new BlockingQueries();
+  metrics.setBlockingHeld(() => blocking.held);
+  // Writes received here are logged and counted here (who, what, index).
+  const observed = observeWrites(registry, { metrics, log, who: () => currentRequest()?.remote });
+  const app = createHttpApp(observed, {
     datacenter: cfg.datacenter,
     nodeName: cfg.nodeName,
     nodeId: cfg.raftId,
     enableScriptChecks: cfg.enableScriptChecks,
     renewer,
+    blocking,
   });
-  // Ahead of the public routes: the signed internal API, and the signature check on membership changes.
+  // Ahead of the public routes: request metrics and the metrics/readiness endpoints, the signed
+  // internal API, and the signature check on membership changes.
   app.middleware.unshift(
+    observability({ metrics, readiness, log, logRequests: cfg.logLevel === 'debug' }),
     internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log, renewals: health }),
     operatorAuth({ clusterKey: cfg.clusterKey, log }),
   );
@@ -164,10 +194,13 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   let http: Server;
   let dns: DnsServer | undefined;
   try {
-    dns = await startDns(cfg, state, registry, log);
+    dns = await startDns(cfg, state, registry, log, metrics);
     http = await listenHttp(app, host, port);
+    instrumentHttpServer(http, metrics);
   } catch (err) {
     await dns?.close();
+    readiness.close();
+    offObserve();
     offHealth();
     health.close();
     await registry.close();
@@ -218,11 +251,15 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     dns,
     dnsAddr: dns?.address ?? '',
     log,
+    metrics,
+    readiness,
     async close() {
       closed = true;
+      readiness.close();
       await dns?.close();
       offLeader();
       offHealth();
+      offObserve();
       health.close();
       http.closeAllConnections();
       await new Promise<void>((r) => http.close(() => r()));
@@ -234,7 +271,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
 }
 
 /** The DNS server of `-dns` (none with `-dns off`): answers from this node's local state (DESIGN §7). */
-async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry: RaftRegistry, log: Logger): Promise<DnsServer | undefined> {
+async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry: RaftRegistry, log: Logger, metrics: ServerMetrics): Promise<DnsServer | undefined> {
   if (cfg.dns === '') return undefined;
   const { host, port } = parseHostPort(cfg.dns, '-dns');
   const wildcard = host === '0.0.0.0' || host === '::';
@@ -255,11 +292,14 @@ async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry
       leaderContact: () => registry.readMeta(),
       // Out of contact: no leader heard from for longer than the longest election timeout.
       staleAfterMs: 2 * cfg.electionTicks * cfg.tickMs,
+      observeLatency: (s) => metrics.dnsLatency.observe(s),
       log,
     });
   } catch (err) {
     throw new SiderError('SIDER_CONFIG', `-dns ${cfg.dns}: cannot listen: ${(err as Error).message}`, { cause: err });
   }
   log('info', 'dns server started', { dns: dns.address, zone: cfg.dnsZone });
+  const stats = dns.stats;
+  metrics.setDns(() => stats);
   return dns;
 }

@@ -4,6 +4,7 @@
 
 import type { RemoteInfo } from 'node:dgram';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { TCPServer, UDPServer } from 'dns2';
 import type { Packet } from 'dns2';
 import type { RegistryReader } from '../src/registry/model.ts';
@@ -30,6 +31,8 @@ export interface DnsServerOptions extends DnsResolverOptions {
   tcpIdleMs?: number;
   /** Concurrent TCP connections beyond this are refused (default 1024). */
   maxTcpConnections?: number;
+  /** Receives the time (seconds) spent answering each parsed query, socket I/O excluded (the latency metric). */
+  observeLatency?: (seconds: number) => void;
 }
 
 /** UDP payload size we accept and advertise; the largest UDP reply we send. */
@@ -213,7 +216,10 @@ export class DnsServer {
   }
 
   #respond(req: Packet, transport: Transport, send: (r: Buffer) => unknown): void {
+    const observe = this.#opts.observeLatency;
+    const start = observe ? performance.now() : 0;
     const buf = this.handle(req, transport);
+    if (observe) observe((performance.now() - start) / 1000);
     if (buf === null) return;
     try {
       // dns2's UDP send returns a promise that rejects once the socket is closed.

@@ -1,26 +1,89 @@
-// Structured logging: one line per event, JSON by default or readable text, with a level filter.
-// Secrets are never passed to it (callers log names and addresses, not keys or tokens).
+// Structured logging on pino: one line per event, JSON by default or readable text, a level
+// filter, and a redaction list so that keys, signatures and tokens never reach a log line even when
+// a caller passes them by mistake.
 
+import { pino } from 'pino';
+import type { DestinationStream } from 'pino';
 import type { Logger, LogLevel } from '../raft/node.ts';
 
-const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+/**
+ * Field paths whose values are replaced by `[redacted]` (pino's redaction, applied before either
+ * format). Top level and one level down (`*.x`), e.g. a request's `headers.authorization`.
+ */
+export const REDACTED_PATHS: readonly string[] = [
+  'clusterKey',
+  'cluster_key',
+  'token',
+  'password',
+  'secret',
+  'signature',
+  'authorization',
+  '["x-sider-auth"]',
+  '["x-consul-token"]',
+  '*.clusterKey',
+  '*.cluster_key',
+  '*.token',
+  '*.password',
+  '*.secret',
+  '*.signature',
+  '*.authorization',
+  '*["x-sider-auth"]',
+  '*["x-consul-token"]',
+];
 
-export function createLogger(opts: {
+export const REDACTED = '[redacted]';
+
+export interface LoggerOptions {
   level: LogLevel;
   format: 'json' | 'text';
+  /** This process's node name or ID, on every line. */
   node: string;
+  /** Where finished lines go (without the newline); default: stderr, synchronously. */
   write?: (line: string) => void;
-}): Logger {
-  const min = order[opts.level];
-  const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
+}
+
+/** `2026-11-22T10:00:00.000Z INFO  msg node=s1 key=value …` from one of pino's JSON lines. */
+export function textLine(json: string): string {
+  let rec: Record<string, unknown>;
+  try {
+    rec = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json.trimEnd();
+  }
+  const { time, level, msg, ...rest } = rec;
+  const kv = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? (/[\s"=]/.test(v) || v === '' ? JSON.stringify(v) : v) : JSON.stringify(v)}`);
+  return [String(time), String(level).toUpperCase().padEnd(5), String(msg), ...kv].join(' ');
+}
+
+/**
+ * The project's `Logger` function on a pino logger. Lines carry `level` (a name), `time` (ISO
+ * 8601), `node`, `msg` and the call's fields.
+ */
+export function createLogger(opts: LoggerOptions): Logger {
+  const write = opts.write;
+  let dest: DestinationStream;
+  if (opts.format === 'text') {
+    const out = write ?? ((line: string) => process.stderr.write(`${line}\n`));
+    dest = { write: (s: string) => out(textLine(s)) };
+  } else if (write) {
+    dest = { write: (s: string) => write(s.endsWith('\n') ? s.slice(0, -1) : s) };
+  } else {
+    // Synchronous, like process.stderr on a pipe: a line is out before the process exits.
+    dest = pino.destination({ fd: 2, sync: true });
+  }
+  const logger = pino(
+    {
+      level: opts.level,
+      base: null,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: { paths: [...REDACTED_PATHS], censor: REDACTED },
+    },
+    dest,
+  );
+  const node = opts.node;
   return (level, msg, fields) => {
-    if (order[level] < min) return;
-    const time = new Date().toISOString();
-    if (opts.format === 'json') {
-      write(JSON.stringify({ time, level, node: opts.node, msg, ...fields }));
-    } else {
-      const kv = fields ? Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`) : [];
-      write([time, level.toUpperCase().padEnd(5), msg, ...kv].join(' '));
-    }
+    if (!logger.isLevelEnabled(level)) return;
+    logger[level](fields ? { node, ...fields } : { node }, msg);
   };
 }

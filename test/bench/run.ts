@@ -1,4 +1,4 @@
-// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register|health-probes|agent|dns] [--mode direct|http]
+// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -18,6 +18,8 @@ import type { ReadResult } from './http-read.ts';
 import { runHttpRegister } from './http-register.ts';
 import type { RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
+import { runMetricsBench } from './metrics.ts';
+import type { MetricsBenchResult } from './metrics.ts';
 import type { FsyncResult } from './level-fsync.ts';
 import { runRaftCommit } from './raft-commit.ts';
 import { runTtlRenew } from './ttl-renew.ts';
@@ -40,7 +42,7 @@ function die(message: string): never {
   process.exit(2);
 }
 
-const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew'] as const;
+const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics'] as const;
 type Bench = (typeof BENCHES)[number];
 const only = values.only;
 if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
@@ -279,9 +281,24 @@ if (runs('ttl-renew')) {
   }
 }
 
+let metricsBench: MetricsBenchResult[] = [];
+if (runs('metrics')) {
+  console.log('\n== Observability: /metrics scrape of 1,000 services × 10 instances; cost per hook on hot paths');
+  metricsBench = await runMetricsBench();
+  console.table(
+    metricsBench.map((r) => ({
+      case: r.case,
+      'p50 ms': r.nsPerOp === undefined ? r.p50Ms.toFixed(2) : '',
+      'p99 ms': r.nsPerOp === undefined ? r.p99Ms.toFixed(2) : '',
+      'KiB': r.bytes === undefined ? '' : Math.round(r.bytes / 1024),
+      'ns/event': r.nsPerOp === undefined ? '' : Math.round(r.nsPerOp),
+    })),
+  );
+}
+
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
