@@ -9,7 +9,8 @@ import { SiderError, isSiderError } from '../raft/errors.ts';
 import { notTtlError } from '../src/health/renewals.ts';
 import type { CheckRenewer } from '../src/health/renewals.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../src/registry/health.ts';
-import type { CheckSpec, CheckStatus, Instance, RegistryCommand } from '../src/registry/model.ts';
+import { checkSpec } from '../src/registry/specs.ts';
+import type { CheckStatus, Instance, RegistryCommand } from '../src/registry/model.ts';
 import type { RegistryService } from '../src/registry/service.ts';
 import { queryValue } from './consistency.ts';
 import { normalizeKeys } from './normalize.ts';
@@ -142,28 +143,7 @@ export function addCheckRoutes(router: Router, opts: CheckRoutesOptions): void {
     const inst = await instanceById(ns, id, 'service ID');
     const checkId = `${MAINTENANCE_CHECK_PREFIX}${inst.ID}`;
     if (enable) {
-      const check: CheckSpec = {
-        CheckID: checkId,
-        Name: MAINTENANCE_CHECK_NAME,
-        Type: 'maintenance',
-        Status: 'critical',
-        Notes: reason === '' ? DEFAULT_MAINTENANCE_REASON : reason,
-        Output: '',
-        Interval: '',
-        Timeout: '',
-        TTL: '',
-        DeregisterCriticalServiceAfter: '',
-        SuccessBeforePassing: 0,
-        FailuresBeforeCritical: 0,
-        HTTP: '',
-        Method: '',
-        Header: {},
-        TCP: '',
-        GRPC: '',
-        GRPCUseTLS: false,
-        TLSSkipVerify: false,
-        Args: [],
-      };
+      const check = checkSpec(checkId, { Name: MAINTENANCE_CHECK_NAME, Type: 'maintenance', Status: 'critical', Notes: reason === '' ? DEFAULT_MAINTENANCE_REASON : reason });
       await write(ctx, { type: 'addCheck', ns, service: inst.Service, id: inst.ID, check, now: Date.now() });
     } else {
       try {

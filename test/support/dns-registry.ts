@@ -2,6 +2,7 @@
 // maintenance check), applied to an in-memory LocalRegistry.
 
 import type { CheckSpec, CheckStatus, InstanceSpec, RegistryCommand } from '../../src/registry/model.ts';
+import { checkSpec } from '../../src/registry/specs.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../../src/registry/health.ts';
 import type { LocalRegistry } from './local-registry.ts';
 
@@ -17,28 +18,7 @@ export interface InstanceOpts {
 }
 
 export function check(checkId: string, status: CheckStatus): CheckSpec {
-  return {
-    CheckID: checkId,
-    Name: checkId,
-    Type: 'ttl',
-    Status: status,
-    Notes: '',
-    Output: '',
-    Interval: '',
-    Timeout: '',
-    TTL: '30s',
-    DeregisterCriticalServiceAfter: '',
-    SuccessBeforePassing: 0,
-    FailuresBeforeCritical: 0,
-    HTTP: '',
-    Method: '',
-    Header: {},
-    TCP: '',
-    GRPC: '',
-    GRPCUseTLS: false,
-    TLSSkipVerify: false,
-    Args: [],
-  };
+  return checkSpec(checkId, { Status: status, TTL: '30s' });
 }
 
 export function registerCommand(service: string, id: string, o: InstanceOpts = {}): RegistryCommand {

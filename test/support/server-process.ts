@@ -51,23 +51,27 @@ export function serverArgs(spec: SiderServerSpec): string[] {
   return args;
 }
 
-/** One `sider server` child process. Its stdout and stderr (JSON log lines) are kept for messages. */
-export class SiderProcess {
-  readonly spec: SiderServerSpec;
+/**
+ * One `node bin/sider.ts <args>` child process (server, agent, CLI). Its stdout and stderr are kept
+ * (the tail, when long) for failure messages and log assertions.
+ */
+export class SiderChild {
   readonly child: ChildProcessByStdio<null, Readable, Readable>;
   readonly pid: number;
   readonly exited: Promise<ExitStatus>;
+  /** Names the process in error messages. */
+  readonly label: string;
   #output = '';
   #exit: ExitStatus | null = null;
 
-  constructor(spec: SiderServerSpec) {
-    this.spec = spec;
+  constructor(args: string[], label: string, envExtra: NodeJS.ProcessEnv = {}) {
+    this.label = label;
     const env: NodeJS.ProcessEnv = {};
-    // Nothing from the test runner's environment configures the server behind the test's back.
+    // Nothing from the test runner's environment configures the child behind the test's back.
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIDER_')) env[k] = v;
-    if (spec.clusterKey !== undefined) env.SIDER_CLUSTER_KEY = spec.clusterKey;
-    this.child = spawn(process.execPath, [SIDER_BIN, ...serverArgs(spec)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
-    if (this.child.pid === undefined) throw new Error(`could not spawn sider server ${spec.id}`);
+    Object.assign(env, envExtra);
+    this.child = spawn(process.execPath, [SIDER_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
+    if (this.child.pid === undefined) throw new Error(`could not spawn ${label}`);
     this.pid = this.child.pid;
     const keep = (s: string): void => {
       this.#output += s;
@@ -114,7 +118,7 @@ export class SiderProcess {
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.child.kill('SIGKILL');
-        reject(new Error(`sider server ${this.spec.id} (pid ${this.pid}) did not exit within ${ms} ms:\n${this.#output.slice(-4000)}`));
+        reject(new Error(`${this.label} (pid ${this.pid}) did not exit within ${ms} ms:\n${this.#output.slice(-4000)}`));
       }, ms);
     });
     try {
@@ -128,6 +132,16 @@ export class SiderProcess {
   async kill9(): Promise<ExitStatus> {
     if (this.running) this.child.kill('SIGKILL');
     return this.exited;
+  }
+}
+
+/** One `sider server` child process. */
+export class SiderProcess extends SiderChild {
+  readonly spec: SiderServerSpec;
+
+  constructor(spec: SiderServerSpec) {
+    super(serverArgs(spec), `sider server ${spec.id}`, spec.clusterKey !== undefined ? { SIDER_CLUSTER_KEY: spec.clusterKey } : {});
+    this.spec = spec;
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. */

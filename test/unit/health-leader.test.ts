@@ -10,32 +10,11 @@ import type { LeaderHealthOptions, ProbeScheduler } from '../../src/health/leade
 import type { ScheduledCheck, TransitionFn } from '../../src/health/types.ts';
 import { encodeCommand } from '../../src/registry/command-codec.ts';
 import type { ApplyResult, CheckSpec, RegistryCommand } from '../../src/registry/model.ts';
+import { checkSpec as baseCheckSpec } from '../../src/registry/specs.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 
 function checkSpec(checkId: string, over: Partial<CheckSpec> = {}): CheckSpec {
-  return {
-    CheckID: checkId,
-    Name: checkId,
-    Type: 'ttl',
-    Status: 'passing',
-    Notes: '',
-    Output: '',
-    Interval: '',
-    Timeout: '',
-    TTL: '10s',
-    DeregisterCriticalServiceAfter: '',
-    SuccessBeforePassing: 0,
-    FailuresBeforeCritical: 0,
-    HTTP: '',
-    Method: '',
-    Header: {},
-    TCP: '',
-    GRPC: '',
-    GRPCUseTLS: false,
-    TLSSkipVerify: false,
-    Args: [],
-    ...over,
-  };
+  return baseCheckSpec(checkId, { Status: 'passing', TTL: '10s', ...over });
 }
 
 class FakeScheduler implements ProbeScheduler {

@@ -4,35 +4,14 @@
 import t from 'tap';
 import { decodeSnapshot, encodeCommand, encodeSnapshot } from '../../src/registry/command-codec.ts';
 import type { ApplyResult, CheckSpec, RegistryCommand } from '../../src/registry/model.ts';
+import { checkSpec as baseCheckSpec } from '../../src/registry/specs.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 import type { SnapshotMeta } from '../../raft/types.ts';
 
 const meta: SnapshotMeta = { index: 0, term: 1, membership: { voters: [], learners: [], addrs: {}, removed: [] } };
 
 function checkSpec(checkId: string, over: Partial<CheckSpec> = {}): CheckSpec {
-  return {
-    CheckID: checkId,
-    Name: checkId,
-    Type: 'ttl',
-    Status: '',
-    Notes: '',
-    Output: '',
-    Interval: '',
-    Timeout: '',
-    TTL: '10s',
-    DeregisterCriticalServiceAfter: '',
-    SuccessBeforePassing: 0,
-    FailuresBeforeCritical: 0,
-    HTTP: '',
-    Method: '',
-    Header: {},
-    TCP: '',
-    GRPC: '',
-    GRPCUseTLS: false,
-    TLSSkipVerify: false,
-    Args: [],
-    ...over,
-  };
+  return baseCheckSpec(checkId, { TTL: '10s', ...over });
 }
 
 function reg(id: string, checks: CheckSpec[], now = 1_000): RegistryCommand {

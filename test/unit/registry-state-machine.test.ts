@@ -12,6 +12,7 @@ import type {
   RegistryCommand,
   ServerInfo,
 } from '../../src/registry/model.ts';
+import { checkSpec as baseCheckSpec } from '../../src/registry/specs.ts';
 import { MAX_CHECK_OUTPUT_BYTES, RegistryStateMachine } from '../../src/registry/state-machine.ts';
 import type { RegistryStateMachineOptions } from '../../src/registry/state-machine.ts';
 import type { SnapshotMeta } from '../../raft/types.ts';
@@ -34,29 +35,7 @@ function instanceSpec(service: string, id: string, over: Partial<InstanceSpec> =
 }
 
 function checkSpec(checkId: string, over: Partial<CheckSpec> = {}): CheckSpec {
-  return {
-    CheckID: checkId,
-    Name: checkId,
-    Type: 'ttl',
-    Status: '',
-    Notes: '',
-    Output: '',
-    Interval: '',
-    Timeout: '',
-    TTL: '10s',
-    DeregisterCriticalServiceAfter: '',
-    SuccessBeforePassing: 0,
-    FailuresBeforeCritical: 0,
-    HTTP: '',
-    Method: '',
-    Header: {},
-    TCP: '',
-    GRPC: '',
-    GRPCUseTLS: false,
-    TLSSkipVerify: false,
-    Args: [],
-    ...over,
-  };
+  return baseCheckSpec(checkId, { TTL: '10s', ...over });
 }
 
 interface RegOpts {
