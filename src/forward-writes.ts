@@ -2,7 +2,8 @@
 // writes → one signed request), the batch's wire form, and the leader's per-write results.
 
 import { SiderError, isSiderError } from '../raft/errors.ts';
-import type { SiderErrorCode } from '../raft/errors.ts';
+import { BatchForwarder } from './batch-forwarder.ts';
+import type { ItemResult } from './batch-forwarder.ts';
 import type { ApplyResult, RegistryCommand } from './registry/model.ts';
 
 /** The internal API path a follower forwards batches of writes to (signed like the others). */
@@ -19,9 +20,7 @@ export interface ForwardedWrite {
 }
 
 /** What the leader answers per write, in the batch's order. */
-export type ForwardedResult =
-  | { ok: true; result: ApplyResult; index: number }
-  | { ok: false; code: SiderErrorCode; status: number; error: string };
+export type ForwardedResult = ItemResult<{ result: ApplyResult; index: number }>;
 
 /** Validates the `writes` of an internal apply-batch request (a peer's, but parsed like any input). */
 export function parseForwardedWrites(v: unknown): ForwardedWrite[] {
@@ -53,13 +52,6 @@ export interface WriteForwarderOptions {
   maxQueued?: number;
 }
 
-interface Waiting {
-  write: ForwardedWrite;
-  chars: number;
-  resolve: (r: { result: ApplyResult; index: number }) => void;
-  reject: (err: Error) => void;
-}
-
 /**
  * A follower's forwarder: writes that arrive while `maxInFlight` batches are travelling wait and
  * leave together in the next batch, so the leader handles one HTTP request per batch instead of
@@ -67,85 +59,29 @@ interface Waiting {
  * write alone leaves at the end of the current event-loop turn.
  */
 export class WriteForwarder {
-  readonly #send: WriteForwarderOptions['send'];
-  readonly #maxInFlight: number;
-  readonly #maxBatch: number;
-  readonly #maxQueued: number;
-  #queue: Waiting[] = [];
-  #inFlight = 0;
-  #scheduled = false;
-  /** Requests sent so far (for tests and metrics). */
-  requests = 0;
+  readonly #batches: BatchForwarder<ForwardedWrite, { result: ApplyResult; index: number }>;
 
   constructor(opts: WriteForwarderOptions) {
-    this.#send = opts.send;
-    this.#maxInFlight = opts.maxInFlight ?? 2;
-    this.#maxBatch = Math.min(opts.maxBatch ?? MAX_WRITE_BATCH, MAX_WRITE_BATCH);
-    this.#maxQueued = opts.maxQueued ?? 100_000;
-    for (const [name, v] of [
-      ['maxInFlight', this.#maxInFlight],
-      ['maxBatch', this.#maxBatch],
-      ['maxQueued', this.#maxQueued],
-    ] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new SiderError('SIDER_CONFIG', `WriteForwarder: ${name} must be a positive integer, got ${v}`);
-    }
+    this.#batches = new BatchForwarder<ForwardedWrite, { result: ApplyResult; index: number }>('WriteForwarder', {
+      what: 'writes',
+      send: opts.send,
+      maxInFlight: opts.maxInFlight ?? 2,
+      maxBatch: Math.min(opts.maxBatch ?? MAX_WRITE_BATCH, MAX_WRITE_BATCH),
+      maxQueued: opts.maxQueued ?? 100_000,
+      maxBatchChars: MAX_BATCH_CHARS,
+      // Sized once, so that batches stay under the leader's body limit.
+      size: (w) => JSON.stringify(w.cmd).length + w.rid.length + 32,
+    });
+  }
+
+  /** Requests sent so far (for tests and metrics). */
+  get requests(): number {
+    return this.#batches.requests;
   }
 
   /** Resolves with the leader's apply result and the entry's index; rejects with a SiderError. */
-  forward(cmd: RegistryCommand, rid: string): Promise<{ result: ApplyResult; index: number }> {
-    if (this.#queue.length >= this.#maxQueued) {
-      return Promise.reject(new SiderError('SIDER_OVERLOADED', 'too many writes waiting to be forwarded to the leader; retry'));
-    }
-    // Sized once here, so that batches stay under the leader's body limit.
-    const chars = JSON.stringify(cmd).length + rid.length + 32;
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ write: { cmd, rid }, chars, resolve, reject });
-      this.#schedule();
-    });
-  }
-
-  #schedule(): void {
-    if (this.#scheduled || this.#inFlight >= this.#maxInFlight || this.#queue.length === 0) return;
-    this.#scheduled = true;
-    // Writes of the same event-loop turn share the batch.
-    setImmediate(() => {
-      this.#scheduled = false;
-      this.#flush();
-    });
-  }
-
-  #flush(): void {
-    while (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
-      let n = 0;
-      let chars = 0;
-      while (n < this.#queue.length && n < this.#maxBatch && (n === 0 || chars + this.#queue[n]!.chars <= MAX_BATCH_CHARS)) {
-        chars += this.#queue[n]!.chars;
-        n++;
-      }
-      const batch = this.#queue.splice(0, n);
-      this.#inFlight++;
-      this.requests++;
-      void this.#deliver(batch);
-    }
-  }
-
-  async #deliver(batch: Waiting[]): Promise<void> {
-    try {
-      const results = await this.#send(batch.map((w) => w.write));
-      if (!Array.isArray(results) || results.length !== batch.length) {
-        throw new SiderError('SIDER_INTERNAL', `the leader answered ${Array.isArray(results) ? results.length : 'no'} results for ${batch.length} writes`);
-      }
-      batch.forEach((w, i) => {
-        const r = results[i]!;
-        if (r.ok) w.resolve({ result: r.result, index: r.index });
-        else w.reject(new SiderError(r.code, r.error, { status: r.status }));
-      });
-    } catch (err) {
-      const e = isSiderError(err) ? err : new SiderError('SIDER_NO_LEADER', `forwarding writes to the leader failed: ${(err as Error).message}`);
-      for (const w of batch) w.reject(e);
-    } finally {
-      this.#inFlight--;
-      this.#schedule();
-    }
+  async forward(cmd: RegistryCommand, rid: string): Promise<{ result: ApplyResult; index: number }> {
+    const r = await this.#batches.submit({ cmd, rid });
+    return { result: r.result, index: r.index };
   }
 }

@@ -3,8 +3,9 @@
 // concurrent renewals → one signed request to the leader).
 
 import { SiderError, isSiderError } from '../../raft/errors.ts';
-import type { SiderErrorCode } from '../../raft/errors.ts';
 import type { CheckStatus } from '../registry/model.ts';
+import { BatchForwarder } from '../batch-forwarder.ts';
+import type { ItemResult } from '../batch-forwarder.ts';
 
 /** Renews (or sets the status of) a TTL check. Rejects with a SiderError (404 with Consul's text, 503 no leader…). */
 export interface CheckRenewer {
@@ -35,7 +36,7 @@ export function parseRenewItems(v: unknown): RenewItem[] {
   });
 }
 
-export type RenewResult = { ok: true } | { ok: false; code: SiderErrorCode; status: number; error: string };
+export type RenewResult = ItemResult<object>;
 
 /** Consul's answer for a status update of an unknown or non-TTL check (clients match on it). */
 export function notTtlError(checkId: string): SiderError {
@@ -67,106 +68,33 @@ export interface RenewalForwarderOptions {
   maxQueued?: number;
 }
 
-interface Waiting {
-  item: RenewItem;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 /**
  * A follower's forwarder: renewals leave in batches, at most one every `minIntervalMs` and at most
  * `maxInFlight` travelling at once, so N renewals/s cost at most 1000 / minIntervalMs requests/s
  * rather than N. A renewal arriving after a quiet spell leaves at the end of the event-loop turn.
  */
 export class RenewalForwarder implements CheckRenewer {
-  readonly #send: RenewalForwarderOptions['send'];
-  readonly #maxInFlight: number;
-  readonly #maxBatch: number;
-  readonly #maxQueued: number;
-  readonly #minIntervalMs: number;
-  #queue: Waiting[] = [];
-  #inFlight = 0;
-  #scheduled = false;
-  #lastSent = -Infinity;
-  /** Requests sent so far (for tests and metrics). */
-  requests = 0;
+  readonly #batches: BatchForwarder<RenewItem, object>;
 
   constructor(opts: RenewalForwarderOptions) {
-    this.#send = opts.send;
-    this.#maxInFlight = opts.maxInFlight ?? 8;
-    this.#minIntervalMs = opts.minIntervalMs ?? 2;
-    if (!(this.#minIntervalMs >= 0 && this.#minIntervalMs <= 1000)) throw new SiderError('SIDER_CONFIG', `RenewalForwarder: minIntervalMs must be in [0, 1000], got ${this.#minIntervalMs}`);
-    this.#maxBatch = Math.min(opts.maxBatch ?? 2048, MAX_RENEW_BATCH);
-    this.#maxQueued = opts.maxQueued ?? 100_000;
-    for (const [name, v] of [
-      ['maxInFlight', this.#maxInFlight],
-      ['maxBatch', this.#maxBatch],
-      ['maxQueued', this.#maxQueued],
-    ] as const) {
-      if (!Number.isInteger(v) || v < 1) throw new SiderError('SIDER_CONFIG', `RenewalForwarder: ${name} must be a positive integer, got ${v}`);
-    }
-  }
-
-  renew(ns: string, checkId: string, status: CheckStatus, output: string): Promise<void> {
-    if (this.#queue.length >= this.#maxQueued) {
-      return Promise.reject(new SiderError('SIDER_OVERLOADED', 'too many TTL renewals waiting to be forwarded to the leader; retry'));
-    }
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ item: [ns, checkId, status, output], resolve, reject });
-      this.#schedule();
+    this.#batches = new BatchForwarder<RenewItem, object>('RenewalForwarder', {
+      what: 'renewals',
+      send: opts.send,
+      maxInFlight: opts.maxInFlight ?? 8,
+      minIntervalMs: opts.minIntervalMs ?? 2,
+      maxBatch: Math.min(opts.maxBatch ?? 2048, MAX_RENEW_BATCH),
+      maxQueued: opts.maxQueued ?? 100_000,
+      maxBatchChars: MAX_BATCH_CHARS,
+      size: ([ns, id, , out]) => ns.length + id.length + out.length + 32,
     });
   }
 
-  #schedule(): void {
-    if (this.#scheduled || this.#inFlight >= this.#maxInFlight || this.#queue.length === 0) return;
-    this.#scheduled = true;
-    const run = (): void => {
-      this.#scheduled = false;
-      this.#flush();
-    };
-    // Renewals of the same event-loop turn (and of the rest of the interval) share the batch.
-    const wait = this.#lastSent + this.#minIntervalMs - performance.now();
-    if (wait > 0) setTimeout(run, Math.ceil(wait));
-    else setImmediate(run);
+  /** Requests sent so far (for tests and metrics). */
+  get requests(): number {
+    return this.#batches.requests;
   }
 
-  #flush(): void {
-    if (this.#inFlight < this.#maxInFlight && this.#queue.length > 0) {
-      this.#lastSent = performance.now();
-      // Bounded by count and by characters (the internal API takes bodies up to 1 MiB).
-      let n = 0;
-      let chars = 0;
-      while (n < this.#queue.length && n < this.#maxBatch && (n === 0 || chars < MAX_BATCH_CHARS)) {
-        const [ns, id, , out] = this.#queue[n]!.item;
-        chars += ns.length + id.length + out.length + 32;
-        n++;
-      }
-      const batch = n === this.#queue.length ? this.#queue : this.#queue.slice(0, n);
-      this.#queue = n === this.#queue.length ? [] : this.#queue.slice(n);
-      this.#inFlight++;
-      this.requests++;
-      void this.#deliver(batch);
-    }
-    this.#schedule();
-  }
-
-  async #deliver(batch: Waiting[]): Promise<void> {
-    try {
-      const results = await this.#send(batch.map((w) => w.item));
-      if (!Array.isArray(results) || results.length !== batch.length) {
-        throw new SiderError('SIDER_INTERNAL', `the leader answered ${Array.isArray(results) ? results.length : 'no'} results for ${batch.length} renewals`);
-      }
-      batch.forEach((w, i) => {
-        const r = results[i]!;
-        if (r.ok) w.resolve();
-        else w.reject(new SiderError(r.code, r.error, { status: r.status }));
-      });
-    } catch (err) {
-      const e = isSiderError(err) ? err : new SiderError('SIDER_NO_LEADER', `forwarding renewals to the leader failed: ${(err as Error).message}`);
-      for (const w of batch) w.reject(e);
-    } finally {
-      this.#inFlight--;
-      this.#schedule();
-    }
+  async renew(ns: string, checkId: string, status: CheckStatus, output: string): Promise<void> {
+    await this.#batches.submit([ns, checkId, status, output]);
   }
 }

@@ -1,0 +1,118 @@
+// The follower-to-leader batching shared by forwarded writes (forward-writes.ts) and forwarded TTL
+// renewals (health/renewals.ts): items queue, leave in batches bounded by count and size, at most
+// `maxInFlight` batches travel at once, and each item is settled with its own result.
+
+import { SiderError, isSiderError } from '../raft/errors.ts';
+import type { SiderErrorCode } from '../raft/errors.ts';
+
+/** What the leader answers per item: success with a value, or the error to reject it with. */
+export type ItemResult<V> = ({ ok: true } & V) | { ok: false; code: SiderErrorCode; status: number; error: string };
+
+export interface BatchForwarderOptions<I, V> {
+  /** Names the items in error messages ("writes", "renewals"). */
+  what: string;
+  /** Sends one batch to the leader and returns one result per item, in order. */
+  send: (items: I[]) => Promise<ItemResult<V>[]>;
+  maxInFlight: number;
+  maxBatch: number;
+  /** Items waiting at most; beyond, an item fails at once with 429. */
+  maxQueued: number;
+  /** Characters of one batch at most (sizes come from `size`); a batch always takes one item. */
+  maxBatchChars: number;
+  size: (item: I) => number;
+  /** Batches leave at most this often (0 = at the end of the event-loop turn). */
+  minIntervalMs?: number;
+}
+
+interface Waiting<I, V> {
+  item: I;
+  chars: number;
+  resolve: (v: ItemResult<V> & { ok: true }) => void;
+  reject: (err: Error) => void;
+}
+
+export class BatchForwarder<I, V> {
+  readonly #o: Required<BatchForwarderOptions<I, V>>;
+  #queue: Waiting<I, V>[] = [];
+  #inFlight = 0;
+  #scheduled = false;
+  #lastSent = -Infinity;
+  /** Requests sent so far (for tests and metrics). */
+  requests = 0;
+
+  constructor(name: string, opts: BatchForwarderOptions<I, V>) {
+    this.#o = { minIntervalMs: 0, ...opts };
+    const min = this.#o.minIntervalMs;
+    if (!(min >= 0 && min <= 1000)) throw new SiderError('SIDER_CONFIG', `${name}: minIntervalMs must be in [0, 1000], got ${min}`);
+    for (const [field, v] of [
+      ['maxInFlight', opts.maxInFlight],
+      ['maxBatch', opts.maxBatch],
+      ['maxQueued', opts.maxQueued],
+    ] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new SiderError('SIDER_CONFIG', `${name}: ${field} must be a positive integer, got ${v}`);
+    }
+  }
+
+  /** Queues `item`; resolves with its successful result, rejects with a SiderError. */
+  submit(item: I): Promise<ItemResult<V> & { ok: true }> {
+    if (this.#queue.length >= this.#o.maxQueued) {
+      return Promise.reject(new SiderError('SIDER_OVERLOADED', `too many ${this.#o.what} waiting to be forwarded to the leader; retry`));
+    }
+    const chars = this.#o.size(item);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ item, chars, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#inFlight >= this.#o.maxInFlight || this.#queue.length === 0) return;
+    this.#scheduled = true;
+    const run = (): void => {
+      this.#scheduled = false;
+      this.#flush();
+    };
+    // Items of the same event-loop turn share the batch.
+    const wait = this.#lastSent + this.#o.minIntervalMs - performance.now();
+    if (wait > 0) setTimeout(run, Math.ceil(wait));
+    else setImmediate(run);
+  }
+
+  #flush(): void {
+    while (this.#inFlight < this.#o.maxInFlight && this.#queue.length > 0) {
+      let n = 0;
+      let chars = 0;
+      while (n < this.#queue.length && n < this.#o.maxBatch && (n === 0 || chars + this.#queue[n]!.chars <= this.#o.maxBatchChars)) {
+        chars += this.#queue[n]!.chars;
+        n++;
+      }
+      const batch = this.#queue.splice(0, n);
+      this.#lastSent = performance.now();
+      this.#inFlight++;
+      this.requests++;
+      void this.#deliver(batch);
+      if (this.#o.minIntervalMs > 0) break;
+    }
+    this.#schedule();
+  }
+
+  async #deliver(batch: Waiting<I, V>[]): Promise<void> {
+    try {
+      const results = await this.#o.send(batch.map((w) => w.item));
+      if (!Array.isArray(results) || results.length !== batch.length) {
+        throw new SiderError('SIDER_INTERNAL', `the leader answered ${Array.isArray(results) ? results.length : 'no'} results for ${batch.length} ${this.#o.what}`);
+      }
+      batch.forEach((w, i) => {
+        const r = results[i]!;
+        if (r.ok) w.resolve(r);
+        else w.reject(new SiderError(r.code, r.error, { status: r.status }));
+      });
+    } catch (err) {
+      const e = isSiderError(err) ? err : new SiderError('SIDER_NO_LEADER', `forwarding ${this.#o.what} to the leader failed: ${(err as Error).message}`);
+      for (const w of batch) w.reject(e);
+    } finally {
+      this.#inFlight--;
+      this.#schedule();
+    }
+  }
+}
