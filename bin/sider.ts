@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // The `sider` command line: dispatches to sub-commands. `server` runs a registry server, `agent`
-// keeps a host's services registered and checked; the operator commands (members, join, leave,
-// services, health, snapshot …) arrive with issue #7.
+// keeps a host's services registered and checked; the operator commands (members, join, services,
+// health, register, deregister, snapshot) are HTTP clients in cli/.
 
 import { readFileSync } from 'node:fs';
 import { isSiderError } from '../raft/errors.ts';
 import { SERVER_USAGE, loadServerConfig } from '../src/config.ts';
 import { startServer } from './server.ts';
+import { COMMANDS, operatorHelp, runCommand } from '../cli/commands.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -15,11 +16,12 @@ const usage = `usage: sider <command> [flags]
 commands:
   server      run a registry server (sider server -help for its flags)
   agent       register this host's services and run their checks (sider agent -help)
+${operatorHelp()}
   version     print the version
   help        print this text
 
-planned (see README "Status"): members, join, leave, services, health, register,
-deregister, snapshot save|restore`;
+Operator commands talk to -http-addr (default 127.0.0.1:8500, env SIDER_HTTP_ADDR) and take
+-json; sider <command> -help shows a command's flags. Not built yet: leave.`;
 
 async function server(argv: string[]): Promise<void> {
   if (argv.some((a) => /^--?(help|h)$/.test(a))) {
@@ -40,13 +42,15 @@ async function server(argv: string[]): Promise<void> {
     srv.log('info', 'shutting down', { signal });
     const force = setTimeout(() => process.exit(1), 10_000);
     force.unref();
-    srv.close().then(
+    srv.shutdown().then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // PUT /v1/agent/leave: the server has left its cluster and closed.
+  void srv.left.then(() => process.exit(0));
 }
 
 const [cmd = 'help', ...rest] = process.argv.slice(2);
@@ -66,6 +70,10 @@ switch (cmd.replace(/^-+/, '')) {
     console.log(usage);
     break;
   default:
+    if (Object.hasOwn(COMMANDS, cmd)) {
+      process.exitCode = await runCommand(cmd, rest, { out: (l) => console.log(l), err: (l) => console.error(l), env: process.env });
+      break;
+    }
     console.error(`sider: ${JSON.stringify(cmd)} is not available in this build (see README "Status").\n${usage}`);
     process.exit(2);
 }

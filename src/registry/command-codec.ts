@@ -264,8 +264,10 @@ function readCommand(v: unknown): RegistryCommand {
         }),
         now: num(o.now, 'now'),
       };
+    case 'restore':
+      return { type: 'restore', snapshot: readSnapshotData(o.snapshot, 'snapshot'), now: num(o.now, 'now') };
     default:
-      return bad('type', 'must be register, deregister, checkStatus, addCheck, removeCheck, ttlCheckpoint or server');
+      return bad('type', 'must be register, deregister, checkStatus, addCheck, removeCheck, ttlCheckpoint, server or restore');
   }
 }
 
@@ -328,16 +330,21 @@ export function decodeSnapshot(bytes: Uint8Array): SnapshotData {
   } catch (err) {
     throw new SiderError('SIDER_BAD_REQUEST', 'snapshot: not valid UTF-8 JSON', { cause: err });
   }
-  const o = obj(value, 'snapshot');
-  if (o.format !== SNAPSHOT_FORMAT) bad('snapshot.format', `must be "${SNAPSHOT_FORMAT}"`);
-  if (o.version !== SNAPSHOT_VERSION) bad('snapshot.version', `must be ${SNAPSHOT_VERSION}`);
+  return readSnapshotData(value, 'snapshot');
+}
+
+/** Validates an already-parsed snapshot document; throws SIDER_BAD_REQUEST naming the field under `path`. */
+export function readSnapshotData(value: unknown, path: string): SnapshotData {
+  const o = obj(value, path);
+  if (o.format !== SNAPSHOT_FORMAT) bad(`${path}.format`, `must be "${SNAPSHOT_FORMAT}"`);
+  if (o.version !== SNAPSHOT_VERSION) bad(`${path}.version`, `must be ${SNAPSHOT_VERSION}`);
   return {
     format: SNAPSHOT_FORMAT,
     version: SNAPSHOT_VERSION,
-    index: nat(o.index, 'snapshot.index'),
-    namespaces: arr(o.namespaces, 'snapshot.namespaces', readSnapshotNamespace),
-    servers: arr(o.servers, 'snapshot.servers', readServerInfo),
-    dedup: arr(o.dedup, 'snapshot.dedup', (v, p) => {
+    index: nat(o.index, `${path}.index`),
+    namespaces: arr(o.namespaces, `${path}.namespaces`, readSnapshotNamespace),
+    servers: arr(o.servers, `${path}.servers`, readServerInfo),
+    dedup: arr(o.dedup, `${path}.dedup`, (v, p) => {
       const [rid, result] = pair(v, p);
       return [nonEmpty(rid, `${p}[0]`), readApplyResult(result, `${p}[1]`)];
     }),

@@ -1,6 +1,8 @@
 // The registry's data model (DESIGN §2), the commands that change it through Raft, and the read
 // interface every front end (HTTP, DNS, metrics) uses. Field names follow Consul's JSON.
 
+import type { SnapshotData } from './command-codec.ts';
+
 export type CheckStatus = 'passing' | 'warning' | 'critical';
 /** `maintenance` is the check maintenance mode adds (`_service_maintenance:<id>`); never registered by clients. */
 export type CheckType = 'ttl' | 'http' | 'tcp' | 'grpc' | 'cmd' | 'maintenance';
@@ -112,7 +114,13 @@ export type RegistryCommand =
    * wakes no watcher.
    */
   | { type: 'ttlCheckpoint'; entries: [ns: string, checkId: string, renewedAtMs: number, renewIntervalMs: number][]; now: number }
-  | { type: 'server'; server: ServerInfo; now: number };
+  | { type: 'server'; server: ServerInfo; now: number }
+  /**
+   * Replaces every namespace with the snapshot's (`PUT /v1/snapshot`). Every registry index becomes
+   * the entry's own index, so no index a client saw goes backwards; servers and the request-ID
+   * table are this cluster's and are kept; replicated check times restart at `now`.
+   */
+  | { type: 'restore'; snapshot: SnapshotData; now: number };
 
 /**
  * Replicated times of a check, stamped from the leader's clock in the commands (kept out of the

@@ -107,6 +107,7 @@ type CheckStatusCommand = Extract<RegistryCommand, { type: 'checkStatus' }>;
 type AddCheckCommand = Extract<RegistryCommand, { type: 'addCheck' }>;
 type RemoveCheckCommand = Extract<RegistryCommand, { type: 'removeCheck' }>;
 type TtlCheckpointCommand = Extract<RegistryCommand, { type: 'ttlCheckpoint' }>;
+type RestoreCommand = Extract<RegistryCommand, { type: 'restore' }>;
 
 const CHANGED: ApplyResult = Object.freeze({ ok: true, changed: true });
 const UNCHANGED: ApplyResult = Object.freeze({ ok: true, changed: false });
@@ -404,7 +405,41 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
         return this.#removeCheck(cmd, index);
       case 'ttlCheckpoint':
         return this.#ttlCheckpoint(cmd);
+      case 'restore':
+        return this.#restoreCommand(cmd, index);
     }
+  }
+
+  /**
+   * Replaces every namespace with the snapshot's, checked completely first (a bad document changes
+   * nothing). Every index becomes `index`, which is above anything this registry ever answered, so
+   * no client's index goes backwards; namespaces that disappear stay as empty ones at `index`.
+   * Servers and the dedup table belong to this cluster and are kept. Every watcher fires.
+   */
+  #restoreCommand(cmd: RestoreCommand, index: number): ApplyResult {
+    const namespaces = new Map<string, NamespaceState>();
+    try {
+      for (const [i, sn] of cmd.snapshot.namespaces.entries()) {
+        if (namespaces.has(sn.name)) return badRequest(`snapshot.namespaces[${i}]: duplicate namespace "${sn.name}"`);
+        namespaces.set(sn.name, buildNamespace(sn, `snapshot.namespaces[${i}]`));
+      }
+    } catch (err) {
+      if (err instanceof SiderError) return badRequest(err.message);
+      throw err;
+    }
+    for (const name of this.#namespaces.keys()) if (!namespaces.has(name)) namespaces.set(name, newNamespace(name));
+    for (const ns of namespaces.values()) {
+      ns.index = index;
+      ns.catalogIndex = index;
+      for (const svc of ns.services.values()) svc.index = index;
+      for (const name of ns.tombstones.keys()) ns.tombstones.set(name, index);
+      // Renewal times were another clock's: every TTL restarts from the restore.
+      for (const [id, t] of ns.checkTimes) ns.checkTimes.set(id, { renewedAt: cmd.now, statusSince: cmd.now, renewIntervalMs: t.renewIntervalMs });
+    }
+    this.#namespaces = namespaces;
+    this.#touched.clear();
+    this.#watchers.fireAll();
+    return CHANGED;
   }
 
   #register(cmd: RegisterCommand, index: number): ApplyResult {
