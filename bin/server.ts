@@ -17,7 +17,9 @@ import { BlockingQueries } from '../http/blocking.ts';
 import { currentRequest, instrumentHttpServer, observability } from '../http/metrics.ts';
 import { DnsServer } from '../dns/server.ts';
 import { parseDurationMs } from '../http/duration.ts';
-import { internalApi, operatorAuth } from '../http/internal.ts';
+import { agentLeave, internalApi, operatorAuth } from '../http/internal.ts';
+import { formCluster } from './formation.ts';
+import { snapshotRoutes } from '../http/snapshot-routes.ts';
 import { signRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { parseHostPort } from '../src/config.ts';
@@ -50,11 +52,18 @@ export interface SiderServer {
   /** Prometheus metrics (GET /metrics) and readiness (GET /v1/agent/ready). */
   metrics: ServerMetrics;
   readiness: Readiness;
+  /** Resolves once the server has left the cluster (PUT /v1/agent/leave) and closed: exit then. */
+  left: Promise<void>;
   close(): Promise<void>;
+  /**
+   * SIGTERM/SIGINT: hands leadership to another voter first when this server leads (bounded), then
+   * closes. Membership is kept: a rolling restart brings the same server back.
+   */
+  shutdown(): Promise<void>;
 }
 
 /** Asks a member's internal API to add this server; returns the cluster ID. Retries while no leader. */
-async function requestJoin(cfg: ServerConfig, raftAddr: string, log: Logger): Promise<string> {
+async function requestJoin(cfg: ServerConfig, via: string, raftAddr: string, log: Logger): Promise<string> {
   const path = INTERNAL_JOIN;
   const body = Buffer.from(JSON.stringify({ id: cfg.raftId, addr: raftAddr }));
   const deadline = Date.now() + 60_000;
@@ -63,7 +72,7 @@ async function requestJoin(cfg: ServerConfig, raftAddr: string, log: Logger): Pr
     try {
       const headers: Record<string, string> = { 'content-type': 'application/json' };
       if (cfg.clusterKey) Object.assign(headers, signRequest(cfg.clusterKey, 'POST', path, body));
-      const res = await request(`http://${cfg.join}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(15_000) });
+      const res = await request(`http://${via}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(15_000) });
       const text = await res.body.text();
       if (res.statusCode === 200) {
         const v = JSON.parse(text) as { clusterId?: unknown };
@@ -77,10 +86,10 @@ async function requestJoin(cfg: ServerConfig, raftAddr: string, log: Logger): Pr
     } catch (err) {
       last = (err as Error).message;
     }
-    log('warn', 'join attempt failed; retrying', { join: cfg.join, error: last });
+    log('warn', 'join attempt failed; retrying', { join: via, error: last });
     await new Promise((r) => setTimeout(r, 1000));
   }
-  throw new SiderError('SIDER_CONFIG', `cannot join the cluster through ${cfg.join}: ${last}`);
+  throw new SiderError('SIDER_CONFIG', `cannot join the cluster through ${via}: ${last}`);
 }
 
 export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}): Promise<SiderServer> {
@@ -95,11 +104,19 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   await storage.open();
   const identity = await storage.loadIdentity();
   await storage.close();
+  let bootstrap = cfg.bootstrap && !identity;
   if (!identity && cfg.join) {
-    clusterId = await requestJoin(cfg, raftAddr, log);
+    clusterId = await requestJoin(cfg, cfg.join, raftAddr, log);
     log('info', 'joined cluster', { clusterId, via: cfg.join });
+  } else if (!identity && (cfg.bootstrapExpect > 0 || cfg.retryJoin.length > 0)) {
+    const d = await formCluster(cfg, raftAddr, log, (via) => requestJoin(cfg, via, raftAddr, log));
+    if (d.bootstrap) bootstrap = true;
+    else {
+      clusterId = d.clusterId;
+      log('info', 'joined cluster', { clusterId, via: d.via });
+    }
   } else if (!identity && !cfg.bootstrap) {
-    throw new SiderError('SIDER_CONFIG', `data directory ${cfg.raftDir} is fresh: start with -bootstrap (new cluster) or -join host:port`);
+    throw new SiderError('SIDER_CONFIG', `data directory ${cfg.raftDir} is fresh: start with -bootstrap (new cluster), -join host:port or -bootstrap-expect N -retry-join host:port`);
   }
 
   const state = new RegistryStateMachine();
@@ -109,7 +126,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     storage,
     snapshots,
     stateMachine: state,
-    ...(cfg.bootstrap && !identity ? { bootstrap: { addr: raftAddr } } : {}),
+    ...(bootstrap ? { bootstrap: { addr: raftAddr } } : {}),
     ...(clusterId ? { clusterId } : {}),
     tickMs: cfg.tickMs,
     electionTicks: cfg.electionTicks,
@@ -171,6 +188,11 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   readiness.start();
   metrics.setReady(() => readiness.state().ready);
 
+  let resolveLeft!: () => void;
+  const left = new Promise<void>((r) => {
+    resolveLeft = r;
+  });
+
   const blocking = new BlockingQueries();
   metrics.setBlockingHeld(() => blocking.held);
   // Writes received here are logged and counted here (who, what, index).
@@ -187,8 +209,17 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   // internal API, and the signature check on membership changes.
   app.middleware.unshift(
     observability({ metrics, readiness, log, logRequests: cfg.logLevel === 'debug' }),
-    internalApi({ registry, clusterKey: cfg.clusterKey, clusterId: raft.clusterId, log, renewals: health }),
+    internalApi({
+      registry,
+      clusterKey: cfg.clusterKey,
+      clusterId: raft.clusterId,
+      log,
+      renewals: health,
+      status: () => ({ id: raft.id, raftAddr, clusterId: raft.clusterId, leader: raft.status().leader }),
+    }),
     operatorAuth({ clusterKey: cfg.clusterKey, log }),
+    agentLeave({ clusterKey: cfg.clusterKey, log, leave: () => leaveCluster(raft, registry, log), afterLeave: () => void srv.close().then(resolveLeft, resolveLeft) }),
+    snapshotRoutes({ service: observed, state, isLeader: () => raft.status().leader === raft.id, clusterKey: cfg.clusterKey, log }),
   );
   const { host, port } = parseHostPort(cfg.http, '-http');
   let http: Server;
@@ -239,8 +270,9 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   });
   void publish();
 
-  log('info', 'sider server started', { http: httpAddr, raft: raftAddr, dir: cfg.raftDir, clusterId: raft.clusterId });
-  return {
+  log('info', 'sider server started', { http: httpAddr, raft: raftAddr, dir: cfg.raftDir, clusterId: raft.clusterId, bootstrapped: bootstrap });
+  let closing: Promise<void> | undefined;
+  const srv: SiderServer = {
     config: cfg,
     raft,
     registry,
@@ -253,21 +285,76 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     log,
     metrics,
     readiness,
-    async close() {
-      closed = true;
-      readiness.close();
-      await dns?.close();
-      offLeader();
-      offHealth();
-      offObserve();
-      health.close();
-      http.closeAllConnections();
-      await new Promise<void>((r) => http.close(() => r()));
-      await registry.close();
-      await raft.close();
-      log('info', 'sider server stopped', {});
+    left,
+    close() {
+      closing ??= closeAll();
+      return closing;
+    },
+    async shutdown() {
+      await handOffLeadership(raft, log).catch((err: unknown) => log('warn', 'shutdown: leadership transfer failed', { error: (err as Error).message }));
+      await srv.close();
     },
   };
+  const closeAll = async (): Promise<void> => {
+    closed = true;
+    readiness.close();
+    await dns?.close();
+    offLeader();
+    offHealth();
+    offObserve();
+    health.close();
+    http.closeAllConnections();
+    await new Promise<void>((r) => http.close(() => r()));
+    await registry.close();
+    await raft.close();
+    log('info', 'sider server stopped', {});
+  };
+  return srv;
+}
+
+/** If this server leads a cluster with other voters, hands leadership to the most caught-up one; the new leader's ID ('' when not the leader). */
+async function handOffLeadership(raft: RaftNode, log: Logger, deadline = Date.now() + 3_000): Promise<string> {
+  const st = raft.status();
+  if (st.leader !== raft.id) return '';
+  const others = st.membership.voters.filter((v) => v !== raft.id);
+  // The most caught-up voter first: it can take over at once.
+  others.sort((a, b) => (st.peers[b]?.match ?? 0) - (st.peers[a]?.match ?? 0));
+  for (const to of others) {
+    if (Date.now() >= deadline) break;
+    try {
+      await raft.transferLeadership(to, Math.max(100, Math.min(5_000, deadline - Date.now())));
+      log('info', 'leadership handed off', { to });
+      return to;
+    } catch (err) {
+      log('warn', 'leadership transfer failed', { to, error: (err as Error).message });
+    }
+  }
+  throw new SiderError('SIDER_TIMEOUT', 'could not hand leadership to another voter', { status: 503 });
+}
+
+/** Leaving for good takes at most this long; past it the server answers an error and keeps running. */
+const LEAVE_TIMEOUT_MS = 10_000;
+
+/**
+ * PUT /v1/agent/leave: hands leadership to another voter if this server leads, waits for a new
+ * leader, and has it remove this server from the configuration.
+ */
+async function leaveCluster(raft: RaftNode, registry: RaftRegistry, log: Logger): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + LEAVE_TIMEOUT_MS;
+  const st = raft.status();
+  const others = st.membership.voters.filter((v) => v !== raft.id);
+  if (st.membership.voters.includes(raft.id) && others.length === 0) {
+    throw new SiderError('SIDER_CONF_CHANGE_INVALID', 'the only voter cannot leave its cluster; stop it instead', { status: 409 });
+  }
+  log('info', 'leaving the cluster', { leader: st.leader, voters: st.membership.voters });
+  const transferredTo = await handOffLeadership(raft, log, deadline - 2_000);
+  while (raft.status().leader === '' || raft.status().leader === raft.id) {
+    if (Date.now() > deadline) throw new SiderError('SIDER_TIMEOUT', 'leave: no other leader; still a member', { status: 503 });
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await registry.removeServer(raft.id);
+  log('info', 'left the cluster', { transferredTo, leader: raft.status().leader });
+  return { id: raft.id, transferredTo };
 }
 
 /** The DNS server of `-dns` (none with `-dns off`): answers from this node's local state (DESIGN §7). */

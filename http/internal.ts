@@ -14,6 +14,31 @@ import type { RenewItem, RenewResult } from '../src/health/renewals.ts';
 
 const MAX_BODY = 1 << 20;
 
+/** A server's identity and cluster state, asked by servers forming a cluster (-bootstrap-expect). */
+export const INTERNAL_STATUS = '/v1/internal/status';
+
+export interface PeerStatus {
+  id: string;
+  raftAddr: string;
+  /** '' while the server is still looking for its peers (no cluster yet). */
+  clusterId: string;
+  /** Raft ID of the leader it knows, '' when none. */
+  leader: string;
+}
+
+/** Parses a peer's INTERNAL_STATUS answer; null when it is not one. */
+export function parsePeerStatus(v: unknown): PeerStatus | null {
+  const id = field(v, 'id');
+  const raftAddr = field(v, 'raftAddr');
+  const clusterId = field(v, 'clusterId');
+  const leader = field(v, 'leader');
+  if (typeof id !== 'string' || typeof raftAddr !== 'string' || typeof clusterId !== 'string' || typeof leader !== 'string') return null;
+  return { id, raftAddr, clusterId, leader };
+}
+
+/** PUT /v1/agent/leave: this server leaves the cluster (leadership transfer, removal), then stops. */
+export const AGENT_LEAVE = '/v1/agent/leave';
+
 async function readBody(req: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
@@ -50,6 +75,8 @@ export interface InternalApiOptions {
   log: (level: 'warn', msg: string, fields: Record<string, unknown>) => void;
   /** The leader's TTL table: answers a follower's batch of forwarded renewals, one result each. */
   renewals?: { renewBatch(items: RenewItem[]): Promise<RenewResult[]> };
+  /** Answers INTERNAL_STATUS. */
+  status?: () => PeerStatus;
 }
 
 /** Handles /v1/internal/*; passes everything else on. Mount before the public API's routes. */
@@ -84,6 +111,8 @@ export function internalApi(opts: InternalApiOptions): Middleware {
         if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
         const items = parseRenewItems(field(payload, 'items'));
         ctx.body = { results: await opts.renewals.renewBatch(items) };
+      } else if (ctx.path === INTERNAL_STATUS && opts.status) {
+        ctx.body = opts.status();
       } else if (ctx.path === INTERNAL_REMOVE) {
         const id = field(payload, 'id');
         if (typeof id !== 'string') throw new SiderError('SIDER_BAD_REQUEST', 'id required');
@@ -97,6 +126,8 @@ export function internalApi(opts: InternalApiOptions): Middleware {
       const e = isSiderError(err) ? err : new SiderError('SIDER_INTERNAL', 'internal error');
       ctx.status = e.status;
       ctx.body = { code: e.code, message: e.message };
+      // The body was refused unread: close the connection rather than leave its rest in the stream.
+      if (e.status === 413) ctx.set('Connection', 'close');
     }
   };
 }
@@ -118,6 +149,7 @@ export function operatorAuth(opts: Pick<InternalApiOptions, 'clusterKey' | 'log'
       const e = err as SiderError;
       ctx.status = e.status;
       ctx.body = `${e.message}\n`;
+      if (e.status === 413) ctx.set('Connection', 'close');
       return;
     }
     if (!body) {
@@ -135,5 +167,42 @@ export function operatorAuth(opts: Pick<InternalApiOptions, 'clusterKey' | 'log'
     }
     (ctx.request as unknown as { body: unknown }).body = parsed;
     return next();
+  };
+}
+
+export interface AgentLeaveOptions extends Pick<InternalApiOptions, 'clusterKey' | 'log'> {
+  /** Transfers leadership if needed and removes this server; rejects (server keeps running) when it cannot. */
+  leave(): Promise<Record<string, unknown>>;
+  /** Called once the successful answer has been sent: stop the server. */
+  afterLeave(): void;
+}
+
+/**
+ * PUT /v1/agent/leave, signed with the cluster key like /v1/raft/join (or loopback without a key):
+ * the server leaves the cluster for good, answers, and stops. SIGTERM, by contrast, keeps membership.
+ */
+export function agentLeave(opts: AgentLeaveOptions): Middleware {
+  let busy = false;
+  return async (ctx, next) => {
+    if (ctx.path !== AGENT_LEAVE) return next();
+    try {
+      if (ctx.method !== 'PUT' && ctx.method !== 'POST') throw new SiderError('SIDER_BAD_REQUEST', 'method not allowed: use PUT', { status: 405 });
+      const body = await authenticated(ctx, opts, 'leave refused: bad or missing cluster signature');
+      if (!body) throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required (sign with the cluster key)');
+      if (busy) throw new SiderError('SIDER_CONF_CHANGE_PENDING', 'a leave is already in progress', { status: 409 });
+      busy = true;
+      try {
+        ctx.body = { left: true, ...(await opts.leave()) };
+      } catch (err) {
+        busy = false;
+        throw err;
+      }
+      ctx.status = 200;
+      ctx.res.once('close', () => opts.afterLeave());
+    } catch (err) {
+      const e = isSiderError(err) ? err : new SiderError('SIDER_INTERNAL', 'internal error');
+      ctx.status = e.status;
+      ctx.body = { code: e.code, message: e.message };
+    }
   };
 }

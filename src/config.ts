@@ -30,6 +30,10 @@ export interface ServerConfig {
   bootstrap: boolean;
   /** HTTP address (host:port) of a member of the cluster to join, when the data directory is fresh. */
   join: string;
+  /** Cluster formation: wait until this many servers (itself included) are known, then one bootstraps; 0 = off. */
+  bootstrapExpect: number;
+  /** HTTP addresses (host:port) of the other servers to find for -bootstrap-expect, or to join through. */
+  retryJoin: string[];
   /** Shared secret for Raft traffic, joins and forwarded writes (≥ 16 bytes). '' = none (loopback only). */
   clusterKey: string;
   datacenter: string;
@@ -47,7 +51,7 @@ export interface ServerConfig {
 interface FieldSpec {
   key: keyof ServerConfig;
   flag: string;
-  kind: 'string' | 'boolean' | 'int';
+  kind: 'string' | 'boolean' | 'int' | 'list';
   min?: number;
   max?: number;
 }
@@ -66,6 +70,8 @@ const FIELDS: FieldSpec[] = [
   { key: 'raftDir', flag: 'raft-dir', kind: 'string' },
   { key: 'bootstrap', flag: 'bootstrap', kind: 'boolean' },
   { key: 'join', flag: 'join', kind: 'string' },
+  { key: 'bootstrapExpect', flag: 'bootstrap-expect', kind: 'int', min: 0, max: 9 },
+  { key: 'retryJoin', flag: 'retry-join', kind: 'list' },
   { key: 'clusterKey', flag: 'cluster-key', kind: 'string' },
   { key: 'datacenter', flag: 'datacenter', kind: 'string' },
   { key: 'nodeName', flag: 'node-name', kind: 'string' },
@@ -92,6 +98,10 @@ export const SERVER_USAGE = `usage: sider server [flags]
   -raft-dir DIR              data directory (default ./data)
   -bootstrap                 start a new single-server cluster if the data directory is fresh
   -join host:port            join the cluster of the server with this HTTP address (fresh data directory)
+  -bootstrap-expect N        fresh data directory: find the -retry-join servers until N are known
+                             (itself included), then the one with the smallest -raft-id bootstraps
+                             and the others join it; a peer already in a cluster is joined instead
+  -retry-join host:port      HTTP address of another server (repeatable; env: comma-separated list)
   -cluster-key KEY           shared secret (prefer SIDER_CLUSTER_KEY); required off loopback
   -datacenter NAME           reported in Consul's Datacenter fields (default dc1)
   -node-name NAME            Node of instances registered here (default: -raft-id)
@@ -201,6 +211,8 @@ export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     raftDir: (raw.raftDir as string | undefined) ?? './data',
     bootstrap: (raw.bootstrap as boolean | undefined) ?? false,
     join: (raw.join as string | undefined) ?? '',
+    bootstrapExpect: (raw.bootstrapExpect as number | undefined) ?? 0,
+    retryJoin: (raw.retryJoin as string[] | undefined) ?? [],
     clusterKey: (raw.clusterKey as string | undefined) ?? '',
     datacenter: (raw.datacenter as string | undefined) ?? 'dc1',
     nodeName: (raw.nodeName as string | undefined) ?? raftId,
@@ -229,6 +241,12 @@ function coerce(f: FieldSpec, v: unknown, where: string): unknown {
     if (v === 'true' || v === '1' || v === '') return true;
     if (v === 'false' || v === '0') return false;
     throw configError(`${where}: expected true or false, got ${JSON.stringify(v)}`);
+  }
+  if (f.kind === 'list') {
+    // A comma-separated string (environment), a repeated flag (array) or a JSON array (config file).
+    const items = typeof v === 'string' ? v.split(',') : Array.isArray(v) && v.length <= 64 ? v : null;
+    if (!items || !items.every((x) => typeof x === 'string' && x.length <= 4096)) throw configError(`${where}: expected host:port values`);
+    return (items as string[]).map((x) => x.trim()).filter((x) => x !== '');
   }
   if (f.kind === 'int') {
     const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : NaN;
@@ -265,6 +283,14 @@ function validate(cfg: ServerConfig): void {
   if (cfg.join) parseHostPort(cfg.join, '-join');
   validateDns(cfg);
   if (cfg.bootstrap && cfg.join) throw configError('-bootstrap and -join are mutually exclusive');
+  for (const a of cfg.retryJoin) parseHostPort(a, '-retry-join');
+  if (cfg.bootstrapExpect > 0) {
+    if (cfg.bootstrap || cfg.join) throw configError('-bootstrap-expect excludes -bootstrap and -join');
+    if (cfg.bootstrapExpect > 1 && cfg.retryJoin.length === 0) throw configError('-bootstrap-expect: needs -retry-join with the other servers\' HTTP addresses');
+    if (cfg.bootstrapExpect > 1 && http.port === 0) throw configError('-bootstrap-expect: -http needs a fixed port the other servers can reach');
+  } else if (cfg.retryJoin.length > 0 && (cfg.bootstrap || cfg.join)) {
+    throw configError('-retry-join excludes -bootstrap and -join');
+  }
   if (cfg.clusterKey && Buffer.byteLength(cfg.clusterKey) < 16) throw configError('-cluster-key: must be at least 16 bytes');
   if (!['debug', 'info', 'warn', 'error'].includes(cfg.logLevel)) throw configError(`-log-level: expected debug, info, warn or error, got ${JSON.stringify(cfg.logLevel)}`);
   if (!['json', 'text'].includes(cfg.logFormat)) throw configError(`-log-format: expected json or text, got ${JSON.stringify(cfg.logFormat)}`);
