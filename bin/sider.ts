@@ -21,7 +21,7 @@ ${operatorHelp()}
   help        print this text
 
 Operator commands talk to -http-addr (default 127.0.0.1:8500, env SIDER_HTTP_ADDR) and take
--json; sider <command> -help shows a command's flags. Not built yet: leave.`;
+-json; sider <command> -help shows a command's flags.`;
 
 async function server(argv: string[]): Promise<void> {
   if (argv.some((a) => /^--?(help|h)$/.test(a))) {

@@ -239,6 +239,19 @@ export const COMMANDS: Record<string, CommandSpec> = {
       io.out(`asked the cluster to add server ${id} at ${addr} (it joins as a learner and is promoted once caught up)`);
     },
   },
+  leave: {
+    usage: 'sider leave [-http-addr host:port] [-json]',
+    summary: 'make the server at -http-addr leave its cluster for good and exit (PUT /v1/agent/leave, signed with SIDER_CLUSTER_KEY)',
+    positionals: 0,
+    async run({ client, json, io }) {
+      // The server hands off leadership, has the leader remove it, answers, then exits (≤ 10 s).
+      const r = await client.ok('PUT', '/v1/agent/leave', Buffer.alloc(0), { sign: true, timeoutMs: 20_000 });
+      const reply = obj(JSON.parse(r.body.toString('utf8') || '{}'));
+      if (json) return printJson(io, reply);
+      const to = text(reply.transferredTo);
+      io.out(`server ${text(reply.id)} left the cluster${to ? ` (leadership handed to ${to})` : ''} and is shutting down`);
+    },
+  },
   snapshot: {
     usage: 'sider snapshot save FILE\n       sider snapshot restore FILE',
     summary: 'save the whole registry to a checksummed file, or restore it cluster-wide',

@@ -4,7 +4,7 @@
 // restart, each in turn) under a writing client loses no write.
 
 import t from 'tap';
-import { SiderCluster } from '../support/server-process.ts';
+import { SiderChild, SiderCluster } from '../support/server-process.ts';
 import type { SiderProcess } from '../support/server-process.ts';
 import { waitFor } from '../support/ports.ts';
 import { signRequest } from '../../src/cluster-auth.ts';
@@ -70,11 +70,13 @@ t.test('three servers started together with -bootstrap-expect 3 form one cluster
     await c.waitVoters(['s1', 's2', 's3'], 10_000);
   });
 
-  await t.test('PUT /v1/agent/leave on the leader: it hands off, is removed, exits 0; the others serve', async (t) => {
+  await t.test('`sider leave` on the leader: it hands off, is removed, exits 0; the others serve', async (t) => {
     const leader = await c.leader();
-    const r = await signedLeave(c, leader);
-    t.equal(r.status, 200, r.text);
-    const body = JSON.parse(r.text) as { left: boolean; transferredTo: string };
+    // The CLI signs PUT /v1/agent/leave with SIDER_CLUSTER_KEY.
+    const cli = new SiderChild(['leave', '-http-addr', c.addr(leader), '-json'], 'sider leave', { SIDER_CLUSTER_KEY: CLUSTER_KEY });
+    const exit = await cli.waitExit(30_000);
+    t.equal(exit.code, 0, cli.output);
+    const body = JSON.parse(cli.output) as { left: boolean; transferredTo: string };
     t.equal(body.left, true);
     t.not(body.transferredTo, '', 'leadership was handed to another voter');
     const st = await c.procs.get(leader)!.waitExit(20_000);
