@@ -8,6 +8,7 @@ import type { SnapshotData } from '../../src/registry/command-codec.ts';
 import type { RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 import { encodeSnapshotSliced } from '../../src/registry/snapshot-encoder.ts';
+import { checkSpec } from '../../src/registry/specs.ts';
 
 function reg(service: string, id: string, n: number, status: '' | 'passing' = ''): RegistryCommand {
   return {
@@ -26,28 +27,7 @@ function reg(service: string, id: string, n: number, status: '' | 'passing' = ''
       EnableTagOverride: false,
     },
     checks: [
-      {
-        CheckID: `service:${id}`,
-        Name: 'ttl',
-        Type: 'ttl',
-        Status: status,
-        Notes: '',
-        Output: '',
-        Interval: '',
-        Timeout: '',
-        TTL: '10s',
-        DeregisterCriticalServiceAfter: '',
-        SuccessBeforePassing: 0,
-        FailuresBeforeCritical: 0,
-        HTTP: '',
-        Method: '',
-        Header: {},
-        TCP: '',
-        GRPC: '',
-        GRPCUseTLS: false,
-        TLSSkipVerify: false,
-        Args: [],
-      },
+      checkSpec(`service:${id}`, { Name: 'ttl', Status: status, TTL: '10s' }),
     ],
     replaceExistingChecks: false,
     now: 1_000 + n,

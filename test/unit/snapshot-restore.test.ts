@@ -6,6 +6,7 @@ import t from 'tap';
 import { decodeCommand, decodeSnapshot, encodeCommand } from '../../src/registry/command-codec.ts';
 import type { SnapshotData } from '../../src/registry/command-codec.ts';
 import type { ApplyResult, InstanceSpec, RegistryCommand } from '../../src/registry/model.ts';
+import { checkSpec } from '../../src/registry/specs.ts';
 import { ARCHIVE_HEADER_BYTES, decodeArchive, encodeArchive } from '../../src/registry/snapshot-archive.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 
@@ -24,28 +25,7 @@ function spec(service: string, id: string, tags: string[] = []): InstanceSpec {
 }
 
 function reg(service: string, id: string, ns = 'default', tags: string[] = []): RegistryCommand {
-  const check = {
-    CheckID: `service:${id}`,
-    Name: 'ttl',
-    Type: 'ttl' as const,
-    Status: 'passing' as const,
-    Notes: '',
-    Output: '',
-    Interval: '',
-    Timeout: '',
-    TTL: '30s',
-    DeregisterCriticalServiceAfter: '',
-    SuccessBeforePassing: 0,
-    FailuresBeforeCritical: 0,
-    HTTP: '',
-    Method: '',
-    Header: {},
-    TCP: '',
-    GRPC: '',
-    GRPCUseTLS: false,
-    TLSSkipVerify: false,
-    Args: [],
-  };
+  const check = checkSpec(`service:${id}`, { Name: 'ttl', Status: 'passing', TTL: '30s' });
   return { type: 'register', ns, node: 'n1', instance: spec(service, id, tags), checks: [check], replaceExistingChecks: false, now: 1_000 };
 }
 
