@@ -3,12 +3,25 @@
 
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import parser from 'yargs-parser';
 import { SiderError } from '../raft/errors.ts';
+import { parseFlags, unknownFlag } from '../src/flags.ts';
 import { formatDurationMs, parseDurationNs } from '../http/duration.ts';
 import { checkShape, foldKey, normalizeKeys, registerShape } from '../http/normalize.ts';
 import type { ObjectShape } from '../http/normalize.ts';
-import { LIMITS, parseAddress, parseHostPort, parseId, parseNamespace, parseRegisterBody, parseServiceName } from '../http/register-parse.ts';
+import {
+  LIMITS,
+  isPlainObject,
+  optBool as fieldBool,
+  optInt as fieldInt,
+  optString as fieldString,
+  parseAddress,
+  parseHostPort,
+  parseId,
+  parseNamespace,
+  parseRegisterBody,
+  parseServiceName,
+  typeName,
+} from '../http/register-parse.ts';
 import type { ProbeDefinition } from '../src/health/types.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../src/registry/health.ts';
 import type { CheckStatus } from '../src/registry/model.ts';
@@ -111,16 +124,6 @@ function fail(path: string, message: string): never {
   throw configError(`${path}: ${message}`);
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
-}
-
 function absent(v: unknown): boolean {
   return v === undefined || v === null || v === '';
 }
@@ -212,26 +215,11 @@ function onlyKnown(obj: Record<string, unknown>, known: Record<string, string>, 
 }
 
 // ---- scalars -----------------------------------------------------------------------------------
+// The HTTP API's field validators (same messages), raising SIDER_CONFIG instead of SIDER_BAD_REQUEST.
 
-function optString(v: unknown, path: string, maxLength: number): string {
-  if (v === undefined || v === null) return '';
-  if (typeof v !== 'string') fail(path, `must be a string, not ${typeName(v)}`);
-  if (v.length > maxLength) fail(path, `longer than ${maxLength} characters`);
-  return v;
-}
-
-function optBool(v: unknown, path: string): boolean {
-  if (v === undefined || v === null) return false;
-  if (typeof v !== 'boolean') fail(path, `must be true or false, not ${typeName(v)}`);
-  return v;
-}
-
-function optInt(v: unknown, path: string, min: number, max: number, dflt: number): number {
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'number' || !Number.isInteger(v)) fail(path, `must be an integer, not ${typeof v === 'number' ? v : typeName(v)}`);
-  if (v < min || v > max) fail(path, `must be between ${min} and ${max}, not ${v}`);
-  return v;
-}
+const optString = (v: unknown, path: string, maxLength: number): string => via(() => fieldString(v, path, maxLength));
+const optBool = (v: unknown, path: string): boolean => via(() => fieldBool(v, path));
+const optInt = (v: unknown, path: string, min: number, max: number, dflt: number): number => via(() => fieldInt(v, path, min, max, dflt));
 
 /** A Go duration string ("10s") or whole nanoseconds, as milliseconds; `dflt` when absent. */
 function optDurationMs(v: unknown, path: string, opts: { min: number; max: number; dflt: number; clampMin?: boolean }): number {
@@ -629,23 +617,13 @@ export function loadAgentConfig(flags: AgentFlags): AgentConfig {
 
 /** Parses the flags after `sider agent`. */
 export function parseAgentFlags(argv: string[]): AgentFlags {
-  const args = parser(argv, {
-    configuration: {
-      'short-option-groups': false,
-      'camel-case-expansion': false,
-      'dot-notation': false,
-      'parse-numbers': false,
-      'parse-positional-numbers': false,
-      'duplicate-arguments-array': true,
-    },
+  const args = parseFlags(argv, {
     boolean: ['enable-script-checks', 'help', 'h'],
     string: ['config-file', 'log-level', 'log-format', 'server'],
     array: ['server'],
   });
-  const known = new Set(['config-file', 'server', 'enable-script-checks', 'log-level', 'log-format', 'help', 'h', '_', '$0']);
-  for (const k of Object.keys(args)) {
-    if (!known.has(k)) throw configError(`unknown flag -${k} (see sider agent -help)`);
-  }
+  const unknown = unknownFlag(args, ['config-file', 'server', 'enable-script-checks', 'log-level', 'log-format', 'help', 'h']);
+  if (unknown !== undefined) throw configError(`unknown flag -${unknown} (see sider agent -help)`);
   if (args._.length > 0) throw configError(`unexpected argument ${JSON.stringify(String(args._[0]))}`);
   const help = args.help === true || args.h === true;
   const single = (name: string): string | undefined => {

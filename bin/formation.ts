@@ -4,14 +4,14 @@
 
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { request } from 'undici';
 import type { Logger } from '../raft/node.ts';
 import { SiderError } from '../raft/errors.ts';
 import { INTERNAL_STATUS, parsePeerStatus } from '../http/internal.ts';
 import type { PeerStatus } from '../http/internal.ts';
-import { isLoopbackAddress, signRequest, verifyRequest } from '../src/cluster-auth.ts';
+import { isLoopbackAddress, verifyRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { parseHostPort } from '../src/config.ts';
+import { postInternal } from './internal-post.ts';
 
 /** How long a server looks for its peers before giving up (a supervisor restarts it). */
 export const FORMATION_TIMEOUT_MS = 10 * 60_000;
@@ -40,13 +40,9 @@ export function decide(
 }
 
 async function askStatus(cfg: ServerConfig, addr: string): Promise<PeerStatus | null> {
-  const body = Buffer.from('{}');
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (cfg.clusterKey) Object.assign(headers, signRequest(cfg.clusterKey, 'POST', INTERNAL_STATUS, body));
   try {
-    const res = await request(`http://${addr}${INTERNAL_STATUS}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(3000) });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) return null;
+    const { statusCode, text } = await postInternal(cfg.clusterKey, addr, INTERNAL_STATUS, {}, 3000);
+    if (statusCode !== 200) return null;
     return parsePeerStatus(JSON.parse(text) as unknown);
   } catch {
     return null;

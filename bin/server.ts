@@ -5,7 +5,6 @@
 import { mkdir } from 'node:fs/promises';
 import { join as joinPath } from 'node:path';
 import type { Server } from 'node:http';
-import { request } from 'undici';
 import { FileSnapshotStore } from '../raft/file-snapshot-store.ts';
 import { HttpTransport } from '../raft/http-transport.ts';
 import { LevelStorage } from '../raft/level-storage.ts';
@@ -19,10 +18,10 @@ import { DnsServer } from '../dns/server.ts';
 import { parseDurationMs } from '../http/duration.ts';
 import { agentLeave, internalApi, operatorAuth } from '../http/internal.ts';
 import { formCluster } from './formation.ts';
+import { postInternal } from './internal-post.ts';
 import { snapshotRoutes } from '../http/snapshot-routes.ts';
-import { signRequest } from '../src/cluster-auth.ts';
 import type { ServerConfig } from '../src/config.ts';
-import { parseHostPort } from '../src/config.ts';
+import { isWildcard, parseHostPort } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
@@ -64,24 +63,19 @@ export interface SiderServer {
 
 /** Asks a member's internal API to add this server; returns the cluster ID. Retries while no leader. */
 async function requestJoin(cfg: ServerConfig, via: string, raftAddr: string, log: Logger): Promise<string> {
-  const path = INTERNAL_JOIN;
-  const body = Buffer.from(JSON.stringify({ id: cfg.raftId, addr: raftAddr }));
   const deadline = Date.now() + 60_000;
   let last = '';
   while (Date.now() < deadline) {
     try {
-      const headers: Record<string, string> = { 'content-type': 'application/json' };
-      if (cfg.clusterKey) Object.assign(headers, signRequest(cfg.clusterKey, 'POST', path, body));
-      const res = await request(`http://${via}${path}`, { method: 'POST', headers, body, signal: AbortSignal.timeout(15_000) });
-      const text = await res.body.text();
-      if (res.statusCode === 200) {
+      const { statusCode, text } = await postInternal(cfg.clusterKey, via, INTERNAL_JOIN, { id: cfg.raftId, addr: raftAddr }, 15_000);
+      if (statusCode === 200) {
         const v = JSON.parse(text) as { clusterId?: unknown };
         if (typeof v.clusterId === 'string') return v.clusterId;
         last = 'no cluster id in the answer';
       } else {
-        last = `HTTP ${res.statusCode}: ${text.slice(0, 300)}`;
+        last = `HTTP ${statusCode}: ${text.slice(0, 300)}`;
         // Refusals that retrying cannot fix (409, another membership change in progress, can be).
-        if (res.statusCode === 400 || res.statusCode === 401 || res.statusCode === 403) break;
+        if (statusCode === 400 || statusCode === 401 || statusCode === 403) break;
       }
     } catch (err) {
       last = (err as Error).message;
@@ -165,7 +159,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   });
   const renewer: CheckRenewer = {
     renew: (ns, checkId, status, output) =>
-      raft.status().leader === raft.id ? health.renew(ns, checkId, status, output) : forwarder.renew(ns, checkId, status, output),
+      isLeader(raft) ? health.renew(ns, checkId, status, output) : forwarder.renew(ns, checkId, status, output),
   };
   const offHealth = raft.on((ev) => {
     if (ev.type === 'leader') {
@@ -175,7 +169,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
       health.stop();
     }
   });
-  if (raft.status().leader === raft.id) void health.start();
+  if (isLeader(raft)) void health.start();
   metrics.setTtlChecks(() => health.ttlChecks);
 
   // Ready once a ReadIndex barrier confirmed by a leader has been applied here, and while a leader is known.
@@ -219,7 +213,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     }),
     operatorAuth({ clusterKey: cfg.clusterKey, log }),
     agentLeave({ clusterKey: cfg.clusterKey, log, leave: () => leaveCluster(raft, registry, log), afterLeave: () => void srv.close().then(resolveLeft, resolveLeft) }),
-    snapshotRoutes({ service: observed, state, isLeader: () => raft.status().leader === raft.id, clusterKey: cfg.clusterKey, log }),
+    snapshotRoutes({ service: observed, state, isLeader: () => isLeader(raft), clusterKey: cfg.clusterKey, log }),
   );
   const { host, port } = parseHostPort(cfg.http, '-http');
   let http: Server;
@@ -240,7 +234,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   }
   const bound = http.address();
   const httpAddr = typeof bound === 'object' && bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : cfg.http;
-  const advertised = cfg.httpAdvertise || (host === '0.0.0.0' || host === '::' ? `127.0.0.1:${port}` : httpAddr);
+  const advertised = cfg.httpAdvertise || (isWildcard(host) ? `127.0.0.1:${port}` : httpAddr);
 
   // Every server records where its HTTP API is, so followers can forward writes to the leader.
   let publishing = false;
@@ -312,6 +306,10 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   return srv;
 }
 
+function isLeader(raft: RaftNode): boolean {
+  return raft.status().leader === raft.id;
+}
+
 /** If this server leads a cluster with other voters, hands leadership to the most caught-up one; the new leader's ID ('' when not the leader). */
 async function handOffLeadership(raft: RaftNode, log: Logger, deadline = Date.now() + 3_000): Promise<string> {
   const st = raft.status();
@@ -348,7 +346,7 @@ async function leaveCluster(raft: RaftNode, registry: RaftRegistry, log: Logger)
   }
   log('info', 'leaving the cluster', { leader: st.leader, voters: st.membership.voters });
   const transferredTo = await handOffLeadership(raft, log, deadline - 2_000);
-  while (raft.status().leader === '' || raft.status().leader === raft.id) {
+  for (let leader = raft.status().leader; leader === '' || leader === raft.id; leader = raft.status().leader) {
     if (Date.now() > deadline) throw new SiderError('SIDER_TIMEOUT', 'leave: no other leader; still a member', { status: 503 });
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -361,7 +359,6 @@ async function leaveCluster(raft: RaftNode, registry: RaftRegistry, log: Logger)
 async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry: RaftRegistry, log: Logger, metrics: ServerMetrics): Promise<DnsServer | undefined> {
   if (cfg.dns === '') return undefined;
   const { host, port } = parseHostPort(cfg.dns, '-dns');
-  const wildcard = host === '0.0.0.0' || host === '::';
   let dns: DnsServer;
   try {
     dns = await DnsServer.listen(state, {
@@ -373,7 +370,7 @@ async function startDns(cfg: ServerConfig, state: RegistryStateMachine, registry
       consulDomain: cfg.dnsConsulDomain,
       // Constant for the process, so cached negative answers stay valid; nothing transfers the zone.
       serial: Math.floor(Date.now() / 1000),
-      nsAddresses: wildcard ? [] : [host],
+      nsAddresses: isWildcard(host) ? [] : [host],
       nodeName: cfg.nodeName,
       nodeId: cfg.raftId,
       leaderContact: () => registry.readMeta(),

@@ -3,7 +3,7 @@
 // with -json. `runCommand` returns the exit code: 0 done, 1 the request failed, 2 bad usage.
 
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import parser from 'yargs-parser';
+import { parseFlags, unknownFlag } from '../src/flags.ts';
 import { decodeArchive } from '../src/registry/snapshot-archive.ts';
 import { CliError, DEFAULT_HTTP_ADDR, SiderClient } from './client.ts';
 import { formatTable } from './table.ts';
@@ -334,23 +334,11 @@ export async function runCommand(name: string, argv: string[], io: CliIo): Promi
   const strings = [...(spec.strings ?? []), 'http-addr'];
   const booleans = [...(spec.booleans ?? []), 'json'];
   const arrays = spec.arrays ?? [];
-  const flags = parser(argv, {
-    configuration: {
-      'short-option-groups': false,
-      'camel-case-expansion': false,
-      'dot-notation': false,
-      'parse-numbers': false,
-      'parse-positional-numbers': false,
-      'duplicate-arguments-array': true,
-    },
-    string: [...strings, ...arrays],
-    boolean: booleans,
-    array: arrays,
-  }) as Record<string, unknown> & { _: unknown[] };
+  const flags = parseFlags(argv, { string: [...strings, ...arrays], boolean: booleans, array: arrays }) as Record<string, unknown> & { _: unknown[] };
   let client: SiderClient | undefined;
   try {
-    const known = new Set([...strings, ...booleans, ...arrays, '_', '$0']);
-    for (const k of Object.keys(flags)) if (!known.has(k)) throw new CliError(`unknown flag -${k}\n${commandUsage(name)}`, 2);
+    const unknown = unknownFlag(flags, [...strings, ...booleans, ...arrays]);
+    if (unknown !== undefined) throw new CliError(`unknown flag -${unknown}\n${commandUsage(name)}`, 2);
     const args = flags._.map(String);
     if (args.length !== spec.positionals) {
       throw new CliError(`expected ${spec.positionals} argument${spec.positionals === 1 ? '' : 's'}, got ${args.length}\n${commandUsage(name)}`, 2);

@@ -3,7 +3,7 @@
 
 import { SiderError } from '../raft/errors.ts';
 import { isUsable } from '../src/registry/health.ts';
-import { parseHostPort } from '../src/config.ts';
+import { isWildcard, parseHostPort } from '../src/config.ts';
 import type { Instance, RegistryReader, ServiceEntry } from '../src/registry/model.ts';
 import { QTYPE, RCODE, addressHex, hexAddress, ipv4Bytes, ipv6Bytes } from './wire.ts';
 import type { DnsRecord } from './wire.ts';
@@ -135,7 +135,7 @@ export class DnsResolver {
     if (!info || info.HTTPAddr === '') return '';
     try {
       const { host } = parseHostPort(info.HTTPAddr, 'HTTPAddr');
-      return host === '0.0.0.0' || host === '::' ? '' : host;
+      return isWildcard(host) ? '' : host;
     } catch {
       return '';
     }

@@ -9,7 +9,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import type { Context, Middleware } from 'koa';
 import { SiderError } from '../raft/errors.ts';
-import type { Instance, RegistryCommand } from '../src/registry/model.ts';
+import type { Check, Instance, RegistryCommand } from '../src/registry/model.ts';
 import type { RegistryService } from '../src/registry/service.ts';
 import type { CheckRenewer } from '../src/health/renewals.ts';
 import { jsonBody } from './body.ts';
@@ -101,6 +101,11 @@ function releaseKoaContext(res: ServerResponse): void {
   if (attached && Array.isArray(attached.queue) && attached.queue.length === 1) attached.queue.length = 0;
 }
 
+/** The rendered results `?filter=` selects (all of them without one). */
+function matching<T>(out: T[], filter: Filter | undefined): T[] {
+  return filter ? out.filter((o) => filter.matches(o)) : out;
+}
+
 /** JSON body; Consul's `?pretty` indents it. */
 function sendJson(ctx: Context, value: unknown, pretty: boolean): void {
   ctx.type = 'application/json';
@@ -170,6 +175,11 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   function filterOf(ctx: Context, schema: FilterType): Filter | undefined {
     const src = queryValue(ctx.query, 'filter');
     return src === undefined || src.trim() === '' ? undefined : parseFilter(src, schema);
+  }
+
+  /** Checks as api.HealthCheck, each with its service's tags. */
+  function renderChecks(ns: string, checks: readonly Check[]): Record<string, unknown>[] {
+    return checks.map((c) => renderCheck(c, reader.instance(ns, c.ServiceName, c.ServiceID)?.Tags ?? []));
   }
 
   /** Consul's `tag` parameters: every one must be on the instance (case-insensitive). */
@@ -327,7 +337,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
           .serviceEntries(ns, name)
           .filter((e) => hasTags(e.instance.Tags))
           .map((e) => renderCatalogService(e.instance, rc));
-        return filter ? out.filter((o) => filter.matches(o)) : out;
+        return matching(out, filter);
       },
     });
   });
@@ -348,7 +358,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
           .serviceEntries(ns, name)
           .filter((e) => (!passingOnly || e.health === 'passing') && hasTags(e.instance.Tags))
           .map((e) => renderHealthEntry(e, rc));
-        return filter ? out.filter((o) => filter.matches(o)) : out;
+        return matching(out, filter);
       },
     });
   });
@@ -361,8 +371,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       index: () => reader.serviceIndex(ns, name),
       watch: (after, fire) => reader.watchService(ns, name, after, fire),
       body: () => {
-        const out = reader.checksOfService(ns, name).map((c) => renderCheck(c, reader.instance(ns, c.ServiceName, c.ServiceID)?.Tags ?? []));
-        return filter ? out.filter((o) => filter.matches(o)) : out;
+        return matching(renderChecks(ns, reader.checksOfService(ns, name)), filter);
       },
     });
   });
@@ -378,8 +387,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       index: () => reader.namespaceIndex(ns),
       watch: (after, fire) => reader.watchNamespace(ns, after, fire),
       body: () => {
-        const out = reader.checksInState(ns, state).map((c) => renderCheck(c, reader.instance(ns, c.ServiceName, c.ServiceID)?.Tags ?? []));
-        return filter ? out.filter((o) => filter.matches(o)) : out;
+        return matching(renderChecks(ns, reader.checksInState(ns, state)), filter);
       },
     });
   });
@@ -419,10 +427,11 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       local: true,
       index: () => reader.index(),
       body: () => {
+        const own = reader.servers().find((s) => s.ID === nodeId);
         const me = members().find((m) => m.name === nodeName) ?? {
           name: nodeName,
-          raftAddr: reader.servers().find((s) => s.ID === nodeId)?.RaftAddr ?? '',
-          httpAddr: reader.servers().find((s) => s.ID === nodeId)?.HTTPAddr ?? '',
+          raftAddr: own?.RaftAddr ?? '',
+          httpAddr: own?.HTTPAddr ?? '',
           voter: false,
           leader: false,
         };
@@ -572,10 +581,6 @@ export interface ListenOptions {
   checkIntervalMs?: number;
 }
 
-/**
- * Listens with timeouts that bound slow clients but never a held blocking query: no socket
- * inactivity timeout (`timeout = 0`), and `requestTimeout` covers only receiving the request.
- */
 /** Koa's handler, behind the fast path createHttpApp registered for the app (if any). */
 function withFastPath(app: Koa): (req: IncomingMessage, res: ServerResponse) => void {
   const handler = app.callback();
@@ -586,6 +591,10 @@ function withFastPath(app: Koa): (req: IncomingMessage, res: ServerResponse) => 
   };
 }
 
+/**
+ * Listens with timeouts that bound slow clients but never a held blocking query: no socket
+ * inactivity timeout (`timeout = 0`), and `requestTimeout` covers only receiving the request.
+ */
 export function listenHttp(app: Koa, host: string, port: number, opts: ListenOptions = {}): Promise<Server> {
   const server = createServer(
     {

@@ -114,6 +114,23 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/**
+ * The body exactly as sent (no Content-Encoding undone: it is signed or checksummed as sent), at most
+ * `limit` bytes; 413 "`what` exceeds `limit` bytes" as soon as the declared or received length is larger.
+ */
+export async function readRawBody(req: IncomingMessage, limit: number, what: string): Promise<Buffer> {
+  const tooLong = (): SiderError => new SiderError('SIDER_BAD_REQUEST', `${what} exceeds ${limit} bytes`, { status: 413 });
+  if (Number(req.headers['content-length'] ?? '0') > limit) throw tooLong();
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > limit) throw tooLong();
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks, n);
+}
+
 /** Throws if an object anywhere in `value` has an own `__proto__` key (a prototype-pollution vector). */
 function refuseProtoKeys(value: unknown): void {
   let level: unknown[] = [value];

@@ -15,6 +15,7 @@ import type { RegistryService } from '../src/registry/service.ts';
 import { queryValue } from './consistency.ts';
 import { normalizeKeys } from './normalize.ts';
 import type { ObjectShape } from './normalize.ts';
+import { errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { LIMITS, badRequest, parseCheckRegistration, parseId, parseNamespace } from './register-parse.ts';
 
@@ -226,13 +227,8 @@ export function registerRenewalFastPath(app: Koa, opts: { renewer: CheckRenewer;
     opts.renewer.renew(ns, id, status, note).then(
       () => send(200, ''),
       (err: unknown) => {
-        if (isSiderError(err)) {
-          if (err.status >= 500) opts.log('warn', 'http request failed', { method: 'PUT', path: req.url?.split('?')[0], code: err.code, status: err.status, error: err.message });
-          send(err.status, err.message);
-          return;
-        }
-        opts.log('error', 'http handler error', { method: 'PUT', path: req.url?.split('?')[0], error: err instanceof Error ? err.message : String(err) });
-        send(500, 'internal error');
+        const { status: code, message } = errorReply(err, opts.log, 'PUT', m[0].split('?')[0]!);
+        send(code, message);
       },
     );
     return true;

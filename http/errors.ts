@@ -18,12 +18,17 @@ function clientError(err: unknown): { status: number; message: string } | undefi
   return undefined;
 }
 
-function send(ctx: Parameters<Middleware>[0], status: number, message: string): void {
-  // Headers a handler set before failing (X-Consul-Index, Content-Type) do not describe this body.
-  for (const name of Object.keys(ctx.response.headers)) ctx.remove(name);
+/** A plain-text answer, newline-terminated (how every error and short status message is sent). */
+export function sendText(ctx: Parameters<Middleware>[0], status: number, message: string): void {
   ctx.status = status;
   ctx.type = 'text/plain; charset=utf-8';
   ctx.body = message.endsWith('\n') ? message : `${message}\n`;
+}
+
+function send(ctx: Parameters<Middleware>[0], status: number, message: string): void {
+  // Headers a handler set before failing (X-Consul-Index, Content-Type) do not describe this body.
+  for (const name of Object.keys(ctx.response.headers)) ctx.remove(name);
+  sendText(ctx, status, message);
 }
 
 /**

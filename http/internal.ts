@@ -11,6 +11,7 @@ import type { RaftRegistry } from '../src/raft-registry.ts';
 import type { RegistryCommand } from '../src/registry/model.ts';
 import { INTERNAL_RENEW, parseRenewItems } from '../src/health/renewals.ts';
 import type { RenewItem, RenewResult } from '../src/health/renewals.ts';
+import { readRawBody } from './body.ts';
 
 const MAX_BODY = 1 << 20;
 
@@ -39,17 +40,6 @@ export function parsePeerStatus(v: unknown): PeerStatus | null {
 /** PUT /v1/agent/leave: this server leaves the cluster (leadership transfer, removal), then stops. */
 export const AGENT_LEAVE = '/v1/agent/leave';
 
-async function readBody(req: AsyncIterable<Buffer>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req) {
-    n += c.length;
-    if (n > MAX_BODY) throw new SiderError('SIDER_BAD_REQUEST', `internal request body exceeds ${MAX_BODY} bytes`, { status: 413 });
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks);
-}
-
 function field(obj: unknown, name: string): unknown {
   return typeof obj === 'object' && obj !== null ? (obj as Record<string, unknown>)[name] : undefined;
 }
@@ -59,7 +49,7 @@ function field(obj: unknown, name: string): unknown {
  * null after logging the refusal: the caller answers 401.
  */
 async function authenticated(ctx: Context, opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>, refusal: string): Promise<Buffer | null> {
-  const body = await readBody(ctx.req);
+  const body = await readRawBody(ctx.req, MAX_BODY, 'internal request body');
   const ok = opts.clusterKey
     ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
     : isLoopbackAddress(ctx.req.socket.remoteAddress);

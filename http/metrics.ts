@@ -10,6 +10,7 @@ import type { ServerMetrics } from '../src/metrics.ts';
 import { INTERNAL_APPLY, INTERNAL_JOIN, INTERNAL_REMOVE } from '../src/raft-registry.ts';
 import { INTERNAL_APPLY_BATCH } from '../src/forward-writes.ts';
 import { INTERNAL_RENEW } from '../src/health/renewals.ts';
+import { sendText } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 
 export const METRICS_PATH = '/metrics';
@@ -116,31 +117,25 @@ export function wantsOpenMetrics(accept: string | undefined): boolean {
   return om > 0 && om >= text;
 }
 
-function plain(ctx: Context, status: number, message: string): void {
-  ctx.status = status;
-  ctx.type = 'text/plain; charset=utf-8';
-  ctx.body = message.endsWith('\n') ? message : `${message}\n`;
-}
-
 /** GET /metrics, /v1/agent/metrics?format=prometheus and /v1/agent/ready; false for any other path. */
 async function serveOwn(ctx: Context, opts: ObservabilityOptions): Promise<string | false> {
   const path = ctx.path;
   if (path !== METRICS_PATH && path !== AGENT_METRICS_PATH && path !== READY_PATH) return false;
   if (ctx.method !== 'GET' && ctx.method !== 'HEAD') {
     ctx.set('Allow', 'GET, HEAD');
-    plain(ctx, 405, `method ${ctx.method} not allowed on ${path} (allowed: GET, HEAD)`);
+    sendText(ctx, 405, `method ${ctx.method} not allowed on ${path} (allowed: GET, HEAD)`);
     return path;
   }
   if (path === READY_PATH) {
     const { ready, reason } = opts.readiness.state();
-    plain(ctx, ready ? 200 : 503, ready ? 'ready' : `not ready: ${reason}`);
+    sendText(ctx, ready ? 200 : 503, ready ? 'ready' : `not ready: ${reason}`);
     return path;
   }
   if (path === AGENT_METRICS_PATH) {
     const format = ctx.query.format;
     if (format !== 'prometheus') {
       const got = format === undefined ? 'no format' : `format ${JSON.stringify(format)}`;
-      plain(ctx, 400, `format: only format=prometheus is served (Consul's JSON metrics are not); got ${got}`);
+      sendText(ctx, 400, `format: only format=prometheus is served (Consul's JSON metrics are not); got ${got}`);
       return path;
     }
   }

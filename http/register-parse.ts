@@ -50,31 +50,31 @@ function fail(field: string, message: string): never {
   throw badRequest(`${field}: ${message}`);
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function typeName(v: unknown): string {
+export function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';
   return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
 }
 
 // null counts as absent everywhere: Consul's Go client sends `"Check": null, "Checks": null`.
-function optString(v: unknown, field: string, maxLength: number): string {
+export function optString(v: unknown, field: string, maxLength: number): string {
   if (v === undefined || v === null) return '';
   if (typeof v !== 'string') fail(field, `must be a string, not ${typeName(v)}`);
   if (v.length > maxLength) fail(field, `longer than ${maxLength} characters`);
   return v;
 }
 
-function optBool(v: unknown, field: string): boolean {
+export function optBool(v: unknown, field: string): boolean {
   if (v === undefined || v === null) return false;
   if (typeof v !== 'boolean') fail(field, `must be true or false, not ${typeName(v)}`);
   return v;
 }
 
-function optInt(v: unknown, field: string, min: number, max: number, dflt: number): number {
+export function optInt(v: unknown, field: string, min: number, max: number, dflt: number): number {
   if (v === undefined || v === null) return dflt;
   if (typeof v !== 'number' || !Number.isInteger(v)) fail(field, `must be an integer, not ${typeof v === 'number' ? v : typeName(v)}`);
   if (v < min || v > max) fail(field, `must be between ${min} and ${max}, not ${v}`);

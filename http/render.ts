@@ -110,8 +110,8 @@ export function renderCheck(c: Check, serviceTags: readonly string[]): Record<st
   };
 }
 
-/** api.Node for the node that registered an instance. */
-function renderNode(inst: Instance, rc: RenderContext): Record<string, unknown> {
+/** The node fields api.Node and api.CatalogService open with, in Consul's order. */
+function nodeFields(inst: Instance, rc: RenderContext): Record<string, unknown> {
   const address = nodeAddressOf(inst, rc);
   return {
     ID: nodeUuid(inst.Node),
@@ -119,6 +119,17 @@ function renderNode(inst: Instance, rc: RenderContext): Record<string, unknown> 
     Address: address,
     Datacenter: rc.datacenter,
     TaggedAddresses: nodeTaggedAddresses(address),
+  };
+}
+
+function weightsOf(inst: Instance): { Passing: number; Warning: number } {
+  return { Passing: inst.Weights.Passing, Warning: inst.Weights.Warning };
+}
+
+/** api.Node for the node that registered an instance. */
+function renderNode(inst: Instance, rc: RenderContext): Record<string, unknown> {
+  return {
+    ...nodeFields(inst, rc),
     Meta: {},
     CreateIndex: inst.CreateIndex,
     ModifyIndex: inst.ModifyIndex,
@@ -135,7 +146,7 @@ function renderEntryService(inst: Instance): Record<string, unknown> {
     TaggedAddresses: taggedAddresses(inst),
     Meta: { ...inst.Meta },
     Port: inst.Port,
-    Weights: { Passing: inst.Weights.Passing, Warning: inst.Weights.Warning },
+    Weights: weightsOf(inst),
     EnableTagOverride: inst.EnableTagOverride,
     Namespace: inst.Namespace,
     CreateIndex: inst.CreateIndex,
@@ -154,13 +165,8 @@ export function renderHealthEntry(e: ServiceEntry, rc: RenderContext): Record<st
 
 /** One element of /v1/catalog/service/:name (api.CatalogService). */
 export function renderCatalogService(inst: Instance, rc: RenderContext): Record<string, unknown> {
-  const address = nodeAddressOf(inst, rc);
   return {
-    ID: nodeUuid(inst.Node),
-    Node: inst.Node,
-    Address: address,
-    Datacenter: rc.datacenter,
-    TaggedAddresses: nodeTaggedAddresses(address),
+    ...nodeFields(inst, rc),
     NodeMeta: {},
     ServiceKind: '',
     ServiceID: inst.ID,
@@ -170,7 +176,7 @@ export function renderCatalogService(inst: Instance, rc: RenderContext): Record<
     ServiceTags: [...inst.Tags],
     ServiceMeta: { ...inst.Meta },
     ServicePort: inst.Port,
-    ServiceWeights: { Passing: inst.Weights.Passing, Warning: inst.Weights.Warning },
+    ServiceWeights: weightsOf(inst),
     ServiceEnableTagOverride: inst.EnableTagOverride,
     Namespace: inst.Namespace,
     CreateIndex: inst.CreateIndex,
@@ -188,7 +194,7 @@ export function renderAgentService(inst: Instance, rc: RenderContext): Record<st
     Port: inst.Port,
     Address: inst.Address,
     TaggedAddresses: taggedAddresses(inst),
-    Weights: { Passing: inst.Weights.Passing, Warning: inst.Weights.Warning },
+    Weights: weightsOf(inst),
     EnableTagOverride: inst.EnableTagOverride,
     Datacenter: rc.datacenter,
     Namespace: inst.Namespace,

@@ -2,14 +2,15 @@
 // (a cluster-wide restore through Raft). Both replace or expose everything, so both need the
 // cluster signature, or loopback when no cluster key is configured (like /v1/raft/join).
 
-import type { Context, Middleware } from 'koa';
-import type { SnapshotWriter } from '../raft/ports.ts';
+import type { Middleware } from 'koa';
 import { SiderError } from '../raft/errors.ts';
 import { isLoopbackAddress, verifyRequest } from '../src/cluster-auth.ts';
 import { decodeSnapshot } from '../src/registry/command-codec.ts';
 import type { RegistryService } from '../src/registry/service.ts';
-import { decodeArchive, encodeArchive } from '../src/registry/snapshot-archive.ts';
-import { errorReply } from './errors.ts';
+import { captureArchive, decodeArchive } from '../src/registry/snapshot-archive.ts';
+import type { ArchiveSource } from '../src/registry/snapshot-archive.ts';
+import { readRawBody } from './body.ts';
+import { errorReply, sendText } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 
 export const SNAPSHOT_PATH = '/v1/snapshot';
@@ -21,32 +22,13 @@ export const MAX_FORWARDED_DOCUMENT_BYTES = 960 * 1024;
 export interface SnapshotRoutesOptions {
   service: RegistryService;
   /** The local registry: its global index and a synchronous point-in-time capture. */
-  state: { index(): number; snapshot(): SnapshotWriter };
+  state: ArchiveSource;
   /** Whether this server is the leader now (a follower forwards the restore). */
   isLeader: () => boolean;
   clusterKey: string;
   log: HttpLogger;
   /** Test hook; default MAX_ARCHIVE_BYTES. */
   maxArchiveBytes?: number;
-}
-
-async function readCapped(ctx: Context, max: number): Promise<Buffer> {
-  const declared = Number(ctx.get('content-length') || '0');
-  if (declared > max) throw new SiderError('SIDER_BAD_REQUEST', `snapshot archive exceeds ${max} bytes`, { status: 413 });
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of ctx.req as AsyncIterable<Buffer>) {
-    n += c.length;
-    if (n > max) throw new SiderError('SIDER_BAD_REQUEST', `snapshot archive exceeds ${max} bytes`, { status: 413 });
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks, n);
-}
-
-function send(ctx: Context, status: number, text: string): void {
-  ctx.status = status;
-  ctx.type = 'text/plain; charset=utf-8';
-  ctx.body = text.endsWith('\n') ? text : `${text}\n`;
 }
 
 /** Mount ahead of the public routes (it answers /v1/snapshot itself and passes everything else on). */
@@ -57,24 +39,22 @@ export function snapshotRoutes(opts: SnapshotRoutesOptions): Middleware {
     try {
       if (ctx.method !== 'GET' && ctx.method !== 'PUT') {
         ctx.set('Allow', 'GET, PUT');
-        send(ctx, 405, `method ${ctx.method} not allowed on ${SNAPSHOT_PATH} (allowed: GET, PUT)`);
+        sendText(ctx, 405, `method ${ctx.method} not allowed on ${SNAPSHOT_PATH} (allowed: GET, PUT)`);
         return;
       }
-      const body = ctx.method === 'PUT' ? await readCapped(ctx, max) : Buffer.alloc(0);
+      const body = ctx.method === 'PUT' ? await readRawBody(ctx.req, max, 'snapshot archive') : Buffer.alloc(0);
       const ok = opts.clusterKey
         ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
         : isLoopbackAddress(ctx.req.socket.remoteAddress);
       if (!ok) {
         opts.log('warn', 'snapshot request refused: bad or missing cluster signature', { remote: ctx.req.socket.remoteAddress, method: ctx.method });
-        send(ctx, 401, 'cluster signature required (sign with the cluster key)');
+        sendText(ctx, 401, 'cluster signature required (sign with the cluster key)');
         return;
       }
       if (ctx.method === 'GET') {
         // Linearizable: the capture below includes every write acknowledged before the request.
         await opts.service.readBarrier('default');
-        const index = Math.max(1, opts.state.index());
-        const writer = opts.state.snapshot();
-        const archive = encodeArchive(index, await writer());
+        const { index, archive } = await captureArchive(opts.state);
         ctx.status = 200;
         ctx.set('X-Consul-Index', String(index));
         ctx.set('Content-Disposition', `attachment; filename="sider-${index}.snap"`);
@@ -91,7 +71,7 @@ export function snapshotRoutes(opts: SnapshotRoutesOptions): Middleware {
       }
       const { result, index } = await opts.service.write({ type: 'restore', snapshot, now: Date.now() });
       if (!result.ok) {
-        send(ctx, result.status, result.error);
+        sendText(ctx, result.status, result.error);
         return;
       }
       opts.log('info', 'registry restored from a snapshot archive', { archiveIndex: archive.index, index, remote: ctx.req.socket.remoteAddress });
@@ -100,7 +80,7 @@ export function snapshotRoutes(opts: SnapshotRoutesOptions): Middleware {
       ctx.body = '';
     } catch (err) {
       const { status, message } = errorReply(err, opts.log, ctx.method, ctx.path);
-      send(ctx, status, message);
+      sendText(ctx, status, message);
     }
   };
 }

@@ -359,14 +359,17 @@ export class HttpTransport implements Transport {
       this.#unreachable(peer.id);
     }
     lane.queue.push(m);
-    if (!lane.scheduled) {
-      lane.scheduled = true;
-      // Deferred so that every message the driver sends in one turn shares a request.
-      queueMicrotask(() => {
-        lane.scheduled = false;
-        this.#pump(peer, lane);
-      });
-    }
+    this.#schedule(peer, lane);
+  }
+
+  /** Pumps `lane` once at the end of this turn, so that every message the driver sends in one turn shares a request. */
+  #schedule(peer: Peer, lane: Lane): void {
+    if (lane.scheduled) return;
+    lane.scheduled = true;
+    queueMicrotask(() => {
+      lane.scheduled = false;
+      this.#pump(peer, lane);
+    });
   }
 
   close(): Promise<void> {
@@ -743,15 +746,8 @@ export class HttpTransport implements Transport {
       this.#unreachable(m.to);
       return;
     }
-    const lane = peer.control;
-    lane.queue.push(m);
-    if (!lane.scheduled) {
-      lane.scheduled = true;
-      queueMicrotask(() => {
-        lane.scheduled = false;
-        this.#pump(peer, lane);
-      });
-    }
+    peer.control.queue.push(m);
+    this.#schedule(peer, peer.control);
   }
 
   /**

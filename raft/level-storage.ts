@@ -198,8 +198,8 @@ export class LevelStorage implements RaftStorage {
     return this.save(null, entries);
   }
 
-  /** One batch (synced unless `sync` is false): delete the replaced suffix, put `entries`, put `hardState`. */
-  save(hardState: HardState | null, entries: Entry[], sync = true): Promise<void> {
+  /** One synced batch: delete the replaced suffix, put `entries`, put `hardState`. */
+  save(hardState: HardState | null, entries: Entry[]): Promise<void> {
     return this.#serial(async (db) => {
       checkAppend(entries, this.#last);
       const ops: BatchOp[] = [];
@@ -212,7 +212,7 @@ export class LevelStorage implements RaftStorage {
       for (const e of entries) ops.push({ type: 'put', key: entryKey(e.index), value: encodeStoredEntry(e) });
       if (hardState) ops.push({ type: 'put', key: HARD_STATE_KEY, value: seal(encodeHardState(hardState)) });
       if (ops.length === 0) return;
-      await db.batch(ops, { sync });
+      await db.batch(ops, { sync: true });
       if (start !== undefined) {
         if (this.#last === 0 || start < this.#first) this.#first = start;
         this.#last = newLast;

@@ -376,7 +376,7 @@ export class RaftNode {
     while (this.#looping || this.#snapshotting) await new Promise((r) => setTimeout(r, 5));
     if (this.#pendingHard && !this.#fatal) {
       // A clean stop records how far the log was known committed (a restart applies that much at once).
-      await this.#storage.save(this.#pendingHard, [], true).catch(() => {});
+      await this.#storage.save(this.#pendingHard, []).catch(() => {});
       this.#pendingHard = null;
     }
     await this.#storage.close();
@@ -457,7 +457,7 @@ export class RaftNode {
       const sync = mustSync(rd, this.#durable);
       if (sync) {
         const t0 = performance.now();
-        await this.#storage.save(rd.hardState ?? this.#pendingHard, rd.entries, true);
+        await this.#storage.save(rd.hardState ?? this.#pendingHard, rd.entries);
         this.#opts.observer?.fsync?.(performance.now() - t0);
         this.#pendingHard = null;
         this.#durable = afterWrite(rd, this.#durable, true);

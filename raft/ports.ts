@@ -36,13 +36,11 @@ export interface RaftStorage extends LogStore, StableStore {
   open(): Promise<void>;
   close(): Promise<void>;
   /**
-   * Group commit: replace-suffix-and-append `entries` and set `hardState` in one write, synced
-   * unless `sync` is false. The driver passes `sync: false` only when there are no entries and the
-   * hard state differs from the last synced one in `commit` alone (the commit index need not be
-   * durable: it is recovered from the log; etcd's MustSync rule). A later synced write makes it
-   * durable too.
+   * Group commit: replace-suffix-and-append `entries` and set `hardState` in one synced write. (A
+   * hard state that moved only `commit` need not be durable — it is recovered from the log, etcd's
+   * MustSync rule — so the driver does not write it on its own but with the next synced batch.)
    */
-  save(hardState: HardState | null, entries: Entry[], sync?: boolean): Promise<void>;
+  save(hardState: HardState | null, entries: Entry[]): Promise<void>;
 }
 
 /**

@@ -6,7 +6,14 @@ import { SiderError, isSiderError } from '../raft/errors.ts';
 import type { SiderErrorCode } from '../raft/errors.ts';
 
 /** What the leader answers per item: success with a value, or the error to reject it with. */
-export type ItemResult<V> = ({ ok: true } & V) | { ok: false; code: SiderErrorCode; status: number; error: string };
+export type ItemResult<V> = ({ ok: true } & V) | ItemFailure;
+export type ItemFailure = { ok: false; code: SiderErrorCode; status: number; error: string };
+
+/** The leader's answer for an item that failed with `err`; anything but a SiderError stays opaque. */
+export function itemFailure(err: unknown): ItemFailure {
+  if (isSiderError(err)) return { ok: false, code: err.code, status: err.status, error: err.message };
+  return { ok: false, code: 'SIDER_INTERNAL', status: 500, error: 'internal error' };
+}
 
 export interface BatchForwarderOptions<I, V> {
   /** Names the items in error messages ("writes", "renewals"). */

@@ -3,8 +3,8 @@
 
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import parser from 'yargs-parser';
 import { SiderError } from '../raft/errors.ts';
+import { parseFlags, unknownFlag } from './flags.ts';
 
 export interface ServerConfig {
   /** HTTP API listen address host:port. */
@@ -130,27 +130,19 @@ export function parseHostPort(value: string, field: string): { host: string; por
   return { host, port };
 }
 
-function isWildcard(host: string): boolean {
+/** Whether `host` (as parseHostPort returns it) means every interface. */
+export function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '';
 }
 
 /** Builds the configuration from argv (after the `server` word), the environment and an optional file. */
 export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): ServerConfig {
-  const args = parser(argv, {
-    configuration: {
-      'short-option-groups': false,
-      'camel-case-expansion': false,
-      'dot-notation': false,
-      'parse-numbers': false,
-      'parse-positional-numbers': false,
-    },
+  const args = parseFlags(argv, {
     boolean: FIELDS.filter((f) => f.kind === 'boolean').map((f) => f.flag),
     string: [...FIELDS.filter((f) => f.kind !== 'boolean').map((f) => f.flag), 'config-file'],
   });
-  const known = new Set([...FIELDS.map((f) => f.flag), 'config-file', '_', '$0', 'help', 'h']);
-  for (const k of Object.keys(args)) {
-    if (!known.has(k)) throw configError(`unknown flag -${k} (see sider server -help)`);
-  }
+  const unknown = unknownFlag(args, [...FIELDS.map((f) => f.flag), 'config-file', 'help', 'h']);
+  if (unknown !== undefined) throw configError(`unknown flag -${unknown} (see sider server -help)`);
   if (args._.length > 0) throw configError(`unexpected argument ${JSON.stringify(String(args._[0]))}`);
 
   let file: Record<string, unknown> = {};

@@ -1,7 +1,7 @@
 // Writes received by a follower on their way to the leader: the batching forwarder (concurrent
 // writes → one signed request), the batch's wire form, and the leader's per-write results.
 
-import { SiderError, isSiderError } from '../raft/errors.ts';
+import { SiderError } from '../raft/errors.ts';
 import { BatchForwarder } from './batch-forwarder.ts';
 import type { ItemResult } from './batch-forwarder.ts';
 import type { ApplyResult, RegistryCommand } from './registry/model.ts';
@@ -34,11 +34,6 @@ export function parseForwardedWrites(v: unknown): ForwardedWrite[] {
     // The command is validated where every node validates it: when the entry is applied.
     return { cmd: o.cmd as RegistryCommand, rid: o.rid };
   });
-}
-
-export function toForwardedError(err: unknown): ForwardedResult {
-  if (isSiderError(err)) return { ok: false, code: err.code, status: err.status, error: err.message };
-  return { ok: false, code: 'SIDER_INTERNAL', status: 500, error: 'internal error' };
 }
 
 export interface WriteForwarderOptions {

@@ -6,7 +6,8 @@ import { Pool } from 'undici';
 import { SiderError, isSiderError } from '../raft/errors.ts';
 import type { RaftNode } from '../raft/node.ts';
 import { signRequest } from './cluster-auth.ts';
-import { INTERNAL_APPLY_BATCH, WriteForwarder, toForwardedError } from './forward-writes.ts';
+import { itemFailure } from './batch-forwarder.ts';
+import { INTERNAL_APPLY_BATCH, WriteForwarder } from './forward-writes.ts';
 import type { ForwardedResult, ForwardedWrite } from './forward-writes.ts';
 import type { ApplyResult, RegistryCommand, RegistryReader } from './registry/model.ts';
 import type { Consistency, RaftServerView, RegistryService } from './registry/service.ts';
@@ -83,7 +84,7 @@ export class RaftRegistry implements RegistryService {
       writes.map((w) =>
         this.applyOnLeader(w.cmd, w.rid).then(
           (r): ForwardedResult => ({ ok: true, result: r.result, index: r.index }),
-          toForwardedError,
+          itemFailure,
         ),
       ),
     );
@@ -164,7 +165,7 @@ export class RaftRegistry implements RegistryService {
         writes.map((w) =>
           this.forwardToLeader<WriteReply>(INTERNAL_APPLY, w).then(
             (r): ForwardedResult => ({ ok: true, result: r.result, index: r.index }),
-            toForwardedError,
+            itemFailure,
           ),
         ),
       );

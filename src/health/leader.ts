@@ -7,7 +7,8 @@ import { SiderError } from '../../raft/errors.ts';
 import type { Logger } from '../../raft/node.ts';
 import type { ApplyResult, Check, CheckStatus, HealthStateReader, RegistryCommand, RegistryReader } from '../registry/model.ts';
 import { capOutput } from '../registry/state-machine.ts';
-import { notTtlError, toRenewResult } from './renewals.ts';
+import { itemFailure } from '../batch-forwarder.ts';
+import { notTtlError } from './renewals.ts';
 import type { CheckRenewer, RenewItem, RenewResult } from './renewals.ts';
 import { TtlTable, splitTtlKey, ttlKey } from './ttl.ts';
 import type { TtlCheckInfo } from './ttl.ts';
@@ -231,7 +232,7 @@ export class LeaderHealth implements CheckRenewer {
       items.map(([ns, checkId, status, output]) =>
         this.renew(ns, checkId, status, output).then(
           (): RenewResult => ({ ok: true }),
-          (err: unknown) => toRenewResult(err),
+          itemFailure,
         ),
       ),
     );

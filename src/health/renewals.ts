@@ -2,7 +2,7 @@
 // per-renewal result carried by the internal API, and the follower's batching forwarder (many
 // concurrent renewals → one signed request to the leader).
 
-import { SiderError, isSiderError } from '../../raft/errors.ts';
+import { SiderError } from '../../raft/errors.ts';
 import type { CheckStatus } from '../registry/model.ts';
 import { BatchForwarder } from '../batch-forwarder.ts';
 import type { ItemResult } from '../batch-forwarder.ts';
@@ -41,15 +41,6 @@ export type RenewResult = ItemResult<object>;
 /** Consul's answer for a status update of an unknown or non-TTL check (clients match on it). */
 export function notTtlError(checkId: string): SiderError {
   return new SiderError('SIDER_BAD_REQUEST', `CheckID "${checkId}" does not have associated TTL`, { status: 404 });
-}
-
-export function toRenewResult(err: unknown): RenewResult {
-  if (isSiderError(err)) return { ok: false, code: err.code, status: err.status, error: err.message };
-  return { ok: false, code: 'SIDER_INTERNAL', status: 500, error: 'internal error' };
-}
-
-export function fromRenewResult(r: RenewResult): void {
-  if (!r.ok) throw new SiderError(r.code, r.error, { status: r.status });
 }
 
 export interface RenewalForwarderOptions {

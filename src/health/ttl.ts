@@ -132,16 +132,7 @@ export class TtlTable {
       seen.add(key);
       const e = this.#entries.get(key);
       if (!e) {
-        this.#entries.set(key, {
-          ns: c.ns,
-          checkId: c.checkId,
-          ttlMs: c.ttlMs,
-          lastRenewal: c.renewedAt,
-          interval1: 0,
-          interval2: 0,
-          deadline: c.renewedAt + c.ttlMs,
-          expiring: false,
-        });
+        this.add(c);
         continue;
       }
       if (c.renewedAt > e.lastRenewal) {

@@ -4,6 +4,7 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { SiderError } from '../../raft/errors.ts';
+import type { SnapshotWriter } from '../../raft/ports.ts';
 
 /** "SIDERSNP": identifies the file. */
 export const ARCHIVE_MAGIC = Buffer.from('SIDERSNP', 'ascii');
@@ -36,6 +37,22 @@ export function encodeArchive(index: number, document: Uint8Array): Buffer {
   checksum(out.subarray(0, CHECKSUM_OFFSET), document).copy(out, CHECKSUM_OFFSET);
   out.set(document, ARCHIVE_HEADER_BYTES);
   return out;
+}
+
+/** What an archive is taken from: the registry's global index and a synchronous point-in-time capture. */
+export interface ArchiveSource {
+  index(): number;
+  snapshot(): SnapshotWriter;
+}
+
+/**
+ * Archives the registry as it is now: the index and the capture are taken together before anything
+ * awaits, so the archive holds exactly the writes up to `index` (at least 1, like X-Consul-Index).
+ */
+export async function captureArchive(source: ArchiveSource): Promise<{ index: number; archive: Buffer }> {
+  const index = Math.max(1, source.index());
+  const writer = source.snapshot();
+  return { index, archive: encodeArchive(index, await writer()) };
 }
 
 function refuse(what: string): never {

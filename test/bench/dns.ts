@@ -11,12 +11,9 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
-
-const SIDER_BIN = fileURLToPath(new URL('../../bin/sider.ts', import.meta.url));
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+import { REPO_ROOT, SIDER_BIN } from '../support/server-process.ts';
 
 export interface DnsBenchResult {
   target: string;

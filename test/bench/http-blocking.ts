@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { waitFor } from '../support/ports.ts';
 import { percentile } from './level-fsync.ts';
-import { SiderCluster, cpuSeconds, fdCount, getText, monoMs, putJson, registration, statusKiB } from './http-read.ts';
+import { SiderCluster, cpuSeconds, fdCount, formatErrors, getText, monoMs, putJson, registration, statusKiB } from './http-read.ts';
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 /** Connections one holder child opens at most (its open-files limit is the machine's default, 20,000 here). */
@@ -649,9 +649,7 @@ export function formatBlocking(r: BlockingResult): string {
       `${r.serverFds} fds; clients' RSS ${r.holderRssMiB.join('/')} MiB; released in ${r.releaseSeconds.toFixed(1)} s`
     );
   }
-  const errs = Object.entries(r.errors)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
+  const errs = formatErrors(r.errors);
   return (
     `wake ${String(r.watchers).padStart(6)} watchers (${r.cluster}, ${r.client} client): write acked in ${r.writeMs.toFixed(1)} ms; ${r.answered}/${r.watchers} answered ` +
     `${JSON.stringify(r.statuses)}${errs ? ` errors: ${errs}` : ''}; from ack p50 ${r.fromAck.p50.toFixed(1)} p99 ${r.fromAck.p99.toFixed(1)} max ${r.fromAck.max.toFixed(1)} ms ` +

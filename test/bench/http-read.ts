@@ -13,9 +13,9 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Agent, Pool, request } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
+import { SIDER_BIN } from '../support/server-process.ts';
 import { percentile } from './level-fsync.ts';
 
-export const SIDER_BIN = fileURLToPath(new URL('../../bin/sider.ts', import.meta.url));
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CLK_TCK = 100;
 const LOG_KEEP = 64 * 1024;
@@ -63,6 +63,13 @@ export function cpuPercent(before: Record<string, number>, after: Record<string,
   const out: Record<string, number> = {};
   for (const name of Object.keys(before)) out[name] = Math.round(((after[name]! - before[name]!) / seconds) * 100);
   return out;
+}
+
+/** Error counts as `NAME=n NAME=n`, empty when there were none. */
+export function formatErrors(errors: Record<string, number>): string {
+  return Object.entries(errors)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 }
 
 export function formatCpu(cpu: Record<string, number>): string {
@@ -231,7 +238,7 @@ export class SiderCluster {
     try {
       await c.#form();
     } catch (err) {
-      const logs = [...c.procs.values()].map((p) => `--- ${p.spec.id}:\n${p.log.slice(-3000)}`).join('\n');
+      const logs = c.logTails(3000);
       await c.teardown();
       throw new Error(`${(err as Error).message}\n${logs}`);
     }
@@ -248,6 +255,18 @@ export class SiderCluster {
 
   pid(id: string): number {
     return this.procs.get(id)!.pid;
+  }
+
+  /** The PIDs whose CPU a load window reads: this client and every server, the leader's name marked. */
+  pids(leader: string): Record<string, number> {
+    const out: Record<string, number> = { client: process.pid };
+    for (const id of this.ids) out[id === leader ? `${id}(leader)` : id] = this.pid(id);
+    return out;
+  }
+
+  /** The last `chars` of every server's output, one section per server, to attach to an error. */
+  logTails(chars: number): string {
+    return [...this.procs.values()].map((p) => `--- ${p.spec.id}:\n${p.log.slice(-chars)}`).join('\n');
   }
 
   async #form(): Promise<void> {
@@ -425,6 +444,13 @@ export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
   };
 }
 
+/** CPU per operation in each process over the window, µs (from a result's CPU % and op count). */
+export function cpuUsPerOp(r: LoopResult): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(r.cpu)) out[k] = r.ops > 0 ? Math.round(((v / 100) * r.seconds * 1e6) / r.ops) : 0;
+  return out;
+}
+
 /** Pools of `total` connections spread over `origins` (the first ones get the remainder). */
 export function spreadPools(origins: string[], total: number, extra: Pool.Options = {}): Pool[] {
   return origins.map(
@@ -538,16 +564,12 @@ export async function runHttpRead(opts: ReadOptions = {}): Promise<ReadResult[]>
     await writeFile(bodyFile, JSON.stringify({ headers, body: sample.text }));
     bare = await startBare(bodyFile, nodeArgs);
 
-    const pidsOf = (ids: string[]): Record<string, number> => {
-      const p: Record<string, number> = { client: process.pid };
-      for (const id of ids) p[id === leader ? `${id}(leader)` : id] = cluster.pid(id);
-      return p;
-    };
+    const pids = cluster.pids(leader);
     const cases: { name: string; targets: string[]; query: string; pids: Record<string, number> }[] = [
-      { name: 'default', targets: [leader], query: '', pids: pidsOf(cluster.ids) },
-      { name: 'default', targets: cluster.ids, query: '', pids: pidsOf(cluster.ids) },
-      { name: 'stale', targets: [follower], query: '?stale', pids: pidsOf(cluster.ids) },
-      { name: 'stale', targets: [leader], query: '?stale', pids: pidsOf(cluster.ids) },
+      { name: 'default', targets: [leader], query: '', pids },
+      { name: 'default', targets: cluster.ids, query: '', pids },
+      { name: 'stale', targets: [follower], query: '?stale', pids },
+      { name: 'stale', targets: [leader], query: '?stale', pids },
       { name: 'bare node:http', targets: ['bare'], query: '', pids: { client: process.pid, bare: bare.child.pid! } },
     ];
     for (const c of cases) {
@@ -585,9 +607,7 @@ export async function runHttpRead(opts: ReadOptions = {}): Promise<ReadResult[]>
 }
 
 export function formatRead(r: ReadResult): string {
-  const errs = Object.entries(r.errors)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
+  const errs = formatErrors(r.errors);
   return (
     `${r.case.padEnd(14)} → ${r.target.padEnd(12)} ${r.connections} conns: ${r.opsPerSec.toFixed(0).padStart(6)} req/s  ` +
     `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`

@@ -2,7 +2,7 @@
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, formatCpu, httpError, registration, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 
 export interface RegisterResult extends LoopResult {
@@ -42,8 +42,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   let completed = 0;
   try {
     const leader = await cluster.leader();
-    const pids: Record<string, number> = { client: process.pid };
-    for (const id of cluster.ids) pids[id === leader ? `${id}(leader)` : id] = cluster.pid(id);
+    const pids = cluster.pids(leader);
     const wanted = opts.cases ?? ['leader', 'all'];
     const cases = [
       { name: 'leader', target: `leader ${leader}`, origins: [cluster.http(leader)] },
@@ -71,9 +70,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
             completed++;
           },
         });
-        const cpuUsPerOp: Record<string, number> = {};
-        for (const [k, v] of Object.entries(r.cpu)) cpuUsPerOp[k] = r.ops > 0 ? Math.round((v / 100) * r.seconds * 1e6 / r.ops) : 0;
-        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp, answeredSoFar: completed };
+        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
         results.push(rr);
         log(formatRegister(rr));
       } finally {
@@ -81,8 +78,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
       }
     }
   } catch (err) {
-    const logs = [...cluster.procs.values()].map((p) => `--- ${p.spec.id}:\n${p.log.slice(-2000)}`).join('\n');
-    throw new Error(`${(err as Error).message}\n${logs}`);
+    throw new Error(`${(err as Error).message}\n${cluster.logTails(2000)}`);
   } finally {
     await cluster.teardown(graceMs);
   }
@@ -90,9 +86,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
 }
 
 export function formatRegister(r: RegisterResult): string {
-  const errs = Object.entries(r.errors)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
+  const errs = formatErrors(r.errors);
   return (
     `register → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}` +

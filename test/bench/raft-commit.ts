@@ -15,6 +15,7 @@ import type { Entry, HardState, Message } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
 import { KvCluster } from '../support/kv-cluster.ts';
 import { waitFor } from '../support/ports.ts';
+import { formatCpu, formatErrors } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { percentile } from './level-fsync.ts';
 
@@ -32,8 +33,6 @@ export interface CommitResult extends LoopResult {
   /** Leader: AppendEntries messages per second and entries per message (direct mode). */
   appMsgsPerSec?: number;
   entriesPerAppMsg?: number;
-  /** Leader: share of synced writes that only moved the commit index. */
-  commitOnlyFsyncShare?: number;
   /** Leader: duration of one synced storage write (LevelDB batch with sync), ms. */
   fsyncP50Ms?: number;
   fsyncP99Ms?: number;
@@ -65,26 +64,17 @@ function payload(client: string, seq: number): Uint8Array {
   return encodeKvCommand({ client, seq, op: 'put', key: `k${seq % 16}`, value: 'x'.repeat(100 - 52 - client.length - String(seq).length) });
 }
 
-/** Counts the leader's synced writes (each one LevelDB fsync) and times them; unsynced commit-only writes are counted apart. */
+/** Counts the leader's synced writes (each one LevelDB fsync) and times them. */
 class CountingStorage extends LevelStorage {
   saves = 0;
   entries = 0;
-  /**
-   * Writes that only moved `commit` and so went without fsync (raft/persist-rules.ts). The driver
-   * now writes such a hard state with the next synced batch instead, so this stays 0.
-   */
-  commitOnly = 0;
   latencies: number[] = [];
-  override async save(hs: HardState | null, entries: Entry[], sync = true): Promise<void> {
-    if (sync) {
-      this.saves++;
-      this.entries += entries.length;
-    } else {
-      this.commitOnly++;
-    }
+  override async save(hs: HardState | null, entries: Entry[]): Promise<void> {
+    this.saves++;
+    this.entries += entries.length;
     const t0 = performance.now();
-    await super.save(hs, entries, sync);
-    if (sync && this.latencies.length < 1_000_000) this.latencies.push(performance.now() - t0);
+    await super.save(hs, entries);
+    if (this.latencies.length < 1_000_000) this.latencies.push(performance.now() - t0);
   }
 }
 
@@ -247,7 +237,7 @@ async function runDirect(o: Required<Omit<CommitOptions, 'cpuProfDir' | 'modes'>
     for (const level of o.levels) {
       const eld = monitorEventLoopDelay({ resolution: ELD_RESOLUTION_MS });
       let cpu0: Record<string, number> = {};
-      let s0 = { saves: 0, entries: 0, commitOnly: 0, app: 0, appEntries: 0 };
+      let s0 = { saves: 0, entries: 0, app: 0, appEntries: 0 };
       const w = await drive(
         level,
         o.warmupMs,
@@ -258,7 +248,7 @@ async function runDirect(o: Required<Omit<CommitOptions, 'cpuProfDir' | 'modes'>
         },
         () => {
           eld.enable();
-          s0 = { saves: storage.saves, entries: storage.entries, commitOnly: storage.commitOnly, app: t?.appMsgs ?? 0, appEntries: t?.appEntries ?? 0 };
+          s0 = { saves: storage.saves, entries: storage.entries, app: t?.appMsgs ?? 0, appEntries: t?.appEntries ?? 0 };
           storage.latencies = [];
           if (t) t.rtts = [];
           void cpuSnapshot(pids).then((c) => (cpu0 = c));
@@ -276,7 +266,6 @@ async function runDirect(o: Required<Omit<CommitOptions, 'cpuProfDir' | 'modes'>
       r.leaderEntriesPerFsync = saves ? (storage.entries - s0.entries) / saves : 0;
       r.appMsgsPerSec = apps / w.seconds;
       r.entriesPerAppMsg = apps ? ((t?.appEntries ?? 0) - s0.appEntries) / apps : 0;
-      r.commitOnlyFsyncShare = saves ? (storage.commitOnly - s0.commitOnly) / (saves + storage.commitOnly - s0.commitOnly) : 0;
       const fs = storage.latencies.sort((a, b) => a - b);
       r.fsyncP50Ms = percentile(fs, 50);
       r.fsyncP99Ms = percentile(fs, 99);
@@ -349,12 +338,12 @@ async function runHttp(o: Required<Omit<CommitOptions, 'cpuProfDir' | 'modes'>> 
 }
 
 export function formatResult(r: CommitResult): string {
-  const errs = Object.entries(r.errors).map(([k, v]) => `${k}=${v}`).join(' ');
-  const cpu = Object.entries(r.cpu).map(([k, v]) => `${k} ${v}%`).join(', ');
+  const errs = formatErrors(r.errors);
+  const cpu = formatCpu(r.cpu);
   const extra =
     r.mode === 'direct'
-      ? `\n         leader: loop lag p99 ${r.loopDelayP99Ms?.toFixed(1)} ms; ${r.leaderFsyncsPerSec?.toFixed(0)} fsyncs/s × ${r.leaderEntriesPerFsync?.toFixed(1)} entries ` +
-        `(plus ${((r.commitOnlyFsyncShare ?? 0) * 100).toFixed(0)}% of writes commit-only, unsynced), fsync p50 ${r.fsyncP50Ms?.toFixed(2)} p99 ${r.fsyncP99Ms?.toFixed(2)} ms; ` +
+      ? `\n         leader: loop lag p99 ${r.loopDelayP99Ms?.toFixed(1)} ms; ${r.leaderFsyncsPerSec?.toFixed(0)} fsyncs/s × ${r.leaderEntriesPerFsync?.toFixed(1)} entries, ` +
+        `fsync p50 ${r.fsyncP50Ms?.toFixed(2)} p99 ${r.fsyncP99Ms?.toFixed(2)} ms; ` +
         `${r.appMsgsPerSec?.toFixed(0)} app msgs/s × ${r.entriesPerAppMsg?.toFixed(1)} entries, app→appResp p50 ${r.replicationRttP50Ms?.toFixed(2)} p99 ${r.replicationRttP99Ms?.toFixed(2)} ms`
       : '';
   return (

@@ -3,7 +3,7 @@
 // the leader in batches) or to the leader only. Renewals that keep the status write nothing to Raft.
 
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, formatCpu, getText, httpError, putJson, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, getText, httpError, putJson, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 
 export interface RenewResult extends LoopResult {
@@ -57,8 +57,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
         }),
       );
     }
-    const pids: Record<string, number> = { client: process.pid };
-    for (const id of cluster.ids) pids[id === leader ? `${id}(leader)` : id] = cluster.pid(id);
+    const pids = cluster.pids(leader);
     const wanted = opts.cases ?? ['all', 'leader'];
     const cases = [
       { name: 'all', target: `all ${cluster.ids.length}`, origins: cluster.ids.map((id) => cluster.http(id)) },
@@ -82,9 +81,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
           },
         });
         const indexAfter = await globalIndex(cluster.http(leader));
-        const cpuUsPerOp: Record<string, number> = {};
-        for (const [k, v] of Object.entries(r.cpu)) cpuUsPerOp[k] = r.ops > 0 ? Math.round(((v / 100) * r.seconds * 1e6) / r.ops) : 0;
-        const rr: RenewResult = { target: c.target, connections, checks, indexBefore, indexAfter, ...r, cpuUsPerOp };
+        const rr: RenewResult = { target: c.target, connections, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r) };
         results.push(rr);
         log(formatRenew(rr));
       } finally {
@@ -92,8 +89,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
       }
     }
   } catch (err) {
-    const logs = [...cluster.procs.values()].map((p) => `--- ${p.spec.id}:\n${p.log.slice(-2000)}`).join('\n');
-    throw new Error(`${(err as Error).message}\n${logs}`);
+    throw new Error(`${(err as Error).message}\n${cluster.logTails(2000)}`);
   } finally {
     await cluster.teardown(graceMs);
   }
@@ -101,9 +97,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
 }
 
 export function formatRenew(r: RenewResult): string {
-  const errs = Object.entries(r.errors)
-    .map(([k, v]) => `${k}=${v}`)
-    .join(' ');
+  const errs = formatErrors(r.errors);
   return (
     `renew → ${r.target.padEnd(10)} ${r.connections} conns, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms  index ${r.indexBefore}→${r.indexAfter}` +

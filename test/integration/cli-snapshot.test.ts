@@ -40,11 +40,7 @@ async function rawPut(addr: string, body: Uint8Array, key: string): Promise<{ st
 }
 
 t.test('one server with a cluster key', async (t) => {
-  const cluster = await SiderCluster.start({ ids: ['n1'], clusterKey: KEY });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ ids: ['n1'], clusterKey: KEY })).teardownWith(t);
   const addr = cluster.addr('n1');
   const env = { SIDER_HTTP_ADDR: addr, SIDER_CLUSTER_KEY: KEY };
   const http = cluster.http;
@@ -193,11 +189,7 @@ t.test('commands against a server that is not there exit 1 with one line', async
 });
 
 t.test('three servers: a restore sent to a follower shows on every server', async (t) => {
-  const cluster = await SiderCluster.start({ clusterKey: KEY });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ clusterKey: KEY })).teardownWith(t);
   const http = cluster.http;
   const leader = await cluster.leader();
   const followers = cluster.ids.filter((id) => id !== leader);
@@ -235,11 +227,7 @@ t.test('three servers: a restore sent to a follower shows on every server', asyn
 });
 
 t.test('three servers: an archive too large to forward is refused by a follower, and the CLI sends it to the leader', async (t) => {
-  const cluster = await SiderCluster.start({ clusterKey: KEY });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ clusterKey: KEY })).teardownWith(t);
   const http = cluster.http;
   const leader = await cluster.leader();
   const follower = cluster.ids.find((id) => id !== leader)!;

@@ -34,11 +34,7 @@ async function signedLeave(c: SiderCluster, id: string, key = CLUSTER_KEY): Prom
 }
 
 t.test('three servers started together with -bootstrap-expect 3 form one cluster', async (t) => {
-  const c = await expectCluster();
-  t.teardown(() => c.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(c.logs());
-  });
+  const c = (await expectCluster()).teardownWith(t);
   const procs = c.ids.map((id) => c.spawn(id));
   await c.waitVoters(['s1', 's2', 's3'], 60_000);
 
@@ -91,11 +87,7 @@ t.test('three servers started together with -bootstrap-expect 3 form one cluster
 });
 
 t.test('a rolling restart under a writing client loses no write', async (t) => {
-  const c = await SiderCluster.start({ clusterKey: CLUSTER_KEY });
-  t.teardown(() => c.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(c.logs());
-  });
+  const c = (await SiderCluster.start({ clusterKey: CLUSTER_KEY })).teardownWith(t);
   let stop = false;
   let acked = 0;
   let longestGapMs = 0;

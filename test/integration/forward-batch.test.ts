@@ -10,11 +10,7 @@ import { SiderCluster } from '../support/server-process.ts';
 const CLUSTER_KEY = 'forward-batch-test-cluster-key-0123456789';
 
 t.test('forwarded writes in batches', async (t) => {
-  const cluster = await SiderCluster.start({ clusterKey: CLUSTER_KEY });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ clusterKey: CLUSTER_KEY })).teardownWith(t);
   const http = cluster.http;
   const leader = await cluster.leader();
   const follower = cluster.ids.find((id) => id !== leader)!;

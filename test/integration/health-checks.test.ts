@@ -30,11 +30,7 @@ interface HealthEntry {
 const SCAN_MS = 200;
 
 t.test('health checking on one server', async (t) => {
-  const cluster = await SiderCluster.start({ ids: ['h1'] });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ ids: ['h1'] })).teardownWith(t);
   const http = cluster.http;
   const addr = cluster.addr('h1');
   const put = (path: string, body?: unknown): Promise<HttpReply> => http.call(addr, 'PUT', path, body === undefined ? {} : { body });

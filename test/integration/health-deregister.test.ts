@@ -11,11 +11,7 @@ interface CatalogEntry {
 }
 
 t.test('an instance critical for longer than DeregisterCriticalServiceAfter is deregistered', async (t) => {
-  const cluster = await SiderCluster.start({ ids: ['d1'] });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ ids: ['d1'] })).teardownWith(t);
   const http = cluster.http;
   const addr = cluster.addr('d1');
   const ids = async (): Promise<string[]> =>

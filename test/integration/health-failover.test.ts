@@ -28,11 +28,7 @@ interface HealthEntry {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 t.test('a leader killed mid-way: heartbeating instances stay passing, a dead one goes critical in bound', async (t) => {
-  const cluster = await SiderCluster.start({ clusterKey: CLUSTER_KEY });
-  t.teardown(() => cluster.teardown());
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
+  const cluster = (await SiderCluster.start({ clusterKey: CLUSTER_KEY })).teardownWith(t);
   const http = cluster.http;
   const running = (): string[] => cluster.ids.filter((id) => cluster.running(id));
 

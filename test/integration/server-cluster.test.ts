@@ -22,13 +22,8 @@ async function catalog(http: SiderHttp, addr: string, service: string): Promise<
 }
 
 t.test('a three-server cluster', async (t) => {
-  const cluster = await SiderCluster.start({ clusterKey: CLUSTER_KEY });
-  t.teardown(() => cluster.teardown());
+  const cluster = (await SiderCluster.start({ clusterKey: CLUSTER_KEY })).teardownWith(t);
   const http = cluster.http;
-  // Any failure below is easier to read with what the servers logged.
-  t.teardown(() => {
-    if (!t.passing()) t.comment(cluster.logs());
-  });
 
   await t.test('a registration on one follower is read at once on the other follower without ?stale', async (t) => {
     const leader = await cluster.leader();

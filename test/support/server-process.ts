@@ -280,6 +280,13 @@ export interface SiderClusterOptions {
   extraArgs?: string[];
 }
 
+/** The part of a tap test that `teardownWith` uses. */
+export interface TestScope {
+  teardown(fn: () => unknown): void;
+  passing(): boolean;
+  comment(...message: unknown[]): void;
+}
+
 /**
  * Servers on loopback, each with its own data directory under a temp root: the first bootstraps,
  * the others join it by its HTTP address. Restarts reuse the same flags and directory.
@@ -429,6 +436,15 @@ export class SiderCluster {
   /** Output of every process started, for failure messages. */
   logs(tail = 3000): string {
     return this.#all.map((p) => `--- ${p.spec.id} (pid ${p.pid}, ${p.running ? 'running' : 'exited'})\n${p.output.slice(-tail)}`).join('\n');
+  }
+
+  /** Tears this cluster down when `t` ends and, if `t` failed, prints what the servers logged. */
+  teardownWith(t: TestScope): this {
+    t.teardown(() => this.teardown());
+    t.teardown(() => {
+      if (!t.passing()) t.comment(this.logs());
+    });
+    return this;
   }
 
   /** Kills (-9) every process this cluster started, closes the HTTP client, removes the temp root. */
