@@ -33,6 +33,8 @@ export interface SiderServerSpec {
   /** Passed as SIDER_CLUSTER_KEY in the environment, never on the command line. */
   clusterKey?: string;
   extraArgs?: string[];
+  /** Run inside this network namespace (`ip netns exec`; the PID is still the server's own). */
+  netns?: string;
 }
 
 export interface ExitStatus {
@@ -64,13 +66,15 @@ export class SiderChild {
   #output = '';
   #exit: ExitStatus | null = null;
 
-  constructor(args: string[], label: string, envExtra: NodeJS.ProcessEnv = {}) {
+  constructor(args: string[], label: string, envExtra: NodeJS.ProcessEnv = {}, netns?: string) {
     this.label = label;
     const env: NodeJS.ProcessEnv = {};
     // Nothing from the test runner's environment configures the child behind the test's back.
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIDER_')) env[k] = v;
     Object.assign(env, envExtra);
-    this.child = spawn(process.execPath, [SIDER_BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
+    // `ip netns exec` enters the namespace and then execs node, so the PID is node's own.
+    const [cmd, argv] = netns === undefined ? [process.execPath, [SIDER_BIN, ...args]] : ['ip', ['netns', 'exec', netns, process.execPath, SIDER_BIN, ...args]];
+    this.child = spawn(cmd, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     if (this.child.pid === undefined) throw new Error(`could not spawn ${label}`);
     this.pid = this.child.pid;
     const keep = (s: string): void => {
@@ -140,7 +144,7 @@ export class SiderProcess extends SiderChild {
   readonly spec: SiderServerSpec;
 
   constructor(spec: SiderServerSpec) {
-    super(serverArgs(spec), `sider server ${spec.id}`, spec.clusterKey !== undefined ? { SIDER_CLUSTER_KEY: spec.clusterKey } : {});
+    super(serverArgs(spec), `sider server ${spec.id}`, spec.clusterKey !== undefined ? { SIDER_CLUSTER_KEY: spec.clusterKey } : {}, spec.netns);
     this.spec = spec;
   }
 
