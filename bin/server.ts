@@ -1,6 +1,6 @@
 // Server assembly, the one place that wires every layer together (bin/ sits above http/, src/ and
 // raft/): the registry state machine on a Raft node (LevelDB, snapshot files, HTTP transport), the
-// RegistryService over it, and the HTTP API; bootstrap, join and restart.
+// RegistryService over it, and the HTTP API; bootstrap, join, restart and -force-new-cluster.
 
 import { mkdir } from 'node:fs/promises';
 import { join as joinPath } from 'node:path';
@@ -9,6 +9,7 @@ import { FileSnapshotStore } from '../raft/file-snapshot-store.ts';
 import { HttpTransport } from '../raft/http-transport.ts';
 import { LevelStorage } from '../raft/level-storage.ts';
 import { RaftNode } from '../raft/node.ts';
+import { forceNewCluster } from '../raft/recover.ts';
 import type { Logger } from '../raft/node.ts';
 import { SiderError } from '../raft/errors.ts';
 import { createHttpApp, listenHttp } from '../http/app.ts';
@@ -98,6 +99,12 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   await storage.open();
   const identity = await storage.loadIdentity();
   await storage.close();
+  if (cfg.forceNewCluster) {
+    if (!identity) {
+      throw new SiderError('SIDER_CONFIG', `-force-new-cluster: data directory ${cfg.raftDir} is fresh, there is no Raft state to recover; point -raft-dir at a surviving member's data directory`);
+    }
+    await recoverAlone(cfg, storage, snapshots, raftAddr, log);
+  }
   let bootstrap = cfg.bootstrap && !identity;
   if (!identity && cfg.join) {
     clusterId = await requestJoin(cfg, cfg.join, raftAddr, log);
@@ -304,6 +311,43 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     log('info', 'sider server stopped', {});
   };
   return srv;
+}
+
+/**
+ * -force-new-cluster: rewrites the data directory before the node starts (raft/recover.ts) and says
+ * loudly what it kept. Only this start is affected: the rewrite is what later starts find.
+ */
+async function recoverAlone(cfg: ServerConfig, storage: LevelStorage, snapshots: FileSnapshotStore, raftAddr: string, log: Logger): Promise<void> {
+  const r = await forceNewCluster({ storage, snapshots, id: cfg.raftId });
+  if (!r.rewritten) {
+    log('warn', 'force-new-cluster: this server already is the only member; nothing rewritten, cluster ID kept. Remove -force-new-cluster', {
+      clusterId: r.clusterId,
+      commitIndex: r.commit,
+    });
+    return;
+  }
+  log('warn', 'FORCE-NEW-CLUSTER (UNSAFE): this server is now the only voter of a new cluster; committed writes it had not received are lost. Remove -force-new-cluster before the next start, and never restart the old members on their data', {
+    previousClusterId: r.previousClusterId,
+    clusterId: r.clusterId,
+    snapshotIndex: r.snapshotIndex,
+    storedCommitIndex: r.storedCommit,
+    keptThroughIndex: r.lastIndex,
+    keptPastStoredCommit: r.keptPastStoredCommit,
+    entriesDiscarded: 0,
+    commitIndex: r.commit,
+    term: r.term,
+    previousVoters: r.previous.voters,
+    previousLearners: r.previous.learners,
+    removed: r.changes.filter((c) => c.op === 'remove').map((c) => c.id),
+    voters: r.membership.voters,
+  });
+  const recorded = r.membership.addrs[cfg.raftId];
+  if (recorded !== undefined && recorded !== raftAddr) {
+    log('warn', 'force-new-cluster: the configuration keeps this server\'s recorded Raft address, not -raft-advertise/-raft-bind; servers that join will use the recorded one', {
+      recorded,
+      given: raftAddr,
+    });
+  }
 }
 
 function isLeader(raft: RaftNode): boolean {

@@ -34,6 +34,11 @@ export interface ServerConfig {
   bootstrapExpect: number;
   /** HTTP addresses (host:port) of the other servers to find for -bootstrap-expect, or to join through. */
   retryJoin: string[];
+  /**
+   * Disaster recovery: at this start, rewrite the data directory so this server is the only voter of
+   * a new cluster (raft/recover.ts). Unsafe; has no effect on a later start without it.
+   */
+  forceNewCluster: boolean;
   /** Shared secret for Raft traffic, joins and forwarded writes (≥ 16 bytes). '' = none (loopback only). */
   clusterKey: string;
   datacenter: string;
@@ -72,6 +77,7 @@ const FIELDS: FieldSpec[] = [
   { key: 'join', flag: 'join', kind: 'string' },
   { key: 'bootstrapExpect', flag: 'bootstrap-expect', kind: 'int', min: 0, max: 9 },
   { key: 'retryJoin', flag: 'retry-join', kind: 'list' },
+  { key: 'forceNewCluster', flag: 'force-new-cluster', kind: 'boolean' },
   { key: 'clusterKey', flag: 'cluster-key', kind: 'string' },
   { key: 'datacenter', flag: 'datacenter', kind: 'string' },
   { key: 'nodeName', flag: 'node-name', kind: 'string' },
@@ -102,6 +108,9 @@ export const SERVER_USAGE = `usage: sider server [flags]
                              (itself included), then the one with the smallest -raft-id bootstraps
                              and the others join it; a peer already in a cluster is joined instead
   -retry-join host:port      HTTP address of another server (repeatable; env: comma-separated list)
+  -force-new-cluster         UNSAFE disaster recovery after quorum is lost: make this server, on its
+                             existing data, the only voter of a new cluster (new cluster ID); use
+                             once, then start without it (README "Disaster recovery")
   -cluster-key KEY           shared secret (prefer SIDER_CLUSTER_KEY); required off loopback
   -datacenter NAME           reported in Consul's Datacenter fields (default dc1)
   -node-name NAME            Node of instances registered here (default: -raft-id)
@@ -205,6 +214,7 @@ export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     join: (raw.join as string | undefined) ?? '',
     bootstrapExpect: (raw.bootstrapExpect as number | undefined) ?? 0,
     retryJoin: (raw.retryJoin as string[] | undefined) ?? [],
+    forceNewCluster: (raw.forceNewCluster as boolean | undefined) ?? false,
     clusterKey: (raw.clusterKey as string | undefined) ?? '',
     datacenter: (raw.datacenter as string | undefined) ?? 'dc1',
     nodeName: (raw.nodeName as string | undefined) ?? raftId,

@@ -152,6 +152,19 @@ class ChaosCluster {
     return this.#all.map((r) => `--- ${r.p.spec.id} (pid ${r.p.pid}, ${r.p.running ? 'running' : 'exited'})\n${r.p.output.slice(-tail)}`).join('\n');
   }
 
+  /** For a signal handler: SIGKILL every process still running, synchronously. */
+  killAllSync(): void {
+    for (const r of this.#all) {
+      if (!r.p.running) continue;
+      r.killed = true;
+      try {
+        process.kill(r.p.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
   async teardown(): Promise<void> {
     for (let i = 0; i < this.size; i++) if (this.state[i] === 'paused') this.resume(i);
     await Promise.all(
@@ -241,6 +254,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const root = await mkdtemp(join(tmpdir(), 'sider-chaos-'));
   const lab = NetLab.create(schedule.nodes);
   const cluster = new ChaosCluster(lab, root, opts.extraArgs ?? []);
+  // Interrupted (Ctrl-C, or tap's timeout): no server may outlive the run, no namespace stay behind.
+  const onSignal = (sig: NodeJS.Signals): void => {
+    cluster.killAllSync();
+    lab.destroySync();
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   const services = opts.services ?? 3;
   const idsPerService = opts.idsPerService ?? 4;
   const workload = new Workload({
@@ -328,6 +349,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   } catch (err) {
     failures.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await workload.close().catch(() => {});
     if (failures.length > 0) logs = cluster.logs();
     await cluster.teardown();
