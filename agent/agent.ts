@@ -14,7 +14,7 @@ import { CheckScheduler } from '../src/health/scheduler.ts';
 import type { CheckStatus } from '../src/registry/model.ts';
 import type { AgentCheck, AgentConfig, AgentService } from './config.ts';
 import { compareWithServer, registrationBody } from './registration.ts';
-import type { CheckRegistrationState } from './registration.ts';
+import type { AgentNode, CheckRegistrationState } from './registration.ts';
 import { ServerClient } from './server-client.ts';
 import type { ServerReply } from './server-client.ts';
 
@@ -72,6 +72,8 @@ export class Agent {
   readonly #log: Logger;
   readonly #client: ServerClient;
   readonly #services: ServiceState[];
+  /** The node its instances carry (node_name, advertise_addr). */
+  readonly #node: AgentNode;
   readonly #local = new Map<string, LocalCheck>();
   readonly #abort = new AbortController();
   readonly #runId = randomUUID();
@@ -85,6 +87,7 @@ export class Agent {
 
   constructor(opts: AgentOptions) {
     this.#cfg = opts.config;
+    this.#node = { name: opts.config.nodeName, address: opts.config.nodeAddress };
     this.#log = opts.log;
     this.#client = new ServerClient({ servers: opts.config.servers, token: opts.config.token, log: opts.log, attemptTimeoutMs: opts.attemptTimeoutMs });
     this.#services = opts.config.services.map((svc) => ({ svc, dirty: true, attempted: false, registered: false, lastRefusal: '' }));
@@ -212,10 +215,10 @@ export class Agent {
     const entry = Array.isArray(entries)
       ? entries.find((e: unknown) => typeof e === 'object' && e !== null && (e as { Service?: { ID?: unknown } }).Service?.ID === s.svc.id)
       : undefined;
-    const view = compareWithServer(s.svc, entry, (c) => this.#wantStatus(c), parseDurationMs);
+    const view = compareWithServer(this.#node, s.svc, entry, (c) => this.#wantStatus(c), parseDurationMs);
     const sent = new Map<string, CheckStatus>();
     if (view.difference !== '') {
-      const body = registrationBody(s.svc, (c): CheckRegistrationState => {
+      const body = registrationBody(this.#node, s.svc, (c): CheckRegistrationState => {
         const local = this.#local.get(c.id);
         if (local) {
           sent.set(c.id, local.status);
@@ -225,7 +228,7 @@ export class Agent {
         return !view.checkIds.has(c.id) && c.status !== '' ? { Status: c.status } : {};
       });
       s.attempted = true;
-      const reply = await this.#client.request('PUT', `/v1/agent/service/register${this.#ns()}`, { body, requestId: this.#requestId(), signal });
+      const reply = await this.#client.request('PUT', `/v1/catalog/register${this.#ns()}`, { body, requestId: this.#requestId(), signal });
       if (reply.status !== 200) {
         const refusal = `HTTP ${reply.status} ${reply.text.trim().slice(0, 500)}`;
         if (refusal !== s.lastRefusal) this.#log('error', 'the server refused the registration', { service: s.svc.name, id: s.svc.id, server: reply.server, error: refusal });

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { SiderError } from '../raft/errors.ts';
 import { parseFlags, unknownFlag } from '../src/flags.ts';
+import { NODE_NAME, parseCatalogRegisterBody } from '../http/catalog-register.ts';
 import { formatDurationMs, parseDurationNs } from '../http/duration.ts';
 import { checkShape, foldKey, normalizeKeys, registerShape } from '../http/normalize.ts';
 import type { ObjectShape } from '../http/normalize.ts';
@@ -18,7 +19,6 @@ import {
   parseHostPort,
   parseId,
   parseNamespace,
-  parseRegisterBody,
   parseServiceName,
   typeName,
 } from '../http/register-parse.ts';
@@ -35,6 +35,8 @@ export const AGENT_USAGE = `usage: sider agent -config-file FILE [flags]
   -enable-script-checks      allow "args" (script) checks of the config file to run
   -log-level debug|info|warn|error, -log-format json|text
 
+Services are registered (PUT /v1/catalog/register) under the agent's node: "node_name" (default
+the host name) is their Consul Node, "advertise_addr" (optional) its address.
 Every check is registered with the servers as a TTL check. The agent runs http, tcp, grpc and
 args checks itself, sends each status change, and renews the status at ~2/3 of a TTL of
 max(3 x interval, interval + timeout + 10s): if the agent dies, its checks expire to critical.
@@ -103,7 +105,10 @@ export interface AgentService {
 export interface AgentConfig {
   /** The config file it came from. */
   file: string;
+  /** The Node its instances carry (node_name; default the host name). */
   nodeName: string;
+  /** Their Node.Address (advertise_addr), '' when not configured. */
+  nodeAddress: string;
   /** HTTP addresses host:port, tried in order. */
   servers: string[];
   namespace: string;
@@ -143,6 +148,7 @@ const agentShape: ObjectShape = {
   kind: 'object',
   fields: {
     NodeName: 'value',
+    AdvertiseAddr: 'value',
     Servers: 'value',
     Namespace: 'value',
     Token: 'value',
@@ -159,6 +165,7 @@ const serviceShape: ObjectShape = { ...registerShape, fields: { ...registerShape
 /** Canonical (normalized) field → the name used in messages, as in the documented file shape. */
 const TOP_FIELDS: Record<string, string> = {
   NodeName: 'node_name',
+  AdvertiseAddr: 'advertise_addr',
   Servers: 'servers',
   Namespace: 'namespace',
   Token: 'token',
@@ -533,7 +540,8 @@ function parseAgentConfigInner(input: unknown, file: string, flags: Partial<Agen
   onlyKnown(top, TOP_FIELDS, '', input);
 
   const nodeName = absent(top.NodeName) ? hostname().replace(/[^a-zA-Z0-9_.-]/g, '-').slice(0, 128) || 'agent' : optString(top.NodeName, 'node_name', 128);
-  if (!/^[a-zA-Z0-9_.-]{1,128}$/.test(nodeName)) fail('node_name', '1-128 letters, digits, "_", "." or "-"');
+  if (!NODE_NAME.test(nodeName)) fail('node_name', '1-128 letters, digits, "_", "." or "-"');
+  const nodeAddress = via(() => parseAddress(top.AdvertiseAddr, 'advertise_addr', true));
 
   let servers: string[];
   if (flags.servers && flags.servers.length > 0) {
@@ -575,7 +583,7 @@ function parseAgentConfigInner(input: unknown, file: string, flags: Partial<Agen
     // What the agent will send must pass the server's own validation (same code).
     via(() => {
       try {
-        parseRegisterBody(registrationBody(svc, () => ({})), { enableScriptChecks: false });
+        parseCatalogRegisterBody(registrationBody({ name: nodeName, address: nodeAddress }, svc, () => ({})), { enableScriptChecks: false });
       } catch (err) {
         throw configError(`${path}: the server would refuse this service: ${(err as Error).message}`);
       }
@@ -586,6 +594,7 @@ function parseAgentConfigInner(input: unknown, file: string, flags: Partial<Agen
   return {
     file,
     nodeName,
+    nodeAddress,
     servers,
     namespace,
     token,

@@ -1,6 +1,6 @@
-// What the agent tells the server about one configured service: the register body (every check a
-// TTL check: the agent runs the probes, the server only times the renewals), and how a server's
-// view of the instance differs from it (the periodic sync re-registers on any difference).
+// What the agent tells the server about one configured service: the catalog register body (its own
+// node; every check a TTL check: the agent runs the probes, the server only times the renewals), and
+// how a server's view of the instance differs from it (the periodic sync re-registers on any difference).
 
 import { formatDurationMs } from '../http/duration.ts';
 import { isMaintenanceCheck } from '../src/registry/health.ts';
@@ -13,13 +13,23 @@ export interface CheckRegistrationState {
   Output?: string;
 }
 
+/** The node the agent registers its services as (Consul's Node and its Address). */
+export interface AgentNode {
+  name: string;
+  /** '' = not configured: the server shows the service's address as the node's. */
+  address: string;
+}
+
 /**
- * PUT /v1/agent/service/register body (Consul's PascalCase). The namespace travels in `?ns=`.
- * `stateOf` decides per check whether the registration sets its status.
+ * PUT /v1/catalog/register body (Consul's CatalogRegistration), so that the instance carries the
+ * agent's node name and address. The namespace travels in `?ns=`. `stateOf` decides per check
+ * whether the registration sets its status.
  */
-export function registrationBody(svc: AgentService, stateOf: (check: AgentCheck) => CheckRegistrationState): Record<string, unknown> {
-  return {
-    Name: svc.name,
+export function registrationBody(node: AgentNode, svc: AgentService, stateOf: (check: AgentCheck) => CheckRegistrationState): Record<string, unknown> {
+  const body: Record<string, unknown> = { Node: node.name };
+  if (node.address !== '') body.Address = node.address;
+  body.Service = {
+    Service: svc.name,
     ID: svc.id,
     Address: svc.address,
     Port: svc.port,
@@ -27,20 +37,24 @@ export function registrationBody(svc: AgentService, stateOf: (check: AgentCheck)
     Meta: svc.meta,
     Weights: svc.weights,
     EnableTagOverride: svc.enableTagOverride,
-    Checks: svc.checks.map((c) => {
-      const check: Record<string, unknown> = {
-        CheckID: c.id,
-        Name: c.name,
-        Notes: c.notes,
-        TTL: formatDurationMs(c.ttlMs),
-      };
-      if (c.deregisterCriticalServiceAfter !== '') check.DeregisterCriticalServiceAfter = c.deregisterCriticalServiceAfter;
-      const state = stateOf(c);
-      if (state.Status !== undefined) check.Status = state.Status;
-      if (state.Output !== undefined) check.Output = state.Output;
-      return check;
-    }),
   };
+  body.Checks = svc.checks.map((c) => {
+    const check: Record<string, unknown> = {
+      Node: node.name,
+      CheckID: c.id,
+      Name: c.name,
+      Notes: c.notes,
+      ServiceID: svc.id,
+    };
+    const state = stateOf(c);
+    if (state.Status !== undefined) check.Status = state.Status;
+    if (state.Output !== undefined) check.Output = state.Output;
+    const definition: Record<string, unknown> = { TTL: formatDurationMs(c.ttlMs) };
+    if (c.deregisterCriticalServiceAfter !== '') definition.DeregisterCriticalServiceAfter = c.deregisterCriticalServiceAfter;
+    check.Definition = definition;
+    return check;
+  });
+  return body;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -85,6 +99,7 @@ export interface ServerView {
  * (undefined for TTL checks the application renews: their status is the application's business).
  */
 export function compareWithServer(
+  node: AgentNode,
   svc: AgentService,
   entry: unknown,
   wantStatus: (check: AgentCheck) => CheckStatus | undefined,
@@ -103,6 +118,10 @@ export function compareWithServer(
     view.statuses.set(id, String(c.Status));
   }
   const diffs: string[] = [];
+  // Registered through another server's node, or by an agent without this node name / address.
+  const n = isObject(entry.Node) ? entry.Node : {};
+  if (n.Node !== node.name) diffs.push('node');
+  else if (node.address !== '' && n.Address !== node.address) diffs.push('node address');
   if (s.Address !== svc.address) diffs.push('address');
   if (s.Port !== svc.port) diffs.push('port');
   if (!sameJson(s.Tags ?? [], svc.tags)) diffs.push('tags');

@@ -279,7 +279,9 @@ export class DnsResolver {
   }
 
   #target(inst: Instance, zone: Zone, nodeAddresses: [string, string][]): Target | undefined {
-    let address = inst.Address;
+    // Then the address its registration gave its node (catalog register, `sider agent`), which
+    // is instance state: a change moves the service index.
+    let address = inst.Address || inst.NodeAddress;
     if (address === '') {
       address = this.nodeAddress(inst.Node);
       nodeAddresses.push([inst.Node, address]);

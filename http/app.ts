@@ -13,6 +13,7 @@ import type { Check, Instance, RegistryCommand } from '../src/registry/model.ts'
 import type { RegistryService } from '../src/registry/service.ts';
 import type { CheckRenewer } from '../src/health/renewals.ts';
 import { jsonBody } from './body.ts';
+import { parseCatalogRegisterBody } from './catalog-register.ts';
 import { addCheckRoutes, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
 import { BlockingQueries, parseBlockingParams } from './blocking.ts';
 import type { ParkTarget, WatchFn } from './blocking.ts';
@@ -149,7 +150,9 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     nodeAddress(node) {
       const servers = reader.servers();
       const info = servers.find((s) => s.ID === node) ?? (node === nodeName ? servers.find((s) => s.ID === nodeId) : undefined);
-      return info ? hostOf(info.HTTPAddr) : (opts.address ?? '');
+      if (info) return hostOf(info.HTTPAddr);
+      // An agent's node without an address of its own is not this server.
+      return node === nodeName ? (opts.address ?? '') : '';
     },
   };
 
@@ -470,6 +473,29 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       now: Date.now(),
     });
     sendEmpty(ctx);
+  });
+
+  // Consul's catalog register: the registration names its node (`sider agent` sends its node_name).
+  // Like Consul without ACLs, any client may name any node; the name grants nothing here.
+  router.put('/v1/catalog/register', json, async (ctx) => {
+    const parsed = parseCatalogRegisterBody(ctx.request.body, { enableScriptChecks });
+    if (parsed.datacenter !== '' && parsed.datacenter.toLowerCase() !== datacenter.toLowerCase()) {
+      throw badRequest(`Datacenter: ${JSON.stringify(parsed.datacenter)} is not this cluster's (${JSON.stringify(datacenter)})`);
+    }
+    const ns = namespaceOf(ctx, parsed.namespace);
+    await write(ctx, {
+      type: 'register',
+      ns,
+      node: parsed.node,
+      nodeAddress: parsed.nodeAddress,
+      instance: parsed.instance,
+      checks: parsed.checks,
+      replaceExistingChecks: false,
+      now: Date.now(),
+    });
+    // Consul answers `true`.
+    ctx.type = 'application/json';
+    ctx.body = 'true';
   });
 
   /** The one instance with this ID in the namespace, seen after a ReadIndex round. */

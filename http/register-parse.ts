@@ -287,7 +287,7 @@ export interface RegisterParseOptions {
 }
 
 /** `field` is the check's path in the body ('Check', 'Checks[1]'), '' when the check is the whole body. */
-function parseCheck(raw: unknown, field: string, serviceName: string, opts: RegisterParseOptions): CheckSpec {
+export function parseCheck(raw: unknown, field: string, serviceName: string, opts: RegisterParseOptions): CheckSpec {
   const pre = field === '' ? '' : `${field}.`;
   if (!isPlainObject(raw)) fail(field || 'check', `must be an object, not ${typeName(raw)}`);
   for (const k of UNSUPPORTED) {

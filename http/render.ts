@@ -10,7 +10,7 @@ import type { FilterType } from './filter.ts';
 /** What rendering needs to know beyond the registry's records. */
 export interface RenderContext {
   datacenter: string;
-  /** Address of the server that registered an instance (its Node), '' if unknown. */
+  /** Address of a server that registered an instance (its Node), '' if unknown or not a server. */
   nodeAddress(node: string): string;
 }
 
@@ -58,7 +58,12 @@ function nodeTaggedAddresses(address: string): Record<string, string> {
   return out;
 }
 
+/**
+ * Node.Address: the node's own when its registration gave one (catalog register, `sider agent`);
+ * otherwise the instance's address, then its server's (Consul clients read it as the host).
+ */
 function nodeAddressOf(inst: Instance, rc: RenderContext): string {
+  if (inst.NodeAddress !== '') return inst.NodeAddress;
   return inst.Address !== '' ? inst.Address : rc.nodeAddress(inst.Node);
 }
 

@@ -181,6 +181,8 @@ export function readInstance(v: unknown, path: string): Instance {
     ID: nonEmpty(spec.ID, `${path}.ID`),
     Namespace: nonEmpty(o.Namespace, `${path}.Namespace`),
     Node: str(o.Node, `${path}.Node`),
+    // Absent from snapshots written before instances recorded their node's address.
+    NodeAddress: o.NodeAddress === undefined ? '' : str(o.NodeAddress, `${path}.NodeAddress`),
     CreateIndex: nat(o.CreateIndex, `${path}.CreateIndex`),
     ModifyIndex: nat(o.ModifyIndex, `${path}.ModifyIndex`),
   };
@@ -219,6 +221,8 @@ function readCommand(v: unknown): RegistryCommand {
         type: 'register',
         ns: nonEmpty(o.ns, 'ns'),
         node: str(o.node, 'node'),
+        // Absent from entries written before registrations could name their node's address.
+        ...(o.nodeAddress === undefined ? {} : { nodeAddress: str(o.nodeAddress, 'nodeAddress') }),
         instance: readInstanceSpec(o.instance, 'instance'),
         checks: o.checks.map((c, i) => readCheckSpec(c, `checks[${i}]`)),
         replaceExistingChecks: bool(o.replaceExistingChecks, 'replaceExistingChecks'),

@@ -38,6 +38,8 @@ export interface Instance extends InstanceSpec {
   Namespace: string;
   /** Name of the agent or server that registered it (Consul's Node). */
   Node: string;
+  /** The node's address as its registration gave it (Consul's Node.Address); '' = not given. */
+  NodeAddress: string;
   CreateIndex: number;
   ModifyIndex: number;
 }
@@ -97,6 +99,8 @@ export type RegistryCommand =
       type: 'register';
       ns: string;
       node: string;
+      /** Consul's catalog register `Address` (the node's); absent or '' = not given. */
+      nodeAddress?: string;
       instance: InstanceSpec;
       checks: CheckSpec[];
       /** Consul's ?replace-existing-checks: drop the instance's checks not in `checks`. */

@@ -474,6 +474,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
       EnableTagOverride: spec.EnableTagOverride,
       Namespace: cmd.ns,
       Node: cmd.node,
+      NodeAddress: cmd.nodeAddress ?? '',
       CreateIndex: prev?.instance.CreateIndex ?? index,
       ModifyIndex: prev?.instance.ModifyIndex ?? index,
     };

@@ -1,7 +1,8 @@
 // `sider agent` end to end: a real server process, the agent as a child process, an HTTP target the
 // test flips. The service appears and turns passing, turns critical when its target fails, comes
 // back after the server loses its state, fails over past a dead server, and is deregistered on
-// SIGTERM (exit 0). A bad config exits 2 naming the file, field and reason.
+// SIGTERM (exit 0). Its instances carry its node_name (and advertise_addr) as their Consul Node. A
+// bad config exits 2 naming the file, field and reason.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { freePort, waitFor } from '../support/ports.ts';
 import { SiderCluster } from '../support/server-process.ts';
 
 interface HealthEntry {
-  Node: { Node: string };
+  Node: { ID: string; Node: string; Address: string };
   Service: { ID: string; Service: string; Port: number; Tags: string[] };
   Checks: { CheckID: string; Status: string; Type: string; Notes: string; Output: string }[];
 }
@@ -98,6 +99,16 @@ t.test('the service appears, turns passing, critical when its target fails, and 
   t.ok(target.hits > 0, 'the agent probed the target');
   await waitCheck(agent, 'worker', 'worker-1', 'worker-1-ttl', 'passing');
 
+  // The instances carry the agent's node (DESIGN §2), over both Consul read paths.
+  t.equal(entry.Node.Node, 'agent-host-1', 'health: Node.Node is the agent node_name');
+  t.equal(entry.Node.Address, '127.0.0.1', 'no advertise_addr: Node.Address is the service address');
+  t.ok(entry.Checks.every((c) => (c as { Node?: string }).Node === 'agent-host-1'), 'its checks name the agent node');
+  const catalog = (await cluster.http.json(server, '/v1/catalog/service/worker')) as { Node: string; Address: string; ServiceID: string }[];
+  t.same(catalog.map((c) => [c.Node, c.ServiceID]), [['agent-host-1', 'worker-1']], 'catalog: Node is the agent node_name');
+  t.equal(catalog[0]!.Address, '', 'no service or node address: no server address is made up');
+  const own = (await cluster.http.json(server, '/v1/agent/services')) as Record<string, unknown>;
+  t.notOk('web-1' in own || 'worker-1' in own, "the server's own agent view does not list another node's services");
+
   target.healthy = false;
   const failed = await waitCheck(agent, 'web', 'web-1', 'web-1-http', 'critical');
   t.match(failed.Checks[0]!.Output, /503/);
@@ -163,6 +174,34 @@ t.test('the agent restores its registrations after the server loses its state', 
   t.same(await web.signal('SIGINT'), { code: 0, signal: null }, 'exits 0 after SIGINT');
   t.same(await worker.signal('SIGTERM'), { code: 0, signal: null });
   t.same(await health('web'), []);
+  t.same(await health('worker'), []);
+});
+
+t.test('advertise_addr becomes Node.Address; a registration under another node is taken back', async (t) => {
+  const config = agentConfig([server], [workerService], { node_name: 'agent-host-3', advertise_addr: '127.0.0.9', sync_interval: '1s' });
+  const agent = startAgent(await writeAgentConfig(root, 'advertise.json', config));
+  const entry = await waitCheck(agent, 'worker', 'worker-1', 'worker-1-ttl', 'passing');
+  t.same([entry.Node.Node, entry.Node.Address], ['agent-host-3', '127.0.0.9'], 'health: Node.Node and Node.Address');
+  const catalog = (await cluster.http.json(server, '/v1/catalog/service/worker')) as { ID: string; Node: string; Address: string; TaggedAddresses: Record<string, string> }[];
+  t.same([catalog[0]!.Node, catalog[0]!.Address, catalog[0]!.TaggedAddresses.lan], ['agent-host-3', '127.0.0.9', '127.0.0.9']);
+  t.equal(catalog[0]!.ID, entry.Node.ID, 'one node ID on both paths');
+
+  // Someone re-registers the instance through the server's agent endpoint (the server's node):
+  // the agent's sync finds the node differs and registers it back as its own.
+  const over = await cluster.http.call(server, 'PUT', '/v1/agent/service/register', {
+    body: { Name: 'worker', ID: 'worker-1', Port: 9000, Checks: [{ CheckID: 'worker-1-ttl', TTL: '5m' }] },
+  });
+  t.equal(over.status, 200, over.text);
+  await waitFor(
+    'worker-1 back under agent-host-3',
+    async () => (await health('worker')).some((e) => e.Node.Node === 'agent-host-3' && e.Node.Address === '127.0.0.9'),
+    20_000,
+    100,
+  );
+  const retaken = reRegistrations(agent).some((l) => l.reason === 'node');
+  t.ok(retaken, 'the agent re-registered because the node differed');
+  if (!retaken) t.comment(agent.output.slice(-3000));
+  t.same(await agent.signal('SIGTERM'), { code: 0, signal: null });
   t.same(await health('worker'), []);
 });
 

@@ -12,12 +12,12 @@ import { createServer as createNetServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
 import t from 'tap';
 import { capOutput, runProbe } from '../../src/health/probes.ts';
 import { CheckScheduler } from '../../src/health/scheduler.ts';
 import { MAX_CHECK_OUTPUT } from '../../src/health/types.ts';
 import type { ProbeDefinition, ProbeResult } from '../../src/health/types.ts';
+import { startHealthServer } from '../support/grpc-health.ts';
 import { waitFor } from '../support/ports.ts';
 
 const TRUNCATED = '\n... (output truncated)';
@@ -288,54 +288,7 @@ t.test('TCP probe follows a listener that opens, closes and reopens', async (t) 
 });
 
 // ---------------------------------------------------------------------------------------------
-// gRPC: a real grpc.health.v1 server built with @grpc/grpc-js; its messages are coded here
-// independently of the library's coder.
-
-function decodeRequestHere(buf: Buffer): string {
-  if (buf.length === 0) return '';
-  if (buf[0] !== 0x0a || (buf[1] ?? 0) >= 0x80) throw new Error('unexpected request encoding in test server');
-  return buf.subarray(2, 2 + buf[1]!).toString('utf8');
-}
-
-async function startHealthServer(
-  t: { teardown: (fn: () => unknown) => void },
-  statuses: Map<string, number>,
-  opts: { tls?: { key: Buffer; cert: Buffer }; hang?: Set<string> } = {},
-): Promise<{ port: number; calls: string[] }> {
-  const calls: string[] = [];
-  const server = new grpc.Server();
-  server.addService(
-    {
-      Check: {
-        path: '/grpc.health.v1.Health/Check',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (v: Buffer) => v,
-        requestDeserialize: (b: Buffer) => b,
-        responseSerialize: (v: Buffer) => v,
-        responseDeserialize: (b: Buffer) => b,
-      },
-    },
-    {
-      Check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-        const service = decodeRequestHere(call.request);
-        calls.push(service);
-        if (opts.hang?.has(service)) return;
-        const st = statuses.get(service);
-        if (st === undefined) cb({ code: grpc.status.NOT_FOUND, details: 'unknown service' });
-        else cb(null, st === 0 ? Buffer.alloc(0) : Buffer.from([0x08, st]));
-      },
-    },
-  );
-  const creds = opts.tls
-    ? grpc.ServerCredentials.createSsl(null, [{ private_key: opts.tls.key, cert_chain: opts.tls.cert }], false)
-    : grpc.ServerCredentials.createInsecure();
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  t.teardown(() => server.forceShutdown());
-  return { port, calls };
-}
+// gRPC: a real grpc.health.v1 server (test/support/grpc-health.ts).
 
 t.test('gRPC probe: SERVING passing, NOT_SERVING critical, switched at runtime; unknown service critical', async (t) => {
   const statuses = new Map<string, number>([['', 1], ['api.v1.Api', 1]]);

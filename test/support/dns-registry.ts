@@ -9,6 +9,8 @@ import type { LocalRegistry } from './local-registry.ts';
 export interface InstanceOpts {
   ns?: string;
   node?: string;
+  /** The node's own address (catalog register's Address). */
+  nodeAddress?: string;
   address?: string;
   port?: number;
   tags?: string[];
@@ -40,7 +42,8 @@ export function registerCommand(service: string, id: string, o: InstanceOpts = {
       : status === 'maintenance'
         ? [check(`${MAINTENANCE_CHECK_PREFIX}${id}`, 'critical')]
         : [check(`${service}:${id}`, status)];
-  return { type: 'register', ns: o.ns ?? 'default', node: o.node ?? 'node-1', instance, checks, replaceExistingChecks: true, now: 1_000 };
+  const node = { node: o.node ?? 'node-1', ...(o.nodeAddress === undefined ? {} : { nodeAddress: o.nodeAddress }) };
+  return { type: 'register', ns: o.ns ?? 'default', ...node, instance, checks, replaceExistingChecks: true, now: 1_000 };
 }
 
 export async function register(reg: LocalRegistry, service: string, id: string, o: InstanceOpts = {}): Promise<void> {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { parseRegisterBody } from '../../http/register-parse.ts';
+import { parseCatalogRegisterBody } from '../../http/catalog-register.ts';
 import { derivedTtlMs, loadAgentConfig, parseAgentConfig, parseAgentFlags } from '../../agent/config.ts';
 import { compareWithServer, registrationBody } from '../../agent/registration.ts';
 import { parseDurationMs } from '../../http/duration.ts';
@@ -129,6 +129,8 @@ t.test('defaults: check IDs and names as the server derives them, timeouts, name
   t.equal(one!.checks[0]!.timeoutMs, 10_000);
   t.same(two!.checks.map((c) => c.id), ['service:two:1', 'service:two:2']);
   t.ok(cfg.nodeName.length > 0, 'node name defaults to the host name');
+  t.equal(cfg.nodeAddress, '', 'no advertise_addr: no node address of its own');
+  t.equal(parseAgentConfig({ ...base(), advertise_addr: '10.0.0.7' }, 'x.json').nodeAddress, '10.0.0.7');
 });
 
 // Each bad field → the file, its exact path and the reason. [what, mutated config, path, reason pattern]
@@ -139,6 +141,9 @@ const BAD: [string, Record<string, unknown>, string, RegExp][] = [
   ['server not a string', withField('servers', [8500]), 'servers[0]', /string/],
   ['bad namespace', withField('namespace', 'Not_OK'), 'namespace', /invalid namespace/],
   ['bad node name', withField('node_name', 'a b'), 'node_name', /letters/],
+  ['node name too long', withField('node_name', 'n'.repeat(129)), 'node_name', /longer than 128/],
+  ['bad advertise_addr', withField('advertise_addr', '0.0.0.0'), 'advertise_addr', /unspecified/],
+  ['advertise_addr not a string', withField('advertise_addr', 10), 'advertise_addr', /string/],
   ['bad sync interval', withField('sync_interval', 'soon'), 'sync_interval', /invalid duration/],
   ['sync interval too short', withField('sync_interval', '10ms'), 'sync_interval', /at least 1s/],
   ['script flag not boolean', withField('enable_script_checks', 'yes'), 'enable_script_checks', /true or false/],
@@ -239,14 +244,16 @@ t.test('flags: -server replaces the file list, single and double dash, bad flags
 
 t.test('what the agent registers passes the server validation and registers only TTL checks', async (t) => {
   const cfg = loadAgentConfig(parseAgentFlags(['-config-file', EXAMPLE]));
+  const node = { name: cfg.nodeName, address: cfg.nodeAddress };
   for (const svc of cfg.services) {
-    const body = registrationBody(svc, (c) => (c.probe ? { Status: 'passing', Output: 'ok' } : {}));
-    const parsed = parseRegisterBody(body, { enableScriptChecks: false });
+    const body = registrationBody(node, svc, (c) => (c.probe ? { Status: 'passing', Output: 'ok' } : {}));
+    const parsed = parseCatalogRegisterBody(body, { enableScriptChecks: false });
     t.same(parsed.checks.map((c) => c.Type), svc.checks.map(() => 'ttl'));
     t.same(parsed.checks.map((c) => c.CheckID), svc.checks.map((c) => c.id));
+    t.equal(parsed.node, cfg.nodeName, 'the instance carries the agent node name');
   }
   const web = cfg.services[0]!;
-  const parsed = parseRegisterBody(registrationBody(web, () => ({})), { enableScriptChecks: false });
+  const parsed = parseCatalogRegisterBody(registrationBody(node, web, () => ({})), { enableScriptChecks: false });
   t.equal(parsed.checks[0]!.TTL, '30s');
   t.equal(parsed.checks[0]!.Status, '', 'no status given: the server keeps the one it has');
   t.equal(parsed.checks[0]!.Notes, 'run by sider agent web-host-1: HTTP GET http://127.0.0.1:8080/health');
@@ -255,22 +262,28 @@ t.test('what the agent registers passes the server validation and registers only
 t.test('the comparison with the server finds what differs and ignores maintenance checks', async (t) => {
   const cfg = parseAgentConfig(base(), 'x.json');
   const web = cfg.services[1]!;
-  const server = (over: Record<string, unknown> = {}, checks?: Record<string, unknown>[]) => ({
+  const node = { name: 'host-1', address: '' };
+  const server = (over: Record<string, unknown> = {}, checks?: Record<string, unknown>[], nodeOver: Record<string, unknown> = {}) => ({
+    Node: { Node: 'host-1', Address: '127.0.0.1', ...nodeOver },
     Service: { ID: 'web-1', Service: 'web', Address: '127.0.0.1', Port: 80, Tags: [], Meta: {}, Weights: { Passing: 1, Warning: 1 }, EnableTagOverride: false, ...over },
     Checks: checks ?? web.checks.map((c) => ({ CheckID: c.id, Name: c.name, Notes: c.notes, Type: 'ttl', Status: 'passing', Definition: {} })),
   });
   const want = () => 'passing' as const;
-  t.equal(compareWithServer(web, undefined, want, parseDurationMs).difference, 'not registered');
-  t.equal(compareWithServer(web, server(), want, parseDurationMs).difference, '');
-  t.equal(compareWithServer(web, server({ Port: 81 }), want, parseDurationMs).difference, 'port');
-  t.match(compareWithServer(web, server(), () => 'critical' as const, parseDurationMs).difference, /web-http is passing on the server, critical here/);
+  t.equal(compareWithServer(node, web, undefined, want, parseDurationMs).difference, 'not registered');
+  t.equal(compareWithServer(node, web, server(), want, parseDurationMs).difference, '');
+  t.equal(compareWithServer(node, web, server({ Port: 81 }), want, parseDurationMs).difference, 'port');
+  t.match(compareWithServer(node, web, server(), () => 'critical' as const, parseDurationMs).difference, /web-http is passing on the server, critical here/);
   const oneMissing = server({}, [{ CheckID: 'web-http', Name: web.checks[0]!.name, Notes: web.checks[0]!.notes, Type: 'ttl', Status: 'passing' }]);
-  t.equal(compareWithServer(web, oneMissing, want, parseDurationMs).difference, 'check web-tcp missing');
+  t.equal(compareWithServer(node, web, oneMissing, want, parseDurationMs).difference, 'check web-tcp missing');
   const extra = server();
   (extra.Checks as Record<string, unknown>[]).push({ CheckID: 'other', Type: 'ttl' }, { CheckID: '_service_maintenance:web-1', Type: 'maintenance' });
-  const view = compareWithServer(web, extra, want, parseDurationMs);
+  const view = compareWithServer(node, web, extra, want, parseDurationMs);
   t.equal(view.difference, '');
   t.same(view.extraChecks, ['other']);
   const http = server({}, web.checks.map((c) => ({ CheckID: c.id, Name: c.name, Notes: c.notes, Type: 'http', Status: 'passing' })));
-  t.match(compareWithServer(web, http, want, parseDurationMs).difference, /type or TTL/);
+  t.match(compareWithServer(node, web, http, want, parseDurationMs).difference, /type or TTL/);
+  t.equal(compareWithServer(node, web, server({}, undefined, { Node: 's1' }), want, parseDurationMs).difference, 'node', 'registered under a server node: re-register');
+  const placed = { name: 'host-1', address: '10.1.2.3' };
+  t.equal(compareWithServer(placed, web, server(), want, parseDurationMs).difference, 'node address');
+  t.equal(compareWithServer(placed, web, server({}, undefined, { Address: '10.1.2.3' }), want, parseDurationMs).difference, '');
 });

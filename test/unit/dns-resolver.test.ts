@@ -48,6 +48,8 @@ async function fixture(): Promise<LocalRegistry> {
   await register(reg, 'down', 'd1', { address: '10.0.2.1', status: 'critical' });
   await register(reg, 'noaddr', 'n1', { address: '', port: 90, node: 'node-1' });
   await register(reg, 'noaddr', 'n2', { address: '', port: 91, node: 'agent-x' });
+  await register(reg, 'agentaddr', 'g1', { address: '', port: 92, node: 'agent-y', nodeAddress: '10.0.4.4' });
+  await register(reg, 'agentaddr', 'g2', { address: '10.0.4.5', port: 93, node: 'agent-y', nodeAddress: '10.0.4.4' });
   await register(reg, 'dup', 'x1', { address: '10.0.3.1', port: 80 });
   await register(reg, 'dup', 'x2', { address: '10.0.3.1', port: 80 });
   await register(reg, 'api', 'p1', { ns: 'prod', address: '10.9.9.9', port: 80 });
@@ -132,6 +134,8 @@ const rows: Row[] = [
   { name: 'api.Bad_NS.sider', qtype: A, rcode: RCODE.NXDOMAIN, answers: [] },
   // Instances without an address use their node's published address; unknown nodes are left out.
   { name: 'noaddr.default.sider', qtype: A, rcode: RCODE.NOERROR, answers: ['noaddr.default.sider A 10.0.0.1'] },
+  // ...or the address their registration gave their node; their own address comes first.
+  { name: 'agentaddr.default.sider', qtype: A, rcode: RCODE.NOERROR, answers: ['agentaddr.default.sider A 10.0.4.4', 'agentaddr.default.sider A 10.0.4.5'] },
   // The same address twice is one record (RFC 2181 §5).
   { name: 'dup.default.sider', qtype: A, rcode: RCODE.NOERROR, answers: ['dup.default.sider A 10.0.3.1'] },
   { name: 'dup.default.sider', qtype: SRV, rcode: RCODE.NOERROR, answers: ['dup.default.sider SRV 1 1 80 0a000301.addr.sider'] },

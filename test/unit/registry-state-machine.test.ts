@@ -41,6 +41,8 @@ function checkSpec(checkId: string, over: Partial<CheckSpec> = {}): CheckSpec {
 interface RegOpts {
   ns?: string;
   node?: string;
+  /** Left out of the command when undefined (entries written before the field existed). */
+  nodeAddress?: string;
   tags?: string[];
   checks?: CheckSpec[];
   replace?: boolean;
@@ -52,6 +54,7 @@ function reg(service: string, id: string, o: RegOpts = {}): RegistryCommand {
     type: 'register',
     ns: o.ns ?? 'default',
     node: o.node ?? 'node-1',
+    ...(o.nodeAddress === undefined ? {} : { nodeAddress: o.nodeAddress }),
     instance: instanceSpec(service, id, { Tags: o.tags ?? [], ...o.over }),
     checks: o.checks ?? [],
     replaceExistingChecks: o.replace ?? false,
@@ -134,6 +137,7 @@ const commandArb: fc.Arbitrary<RegistryCommand> = fc.oneof(
         service: fc.constantFrom(...SERVICES),
         id: fc.constantFrom(...IDS),
         node: fc.constantFrom('node-1', 'node-2'),
+        nodeAddress: fc.constantFrom(undefined, '', '10.0.0.9'),
         tags: fc.subarray(TAGS),
         port: fc.constantFrom(80, 8080),
         meta: fc.constantFrom<Record<string, string>>({}, { v: '1' }, { a: 'x', b: 'y' }, { b: 'y', a: 'x' }),
@@ -141,7 +145,7 @@ const commandArb: fc.Arbitrary<RegistryCommand> = fc.oneof(
         replace: fc.boolean(),
       })
       .map((r) =>
-        reg(r.service, r.id, { ns: r.ns, node: r.node, tags: r.tags, checks: r.checks, replace: r.replace, over: { Port: r.port, Meta: r.meta } }),
+        reg(r.service, r.id, { ns: r.ns, node: r.node, nodeAddress: r.nodeAddress, tags: r.tags, checks: r.checks, replace: r.replace, over: { Port: r.port, Meta: r.meta } }),
       ),
   },
   {
