@@ -5,7 +5,7 @@ import { SiderError } from '../raft/errors.ts';
 import type { CheckSpec, InstanceSpec } from '../src/registry/model.ts';
 import { checkShape, normalizeKeys, registerShape } from './normalize.ts';
 import type { ObjectShape } from './normalize.ts';
-import { LIMITS, badRequest, isPlainObject, optString, parseAddress, parseCheck, parseId, parseNamespace, parseRegisterBody, typeName } from './register-parse.ts';
+import { badRequest, isPlainObject, optString, parseAddress, parseCheck, parseCheckList, parseId, parseNamespace, parseRegisterBody, typeName } from './register-parse.ts';
 import type { RegisterParseOptions } from './register-parse.ts';
 
 /** Node names (Consul's Node, `sider agent`'s node_name, server IDs): 1–128 of these characters. */
@@ -155,24 +155,7 @@ export function parseCatalogRegisterBody(input: unknown, opts: RegisterParseOpti
     namespace = top;
   }
 
-  // Consul puts `Check` first, then `Checks`.
-  const raw: { value: unknown; field: string }[] = [];
-  if (given(body.Check)) raw.push({ value: body.Check, field: 'Check' });
-  if (given(body.Checks)) {
-    if (!Array.isArray(body.Checks)) fail('Checks', `must be an array, not ${typeName(body.Checks)}`);
-    body.Checks.forEach((value: unknown, i) => raw.push({ value, field: `Checks[${i}]` }));
-  }
-  if (raw.length > LIMITS.checks) fail('Checks', `more than ${LIMITS.checks} checks`);
-  const checks: CheckSpec[] = [];
-  const seen = new Set<string>();
-  raw.forEach(({ value, field }, i) => {
-    const ctx = { node, serviceName: instance.Service, serviceId: instance.ID, opts };
-    const check = parseCatalogCheck(value, field, ctx);
-    // DESIGN §2's names for unnamed checks, as in an agent registration.
-    if (check.CheckID === '') check.CheckID = raw.length > 1 ? `service:${instance.ID}:${i + 1}` : `service:${instance.ID}`;
-    if (seen.has(check.CheckID)) fail(`${field}.CheckID`, `${JSON.stringify(check.CheckID)} appears more than once`);
-    seen.add(check.CheckID);
-    checks.push(check);
-  });
+  const ctx = { node, serviceName: instance.Service, serviceId: instance.ID, opts };
+  const checks = parseCheckList(body, instance.ID, (value, field) => parseCatalogCheck(value, field, ctx));
   return { namespace, datacenter, node, nodeAddress, instance, checks };
 }

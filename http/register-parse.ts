@@ -426,7 +426,17 @@ export function parseRegisterBody(input: unknown, opts: RegisterParseOptions): P
     EnableTagOverride: optBool(body.EnableTagOverride, 'EnableTagOverride'),
   };
 
-  // Consul puts `Check` first, then `Checks`, and numbers derived IDs over the combined list.
+  const checks = parseCheckList(body, id, (value, field) => parseCheck(value, field, name, opts));
+  return { namespace: optNamespace(body.Namespace), instance, checks };
+}
+
+/**
+ * The `Check` and `Checks` of a registration body, each parsed by `parseOne`. Consul puts `Check`
+ * first, then `Checks`, and numbers derived IDs over the combined list (DESIGN §2's names for
+ * unnamed checks: `service:<id>`, or `service:<id>:<n>` when there are several). A check ID given
+ * twice is a 400 naming the second.
+ */
+export function parseCheckList(body: Record<string, unknown>, serviceId: string, parseOne: (value: unknown, field: string) => CheckSpec): CheckSpec[] {
   const raw: { value: unknown; field: string }[] = [];
   if (body.Check !== undefined && body.Check !== null) raw.push({ value: body.Check, field: 'Check' });
   if (body.Checks !== undefined && body.Checks !== null) {
@@ -437,13 +447,13 @@ export function parseRegisterBody(input: unknown, opts: RegisterParseOptions): P
   const checks: CheckSpec[] = [];
   const seen = new Set<string>();
   raw.forEach(({ value, field }, i) => {
-    const check = parseCheck(value, field, name, opts);
-    if (check.CheckID === '') check.CheckID = raw.length > 1 ? `service:${id}:${i + 1}` : `service:${id}`;
+    const check = parseOne(value, field);
+    if (check.CheckID === '') check.CheckID = raw.length > 1 ? `service:${serviceId}:${i + 1}` : `service:${serviceId}`;
     if (seen.has(check.CheckID)) fail(`${field}.CheckID`, `${JSON.stringify(check.CheckID)} appears more than once`);
     seen.add(check.CheckID);
     checks.push(check);
   });
-  return { namespace: optNamespace(body.Namespace), instance, checks };
+  return checks;
 }
 
 export interface ParsedDeregistration {
