@@ -12,10 +12,14 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** Ports every host's server listens on (each host has its own address, so they can be the same). */
 export const HOST_HTTP_PORT = 8500;
 export const HOST_RAFT_PORT = 8501;
+/** Per-namespace files that `ip netns exec` binds over /etc. */
+const NETNS_ETC = '/etc/netns';
 
 function run(cmd: string, args: string[], ms = 10_000): { ok: boolean; out: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: ms });
@@ -121,6 +125,19 @@ export class NetLab {
     return `${this.subnet}.254`;
   }
 
+  /**
+   * Gives every host an /etc/hosts naming all of them (`names[i]` → host i's address), as a
+   * container network's DNS would: `ip netns exec` binds /etc/netns/<ns>/hosts over /etc/hosts.
+   */
+  setHostNames(names: string[]): void {
+    if (names.length !== this.hosts.length) throw new RangeError(`${this.hosts.length} names needed, got ${names.length}`);
+    const lines = ['127.0.0.1 localhost', ...names.map((n, i) => `${this.addr(i)} ${n}`)].join('\n');
+    for (const ns of this.hosts) {
+      mkdirSync(join(NETNS_ETC, ns), { recursive: true });
+      writeFileSync(join(NETNS_ETC, ns, 'hosts'), `${lines}\n`);
+    }
+  }
+
   /** Drops what host `from` sends to host `to`'s HTTP and Raft ports (idempotent). */
   block(from: number, to: number): void {
     if (from === to) return;
@@ -171,7 +188,10 @@ export class NetLab {
     if (this.#destroyed) return;
     this.#destroyed = true;
     live.delete(this);
-    for (const ns of [...this.hosts, this.#switch]) run('ip', ['netns', 'del', ns]);
+    for (const ns of [...this.hosts, this.#switch]) {
+      run('ip', ['netns', 'del', ns]);
+      rmSync(join(NETNS_ETC, ns), { recursive: true, force: true });
+    }
     // Normally gone with its peer; make sure.
     run('ip', ['link', 'del', this.#uplink]);
   }

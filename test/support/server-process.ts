@@ -66,15 +66,21 @@ export class SiderChild {
   #output = '';
   #exit: ExitStatus | null = null;
 
-  constructor(args: string[], label: string, envExtra: NodeJS.ProcessEnv = {}, netns?: string) {
+  /**
+   * `opts.netns` runs it inside that network namespace; `opts.command` runs that command line instead
+   * of `node bin/sider.ts <args>` (e.g. a wrapper that ends by exec'ing node, keeping the PID).
+   */
+  constructor(args: string[], label: string, envExtra: NodeJS.ProcessEnv = {}, opts: { netns?: string; command?: { cmd: string; argv: string[]; cwd?: string } } = {}) {
     this.label = label;
     const env: NodeJS.ProcessEnv = {};
     // Nothing from the test runner's environment configures the child behind the test's back.
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIDER_')) env[k] = v;
     Object.assign(env, envExtra);
     // `ip netns exec` enters the namespace and then execs node, so the PID is node's own.
-    const [cmd, argv] = netns === undefined ? [process.execPath, [SIDER_BIN, ...args]] : ['ip', ['netns', 'exec', netns, process.execPath, SIDER_BIN, ...args]];
-    this.child = spawn(cmd, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
+    const { netns, command } = opts;
+    let [cmd, argv] = netns === undefined ? [process.execPath, [SIDER_BIN, ...args]] : ['ip', ['netns', 'exec', netns, process.execPath, SIDER_BIN, ...args]];
+    if (command) [cmd, argv] = [command.cmd, command.argv];
+    this.child = spawn(cmd, argv, { cwd: command?.cwd ?? REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     if (this.child.pid === undefined) throw new Error(`could not spawn ${label}`);
     this.pid = this.child.pid;
     const keep = (s: string): void => {
@@ -144,7 +150,7 @@ export class SiderProcess extends SiderChild {
   readonly spec: SiderServerSpec;
 
   constructor(spec: SiderServerSpec) {
-    super(serverArgs(spec), `sider server ${spec.id}`, spec.clusterKey !== undefined ? { SIDER_CLUSTER_KEY: spec.clusterKey } : {}, spec.netns);
+    super(serverArgs(spec), `sider server ${spec.id}`, spec.clusterKey !== undefined ? { SIDER_CLUSTER_KEY: spec.clusterKey } : {}, spec.netns === undefined ? {} : { netns: spec.netns });
     this.spec = spec;
   }
 
