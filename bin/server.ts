@@ -17,7 +17,8 @@ import { BlockingQueries } from '../http/blocking.ts';
 import { currentRequest, instrumentHttpServer, observability } from '../http/metrics.ts';
 import { DnsServer } from '../dns/server.ts';
 import { parseDurationMs } from '../http/duration.ts';
-import { agentLeave, internalApi, operatorAuth } from '../http/internal.ts';
+import { agentLeave, internalApi, internalRenewFastPath, operatorAuth } from '../http/internal.ts';
+import { addFastPath } from '../http/check-routes.ts';
 import { formCluster } from './formation.ts';
 import { postInternal } from './internal-post.ts';
 import { snapshotRoutes } from '../http/snapshot-routes.ts';
@@ -222,6 +223,8 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     agentLeave({ clusterKey: cfg.clusterKey, log, leave: () => leaveCluster(raft, registry, log), afterLeave: () => void srv.close().then(resolveLeft, resolveLeft) }),
     snapshotRoutes({ service: observed, state, isLeader: () => isLeader(raft), clusterKey: cfg.clusterKey, log }),
   );
+  // Forwarded TTL renewals reach the leader's table before Koa (same answers as the route above).
+  addFastPath(app, internalRenewFastPath({ clusterKey: cfg.clusterKey, log, renewals: health }));
   const { host, port } = parseHostPort(cfg.http, '-http');
   let http: Server;
   let dns: DnsServer | undefined;

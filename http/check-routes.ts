@@ -166,9 +166,15 @@ export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 const fastPaths = new WeakMap<Koa, FastPath>();
 
-/** The fast path createHttpApp registered for `app` (listenHttp puts it in front of Koa). */
+/** The fast paths registered for `app`, tried in order (listenHttp puts them in front of Koa). */
 export function fastPathOf(app: Koa): FastPath | undefined {
   return fastPaths.get(app);
+}
+
+/** Adds a fast path for `app`, tried after those registered before it. Call before listenHttp. */
+export function addFastPath(app: Koa, fast: FastPath): void {
+  const prev = fastPaths.get(app);
+  fastPaths.set(app, prev ? (req, res) => prev(req, res) || fast(req, res) : fast);
 }
 
 const RENEW_PATH = /^\/v1\/agent\/check\/(pass|warn|fail)\/([^/?#]+)(?:\?(.*))?$/;
@@ -233,5 +239,5 @@ export function registerRenewalFastPath(app: Koa, opts: { renewer: CheckRenewer;
     );
     return true;
   };
-  fastPaths.set(app, fast);
+  addFastPath(app, fast);
 }

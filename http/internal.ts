@@ -2,6 +2,7 @@
 // Every request must carry a valid cluster-key signature (or, with no key configured, come from
 // loopback); it is never reachable otherwise.
 
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Context, Middleware } from 'koa';
 import { SiderError, isSiderError } from '../raft/errors.ts';
 import { isLoopbackAddress, verifyRequest } from '../src/cluster-auth.ts';
@@ -12,6 +13,7 @@ import type { RegistryCommand } from '../src/registry/model.ts';
 import { INTERNAL_RENEW, parseRenewItems } from '../src/health/renewals.ts';
 import type { RenewItem, RenewResult } from '../src/health/renewals.ts';
 import { readRawBody } from './body.ts';
+import type { FastPath } from './check-routes.ts';
 
 const MAX_BODY = 1 << 20;
 
@@ -119,6 +121,51 @@ export function internalApi(opts: InternalApiOptions): Middleware {
       // The body was refused unread: close the connection rather than leave its rest in the stream.
       if (e.status === 413) ctx.set('Connection', 'close');
     }
+  };
+}
+
+/**
+ * `POST /v1/internal/renew` without Koa, for the leader: followers forward every TTL renewal their
+ * clients send in batches here, so this is the leader's hottest internal request. Same checks as
+ * the Koa route (bounded body, cluster signature or loopback, item parser) and the same answers
+ * (status, JSON body, `Connection: close` after a 413). Anything else (another method, a query
+ * string) returns false and goes to Koa. Register with addFastPath before listening.
+ */
+export function internalRenewFastPath(opts: Pick<InternalApiOptions, 'clusterKey' | 'log' | 'renewals'>): FastPath {
+  const answer = (res: ServerResponse, status: number, body: unknown): void => {
+    const text = JSON.stringify(body);
+    const headers: Record<string, string | number> = { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) };
+    // The body was refused unread: close the connection rather than leave its rest in the stream.
+    if (status === 413) headers.Connection = 'close';
+    res.writeHead(status, headers);
+    res.end(text);
+  };
+  const handle = async (req: IncomingMessage): Promise<{ results: RenewResult[] }> => {
+    const body = await readRawBody(req, MAX_BODY, 'internal request body');
+    const ok = opts.clusterKey ? verifyRequest(opts.clusterKey, 'POST', INTERNAL_RENEW, body, req.headers) : isLoopbackAddress(req.socket.remoteAddress);
+    if (!ok) {
+      opts.log('warn', 'internal API request rejected: bad or missing cluster signature', { remote: req.socket.remoteAddress, path: INTERNAL_RENEW });
+      throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
+    }
+    let payload: unknown;
+    try {
+      payload = JSON.parse(body.toString('utf8'));
+    } catch {
+      throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
+    }
+    if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
+    return { results: await opts.renewals.renewBatch(parseRenewItems(field(payload, 'items'))) };
+  };
+  return (req, res) => {
+    if (req.method !== 'POST' || req.url !== INTERNAL_RENEW) return false;
+    handle(req).then(
+      (body) => answer(res, 200, body),
+      (err: unknown) => {
+        const e = isSiderError(err) ? err : new SiderError('SIDER_INTERNAL', 'internal error');
+        answer(res, e.status, { code: e.code, message: e.message });
+      },
+    );
+    return true;
   };
 }
 

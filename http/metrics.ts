@@ -1,6 +1,6 @@
 // The HTTP side of observability (issue #6): GET /metrics and /v1/agent/metrics (Prometheus text or
 // OpenMetrics), GET /v1/agent/ready, the middleware that counts and times every request by route
-// template, and counting of what never reaches Koa (the TTL renewal fast path) and of connections.
+// template, and counting of what never reaches Koa (the TTL renewal fast paths) and of connections.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -97,7 +97,7 @@ function onFastPathClose(this: Marked): void {
   const metrics = this[kMetrics];
   if (this[kKoa] || !metrics) return;
   const verb = RENEW_FAST.exec(this.req.url ?? '')?.[1];
-  const route = verb ? `/v1/agent/check/${verb}/:id` : UNMATCHED;
+  const route = verb ? `/v1/agent/check/${verb}/:id` : this.req.url === INTERNAL_RENEW ? INTERNAL_RENEW : UNMATCHED;
   metrics.httpRequests.inc({ path: route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
   if (this.writableFinished) metrics.httpDuration.observe({ path: route }, (performance.now() - (this[kStart] ?? 0)) / 1000);
 }
@@ -209,7 +209,8 @@ export function observability(opts: ObservabilityOptions): Middleware {
 export function instrumentHttpServer(server: Server, metrics: ServerMetrics): void {
   // Before the app's own listener, so the start time is taken first.
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (req.method !== 'PUT' || !RENEW_FAST.test(req.url ?? '')) return;
+    // The fast paths: TTL renewals, and forwarded batches of them on the leader.
+    if (req.method === 'PUT' ? !RENEW_FAST.test(req.url ?? '') : req.method !== 'POST' || req.url !== INTERNAL_RENEW) return;
     const m = res as Marked;
     m[kStart] = performance.now();
     m[kMetrics] = metrics;

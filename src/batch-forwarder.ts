@@ -27,8 +27,13 @@ export interface BatchForwarderOptions<I, V> {
   /** Characters of one batch at most (sizes come from `size`); a batch always takes one item. */
   maxBatchChars: number;
   size: (item: I) => number;
-  /** Batches leave at most this often (0 = at the end of the event-loop turn). */
+  /** One batch per this interval on average (0 = no limit: at the end of the event-loop turn). */
   minIntervalMs?: number;
+  /**
+   * With minIntervalMs: a token bucket of `burst` sends (default 1), refilled one per interval, so
+   * up to `burst` batches may leave back to back and at most 1000 / minIntervalMs per second after.
+   */
+  burst?: number;
 }
 
 interface Waiting<I, V> {
@@ -43,18 +48,22 @@ export class BatchForwarder<I, V> {
   #queue: Waiting<I, V>[] = [];
   #inFlight = 0;
   #scheduled = false;
-  #lastSent = -Infinity;
+  /** Sends allowed now (a token bucket refilled one per minIntervalMs, up to burst). */
+  #credits: number;
+  #creditsAt = performance.now();
   /** Requests sent so far (for tests and metrics). */
   requests = 0;
 
   constructor(name: string, opts: BatchForwarderOptions<I, V>) {
-    this.#o = { minIntervalMs: 0, ...opts };
+    this.#o = { minIntervalMs: 0, burst: 1, ...opts };
+    this.#credits = this.#o.burst;
     const min = this.#o.minIntervalMs;
     if (!(min >= 0 && min <= 1000)) throw new SiderError('SIDER_CONFIG', `${name}: minIntervalMs must be in [0, 1000], got ${min}`);
     for (const [field, v] of [
       ['maxInFlight', opts.maxInFlight],
       ['maxBatch', opts.maxBatch],
       ['maxQueued', opts.maxQueued],
+      ['burst', this.#o.burst],
     ] as const) {
       if (!Number.isInteger(v) || v < 1) throw new SiderError('SIDER_CONFIG', `${name}: ${field} must be a positive integer, got ${v}`);
     }
@@ -80,13 +89,25 @@ export class BatchForwarder<I, V> {
       this.#flush();
     };
     // Items of the same event-loop turn share the batch.
-    const wait = this.#lastSent + this.#o.minIntervalMs - performance.now();
+    const wait = this.#o.minIntervalMs > 0 ? (1 - this.#refill()) * this.#o.minIntervalMs : 0;
     if (wait > 0) setTimeout(run, Math.ceil(wait));
     else setImmediate(run);
   }
 
+  /** Adds the credits earned since the last call; returns the credits available. */
+  #refill(): number {
+    const now = performance.now();
+    this.#credits = Math.min(this.#o.burst, this.#credits + (now - this.#creditsAt) / this.#o.minIntervalMs);
+    this.#creditsAt = now;
+    return this.#credits;
+  }
+
   #flush(): void {
     while (this.#inFlight < this.#o.maxInFlight && this.#queue.length > 0) {
+      if (this.#o.minIntervalMs > 0) {
+        if (this.#refill() < 1) break;
+        this.#credits -= 1;
+      }
       let n = 0;
       let chars = 0;
       while (n < this.#queue.length && n < this.#o.maxBatch && (n === 0 || chars + this.#queue[n]!.chars <= this.#o.maxBatchChars)) {
@@ -94,11 +115,9 @@ export class BatchForwarder<I, V> {
         n++;
       }
       const batch = this.#queue.splice(0, n);
-      this.#lastSent = performance.now();
       this.#inFlight++;
       this.requests++;
       void this.#deliver(batch);
-      if (this.#o.minIntervalMs > 0) break;
     }
     this.#schedule();
   }

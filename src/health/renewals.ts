@@ -49,10 +49,18 @@ export interface RenewalForwarderOptions {
   /** Batches in flight at once (default 8): beyond, new renewals queue into the next batch. */
   maxInFlight?: number;
   /**
-   * Batches leave at most this often (default 2 ms): renewals arriving in between share the next
-   * one, so a follower sends at most 1000 / minIntervalMs requests/s whatever the renewal rate.
+   * One batch per this interval on average (default 2 ms): renewals arriving while none may leave
+   * share the next one, so a follower sends at most 1000 / minIntervalMs requests/s (plus `burst`)
+   * whatever the renewal rate.
    */
   minIntervalMs?: number;
+  /**
+   * Batches that may leave back to back (default 4): a token bucket of `burst` sends refilled one
+   * per minIntervalMs. A batch leaves at the end of the event-loop turn while the bucket holds a
+   * send, instead of waiting out the interval since the previous one (that wait was most of a
+   * forwarded renewal's latency when clients renew in a loop).
+   */
+  burst?: number;
   /** Renewals per request at most (default 2048). */
   maxBatch?: number;
   /** Renewals waiting at most (default 100,000); beyond, a renewal fails at once with 429. */
@@ -60,9 +68,10 @@ export interface RenewalForwarderOptions {
 }
 
 /**
- * A follower's forwarder: renewals leave in batches, at most one every `minIntervalMs` and at most
- * `maxInFlight` travelling at once, so N renewals/s cost at most 1000 / minIntervalMs requests/s
- * rather than N. A renewal arriving after a quiet spell leaves at the end of the event-loop turn.
+ * A follower's forwarder: renewals leave in batches, one per `minIntervalMs` on average (up to
+ * `burst` back to back) and at most `maxInFlight` travelling at once, so N renewals/s cost at most
+ * 1000 / minIntervalMs requests/s rather than N. A renewal arriving while the bucket holds a send
+ * leaves at the end of the event-loop turn.
  */
 export class RenewalForwarder implements CheckRenewer {
   readonly #batches: BatchForwarder<RenewItem, object>;
@@ -73,6 +82,7 @@ export class RenewalForwarder implements CheckRenewer {
       send: opts.send,
       maxInFlight: opts.maxInFlight ?? 8,
       minIntervalMs: opts.minIntervalMs ?? 2,
+      burst: opts.burst ?? 4,
       maxBatch: Math.min(opts.maxBatch ?? 2048, MAX_RENEW_BATCH),
       maxQueued: opts.maxQueued ?? 100_000,
       maxBatchChars: MAX_BATCH_CHARS,

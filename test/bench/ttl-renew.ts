@@ -1,12 +1,25 @@
 // TTL renewal benchmark (issue #4): N instances with TTL checks on a 3-node loopback cluster, 64
 // connections sending `PUT /v1/agent/check/pass/:id` spread over every server (followers forward to
 // the leader in batches) or to the leader only. Renewals that keep the status write nothing to Raft.
+// Reports latency per target server and the undici client's own event-loop delay; `--client wrk`
+// drives the same load from wrk (ttl-renew.lua) to take most of the load generator's CPU away.
 
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, getText, httpError, putJson, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuPercent, cpuSnapshot, cpuUsPerOp, formatCpu, formatErrors, getText, httpError, putJson, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
+import { percentile } from './level-fsync.ts';
+
+/** The load generator: undici in this process (default), or wrk (C, one thread per server). */
+export type RenewClient = 'undici' | 'wrk';
+
+const WRK_SCRIPT = fileURLToPath(new URL('./ttl-renew.lua', import.meta.url));
 
 export interface RenewResult extends LoopResult {
+  client: RenewClient;
   target: string;
   connections: number;
   checks: number;
@@ -14,6 +27,10 @@ export interface RenewResult extends LoopResult {
   indexBefore: number;
   indexAfter: number;
   cpuUsPerOp: Record<string, number>;
+  /** Client-side latency per server the requests went to (name → ops, p50, p99, max in ms). */
+  perTarget: Record<string, { ops: number; p50Ms: number; p99Ms: number; maxMs: number }>;
+  /** The undici client's event-loop delay over the run, ms: its own share of the latencies. */
+  clientLoopDelayMs?: { p50: number; p99: number; max: number };
 }
 
 export interface RenewOptions {
@@ -23,7 +40,49 @@ export interface RenewOptions {
   checks?: number;
   cpuProfDir?: string;
   cases?: ('all' | 'leader')[];
+  client?: RenewClient;
   log?: (line: string) => void;
+}
+
+/**
+ * `connections` (rounded down to a multiple of the servers) from wrk, thread i on server i: a
+ * warm-up run, then the measured one, with every process's CPU read inside the window.
+ */
+async function wrkLoop(origins: string[], connections: number, checks: number, warmupMs: number, durationMs: number, pids: Record<string, number>): Promise<LoopResult> {
+  const run = async (ms: number, measure: boolean): Promise<LoopResult> => {
+    const threads = origins.length;
+    const args = ['-t', String(threads), '-c', String(Math.floor(connections / threads) * threads), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', WRK_SCRIPT, `http://${origins[0]}`];
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RENEW_TARGETS: origins.join(','), RENEW_CHECKS: String(checks) } });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const all = { ...pids, wrk: child.pid! };
+    // CPU is read 0.5 s in and 0.5 s before the end, while wrk still runs.
+    let cpu: Record<string, number> = {};
+    const sample = measure
+      ? (async () => {
+          await new Promise((r) => setTimeout(r, 500));
+          const a = cpuSnapshot(all);
+          const t0 = performance.now();
+          await new Promise((r) => setTimeout(r, ms - 1_000));
+          cpu = cpuPercent(a, cpuSnapshot(all), (performance.now() - t0) / 1000);
+        })()
+      : Promise.resolve();
+    // wrk stops itself after -d; this only bounds a wrk that hangs.
+    const killer = setTimeout(() => child.kill('SIGKILL'), ms + 30_000);
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(killer);
+    await sample;
+    const line = out.split('\n').find((l) => l.startsWith('{"requests"'));
+    if (code !== 0 || !line) throw new Error(`wrk exited with ${code}: ${out.slice(-2000)}`);
+    const w = JSON.parse(line) as { requests: number; durationUs: number; p50Us: number; p99Us: number; maxUs: number; status: number; connect: number; read: number; write: number; timeout: number };
+    const errors: Record<string, number> = {};
+    for (const k of ['status', 'connect', 'read', 'write', 'timeout'] as const) if (w[k] > 0) errors[k] = w[k];
+    const seconds = w.durationUs / 1e6;
+    return { ops: w.requests, errors, seconds, opsPerSec: w.requests / seconds, p50Ms: w.p50Us / 1000, p99Ms: w.p99Us / 1000, maxMs: w.maxUs / 1000, cpu };
+  };
+  await run(warmupMs, false);
+  return run(durationMs, true);
 }
 
 async function globalIndex(addr: string): Promise<number> {
@@ -64,9 +123,29 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
       { name: 'leader', target: `leader ${leader}`, origins: [cluster.http(leader)] },
     ].filter((c) => wanted.includes(c.name as 'all' | 'leader'));
     for (const c of cases) {
+      if (opts.client === 'wrk') {
+        const indexBefore = await globalIndex(cluster.http(leader));
+        const r = await wrkLoop(c.origins, connections, checks, warmupMs, durationMs, pids);
+        const indexAfter = await globalIndex(cluster.http(leader));
+        const conns = Math.floor(connections / c.origins.length) * c.origins.length;
+        const rr: RenewResult = { client: 'wrk', target: c.target, connections: conns, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r), perTarget: {} };
+        results.push(rr);
+        log(formatRenew(rr));
+        continue;
+      }
       const pools = spreadPools(c.origins, connections);
+      const names = c.origins.map((o) => {
+        const id = cluster.ids.find((i) => cluster.http(i) === o)!;
+        return id === leader ? `${id}(leader)` : id;
+      });
+      const lat: number[][] = pools.map(() => []);
       try {
         const indexBefore = await globalIndex(cluster.http(leader));
+        // The same window as closedLoop's (it starts counting warmupMs after it is called).
+        const windowStart = performance.now() + warmupMs;
+        const windowEnd = windowStart + durationMs;
+        const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+        loopDelay.enable();
         const r = await closedLoop({
           workers: connections,
           warmupMs,
@@ -75,13 +154,23 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
           pids,
           op: async (w, seq) => {
             const n = (w * 7919 + seq * 104_729) % checks;
+            const begin = performance.now();
             const res = await pools[w % pools.length]!.request({ method: 'PUT', path: `/v1/agent/check/pass/ttl-${n}` });
             const text = await res.body.text();
             if (res.statusCode !== 200) throw httpError(res.statusCode, text);
+            const done = performance.now();
+            if (begin >= windowStart && done <= windowEnd) lat[w % pools.length]!.push(done - begin);
           },
         });
+        loopDelay.disable();
+        const clientLoopDelayMs = { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
+        const perTarget: RenewResult['perTarget'] = {};
+        lat.forEach((l, i) => {
+          l.sort((a, b) => a - b);
+          perTarget[names[i]!] = { ops: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? 0 };
+        });
         const indexAfter = await globalIndex(cluster.http(leader));
-        const rr: RenewResult = { target: c.target, connections, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r) };
+        const rr: RenewResult = { client: 'undici', target: c.target, connections, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r), perTarget, clientLoopDelayMs };
         results.push(rr);
         log(formatRenew(rr));
       } finally {
@@ -99,23 +188,34 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
 export function formatRenew(r: RenewResult): string {
   const errs = formatErrors(r.errors);
   return (
-    `renew → ${r.target.padEnd(10)} ${r.connections} conns, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
+    `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms  index ${r.indexBefore}→${r.indexAfter}` +
     `${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)} | µs/op: ${Object.entries(r.cpuUsPerOp)
       .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}`
+      .join(', ')}` +
+    (r.clientLoopDelayMs
+      ? `\n    client event-loop delay (1 ms timer): p50 ${r.clientLoopDelayMs.p50.toFixed(2)} p99 ${r.clientLoopDelayMs.p99.toFixed(2)} max ${r.clientLoopDelayMs.max.toFixed(1)} ms`
+      : '') +
+    (Object.keys(r.perTarget).length > 1
+      ? `\n    by server: ${Object.entries(r.perTarget)
+          .map(([k, v]) => `${k} ${v.ops} ops p50 ${v.p50Ms.toFixed(2)} p99 ${v.p99Ms.toFixed(2)} max ${v.maxMs.toFixed(1)} ms`)
+          .join('; ')}`
+      : '')
   );
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
+  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({
-    options: { case: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
+    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
   });
   const only = values.case;
   if (only !== undefined && only !== 'all' && only !== 'leader') throw new Error(`--case must be all or leader, got ${only}`);
+  const client = values.client;
+  if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);
   await runTtlRenew({
     ...(only ? { cases: [only] } : {}),
+    ...(client ? { client } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values.checks ? { checks: Number(values.checks) } : {}),
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),

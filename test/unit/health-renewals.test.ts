@@ -72,7 +72,7 @@ t.test('a renewal alone leaves at once; renewals arriving while two batches trav
 
 t.test('batches leave at most once per minIntervalMs: a renewal right after a batch waits for the next slot', async (t) => {
   const leader = new FakeLeader();
-  const fwd = new RenewalForwarder({ send: leader.send, minIntervalMs: 1_000 });
+  const fwd = new RenewalForwarder({ send: leader.send, minIntervalMs: 1_000, burst: 1 });
   const first = fwd.renew('default', 'a', 'passing', '');
   await turn();
   t.equal(leader.batches.length, 1, 'the first leaves at once');
@@ -92,6 +92,48 @@ t.test('batches leave at most once per minIntervalMs: a renewal right after a ba
   leader.releaseAll();
   await Promise.all([second, third]);
   t.throws(() => new RenewalForwarder({ send: leader.send, minIntervalMs: -1 }), { code: 'SIDER_CONFIG' });
+});
+
+t.test('after a quiet spell up to `burst` batches leave back to back, then one per minIntervalMs', async (t) => {
+  const leader = new FakeLeader();
+  const fwd = new RenewalForwarder({ send: leader.send, minIntervalMs: 1_000, burst: 3 });
+  // Each renewal arrives as soon as the previous batch came back (a client that renews in a loop).
+  for (let i = 1; i <= 3; i++) {
+    const p = fwd.renew('default', `c${i}`, 'passing', '');
+    await turn();
+    t.equal(leader.batches.length, i, `batch ${i} left without waiting out the interval`);
+    leader.releaseAll();
+    await p;
+  }
+  const fourth = fwd.renew('default', 'c4', 'passing', '');
+  const fifth = fwd.renew('default', 'c5', 'passing', '');
+  await turn();
+  await turn();
+  t.equal(leader.batches.length, 3, 'the burst is spent: the next waits for a credit');
+  // Bounded wait for the credit (about 1 s after the first batch).
+  for (let i = 0; i < 200 && leader.batches.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+  t.same(leader.batches[3], [
+    ['default', 'c4', 'passing', ''],
+    ['default', 'c5', 'passing', ''],
+  ], 'and the waiting renewals share it');
+  leader.releaseAll();
+  await Promise.all([fourth, fifth]);
+  t.throws(() => new RenewalForwarder({ send: leader.send, burst: 0 }), { code: 'SIDER_CONFIG', message: /burst/ });
+});
+
+t.test('with the defaults a renewal right after a batch came back leaves at once (the interval allows bursts)', async (t) => {
+  const leader = new FakeLeader();
+  const fwd = new RenewalForwarder({ send: leader.send });
+  const first = fwd.renew('default', 'a', 'passing', '');
+  await turn();
+  leader.releaseAll();
+  await first;
+  const second = fwd.renew('default', 'b', 'passing', '');
+  await turn();
+  t.equal(leader.batches.length, 2, 'not held back for minIntervalMs');
+  for (let i = 0; i < 100 && leader.batches.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  leader.releaseAll();
+  await second;
 });
 
 t.test("each renewal gets its own result: one check's 404 does not fail the others", async (t) => {
