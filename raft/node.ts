@@ -44,8 +44,16 @@ export interface RaftNodeOptions {
   tickMs?: number;
   heartbeatTicks?: number;
   electionTicks?: number;
-  /** Take a snapshot every this many applied entries (DESIGN: 8192). */
+  /** Take a snapshot every this many applied entries (DESIGN: 8192), at the earliest. */
   snapshotThreshold?: number;
+  /**
+   * And only once the entries applied since the last snapshot hold at least this many times its
+   * size in bytes (default 1; 0 = count entries only). Encoding a snapshot costs in proportion to
+   * the state, so a fixed entry count makes the cost per entry grow with the state; this keeps it
+   * constant, while the log kept in memory and replayed at start stays within a multiple of the
+   * state's encoded size.
+   */
+  snapshotLogRatio?: number;
   /** Entries kept behind a snapshot for slow followers. */
   trailingEntries?: number;
   /** How often to check whether a smaller snapshot is due (entries ≥ snapshotTimerMinEntries). */
@@ -104,6 +112,10 @@ export class RaftNode {
 
   #latestSnapshot: Snapshot | null;
   #lastSnapIndex: number;
+  /** Bytes of the data of entries applied after #lastSnapIndex. */
+  #bytesSinceSnap = 0;
+  /** Encoded size of the latest snapshot. */
+  #lastSnapBytes: number;
   #snapshotting = false;
   #lastLeader: NodeId = '';
   #durable: DurableVote;
@@ -137,6 +149,7 @@ export class RaftNode {
     this.#log = opts.log ?? (() => {});
     this.#latestSnapshot = snapshot;
     this.#lastSnapIndex = snapshot?.meta.index ?? 0;
+    this.#lastSnapBytes = snapshot?.data.length ?? 0;
     this.#applied = this.#lastSnapIndex;
     const st = core.status();
     this.#durable = { term: st.term, vote: st.vote };
@@ -487,7 +500,7 @@ export class RaftNode {
     }
     this.#releaseReads();
     this.#core.advance(rd);
-    if (this.#applied - this.#lastSnapIndex >= (this.#opts.snapshotThreshold ?? 8192)) this.#takeSnapshot();
+    if (this.#snapshotDue()) this.#takeSnapshot();
   }
 
   #send(m: Message): void {
@@ -508,6 +521,7 @@ export class RaftNode {
     if (e.type === 'normal') result = this.#sm.apply(e);
     if (e.type === 'conf') this.#emit({ type: 'membership', membership: this.#core.membershipAt(e.index), index: e.index });
     this.#applied = e.index;
+    this.#bytesSinceSnap += e.data.length;
     const p = this.#proposals.get(e.index);
     if (p) {
       this.#proposals.delete(e.index);
@@ -549,6 +563,8 @@ export class RaftNode {
     if (last > 0) await this.#storage.compact(Math.max(last, snap.meta.index));
     this.#latestSnapshot = snap;
     this.#lastSnapIndex = snap.meta.index;
+    this.#lastSnapBytes = snap.data.length;
+    this.#bytesSinceSnap = 0;
     this.#applied = snap.meta.index;
     // Proposals waiting on indexes the snapshot covers will never be seen applied here.
     for (const [index, p] of this.#proposals) {
@@ -562,6 +578,12 @@ export class RaftNode {
     this.#emit({ type: 'snapshot-installed', meta: snap.meta });
   }
 
+  /** Enough entries since the last snapshot, and (snapshotLogRatio) enough bytes for its size. */
+  #snapshotDue(): boolean {
+    if (this.#applied - this.#lastSnapIndex < (this.#opts.snapshotThreshold ?? 8192)) return false;
+    return this.#bytesSinceSnap >= (this.#opts.snapshotLogRatio ?? 1) * this.#lastSnapBytes;
+  }
+
   /** Captures the state now (synchronously) and writes it out while applying continues. */
   #takeSnapshot(): void {
     if (this.#snapshotting || !this.#running) return;
@@ -572,6 +594,7 @@ export class RaftNode {
     invariant(term !== undefined, `no term for applied index ${index}`);
     const meta: SnapshotMeta = { index, term, membership: this.#core.membershipAt(index) };
     const writer = this.#sm.snapshot();
+    const bytesCovered = this.#bytesSinceSnap;
     this.#snapshotting = true;
     const started = Date.now();
     (async () => {
@@ -579,8 +602,13 @@ export class RaftNode {
         const data = await writer();
         const snap = { meta, data };
         await this.#snapshots.save(snap);
+        // A newer snapshot from the leader may have been installed while this one was written: the
+        // older one must not replace it (the store itself keeps the newest by index).
+        if (index <= this.#lastSnapIndex) return;
         this.#latestSnapshot = snap;
         this.#lastSnapIndex = index;
+        this.#lastSnapBytes = data.length;
+        this.#bytesSinceSnap = Math.max(0, this.#bytesSinceSnap - bytesCovered);
         if (!this.#running) return;
         const through = this.#core.compact(meta, this.#opts.trailingEntries ?? 4096);
         if (through > 0) await this.#storage.compact(through);

@@ -325,34 +325,37 @@ export class LeaderHealth implements CheckRenewer {
     }
   }
 
-  /** DeregisterCriticalServiceAfter, from the replicated "status since" time (survives failover). */
+  /**
+   * DeregisterCriticalServiceAfter, from the replicated "status since" time (survives failover).
+   * Walks the checks unsorted: the sorted view is rebuilt after every check change, which under
+   * steady registrations would cost a sort of every check in the registry each reapMs.
+   */
   #reap(now: number): void {
-    for (const ns of this.#o.state.namespaces()) {
-      for (const c of this.#o.state.checksInState(ns, 'critical')) {
-        if (c.DeregisterCriticalServiceAfter === '') continue;
-        const limit = this.#ms(c.DeregisterCriticalServiceAfter);
-        if (limit === undefined) continue;
-        const since = this.#o.state.checkTimes(ns, c.CheckID)?.statusSince || this.#leaderSince;
-        if (now - since <= limit) continue;
-        const key = `${ns}\u0000${c.ServiceName}\u0000${c.ServiceID}`;
-        if (this.#reaping.has(key)) continue;
-        this.#reaping.add(key);
-        const epoch = this.#epoch;
-        this.#o.log?.('info', 'health: deregistering an instance critical for longer than DeregisterCriticalServiceAfter', {
-          ns,
-          service: c.ServiceName,
-          id: c.ServiceID,
-          checkId: c.CheckID,
-          after: c.DeregisterCriticalServiceAfter,
+    this.#o.state.forEachCheck((c) => {
+      if (c.Status !== 'critical' || c.DeregisterCriticalServiceAfter === '') return;
+      const ns = c.Namespace;
+      const limit = this.#ms(c.DeregisterCriticalServiceAfter);
+      if (limit === undefined) return;
+      const since = this.#o.state.checkTimes(ns, c.CheckID)?.statusSince || this.#leaderSince;
+      if (now - since <= limit) return;
+      const key = `${ns}\u0000${c.ServiceName}\u0000${c.ServiceID}`;
+      if (this.#reaping.has(key)) return;
+      this.#reaping.add(key);
+      const epoch = this.#epoch;
+      this.#o.log?.('info', 'health: deregistering an instance critical for longer than DeregisterCriticalServiceAfter', {
+        ns,
+        service: c.ServiceName,
+        id: c.ServiceID,
+        checkId: c.CheckID,
+        after: c.DeregisterCriticalServiceAfter,
+      });
+      this.#o
+        .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 }, 'critical-timeout')
+        .catch((err: unknown) => this.#o.log?.('warn', 'health: deregistration failed', { ns, id: c.ServiceID, error: (err as Error).message }))
+        .finally(() => {
+          if (epoch === this.#epoch) this.#reaping.delete(key);
         });
-        this.#o
-          .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 }, 'critical-timeout')
-          .catch((err: unknown) => this.#o.log?.('warn', 'health: deregistration failed', { ns, id: c.ServiceID, error: (err as Error).message }))
-          .finally(() => {
-            if (epoch === this.#epoch) this.#reaping.delete(key);
-          });
-      }
-    }
+    });
   }
 
   // ------------------------------------------------------------------------------- probes
