@@ -2,15 +2,9 @@
 // headers and JSON body as the Koa route for every kind of request, the same signature check, a
 // 413 that closes the connection, and the request still counted in the metrics.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
-import { Pool } from 'undici';
-import { startServer } from '../../bin/server.ts';
 import { signRequest } from '../../src/cluster-auth.ts';
-import { loadServerConfig } from '../../src/config.ts';
-import { freePort, waitFor } from '../support/ports.ts';
+import { startKeyedLeader } from '../support/in-process-server.ts';
 
 const KEY = 'internal-renew-test-cluster-key-0123';
 
@@ -23,17 +17,7 @@ interface Reply {
 }
 
 t.test('the /v1/internal/renew fast path answers exactly as the Koa route', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sider-renew-fast-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const http = `127.0.0.1:${await freePort()}`;
-  const raft = `127.0.0.1:${await freePort()}`;
-  const cfg = loadServerConfig(['-bootstrap', '-raft-id', 's1', '-raft-dir', dir, '-http', http, '-raft-bind', raft, '-raft-tick-ms', '20', '-dns', 'off'], { SIDER_CLUSTER_KEY: KEY });
-  const srv = await startServer(cfg, { log: () => {} });
-  t.teardown(() => srv.close());
-  await waitFor('leader', () => srv.raft.status().role === 'leader');
-
-  const pool = new Pool(`http://${http}`, { connections: 1 });
-  t.teardown(() => pool.close());
+  const { pool } = await startKeyedLeader(t, KEY, 'sider-renew-fast-');
   const call = async (method: string, path: string, body: Buffer | undefined, sign = true): Promise<Reply> => {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (sign) Object.assign(headers, signRequest(KEY, method, path, body ?? Buffer.alloc(0)));
