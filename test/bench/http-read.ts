@@ -357,6 +357,12 @@ export interface LoopOptions {
   op: (worker: number, seq: number) => Promise<void>;
   /** Processes whose CPU is read at the window's edges. */
   pids: Record<string, number>;
+  /**
+   * Offered load in requests/s over all workers (paced, not closed-loop): each worker starts a
+   * request every workers/rate seconds, and latency is measured from the scheduled start, so a
+   * server that falls behind is charged the wait (no coordinated omission). Absent: closed loop.
+   */
+  rate?: number;
 }
 
 export interface LoopResult {
@@ -400,8 +406,19 @@ export async function closedLoop(o: LoopOptions): Promise<LoopResult> {
   }, o.warmupMs + o.durationMs);
   await Promise.all(
     Array.from({ length: o.workers }, async (_, w) => {
+      const interval = o.rate ? (o.workers * 1000) / o.rate : 0;
+      let next = t0 + (w * interval) / o.workers;
       for (let seq = 1; started < o.maxOps; seq++) {
-        const begin = performance.now();
+        let begin = performance.now();
+        if (interval > 0) {
+          // Timers round their delay down to whole milliseconds: wait until the scheduled start.
+          while (begin < next) {
+            await new Promise((r) => setTimeout(r, Math.max(1, Math.ceil(next - begin))));
+            begin = performance.now();
+          }
+          begin = next;
+          next += interval;
+        }
         if (begin >= end) break;
         started++;
         try {

@@ -41,6 +41,8 @@ export interface RenewOptions {
   cpuProfDir?: string;
   cases?: ('all' | 'leader')[];
   client?: RenewClient;
+  /** Paced offered load (renewals/s over all connections) instead of a closed loop; undici only. */
+  rate?: number;
   log?: (line: string) => void;
 }
 
@@ -148,6 +150,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
         loopDelay.enable();
         const r = await closedLoop({
           workers: connections,
+          ...(opts.rate ? { rate: opts.rate } : {}),
           warmupMs,
           durationMs,
           maxOps: 5_000_000,
@@ -205,10 +208,12 @@ export function formatRenew(r: RenewResult): string {
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
+  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--connections N] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({
-    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' } },
+    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, connections: { type: 'string' } },
   });
+  const rate = values.rate === undefined ? undefined : Number(values.rate);
+  if (rate !== undefined && !(Number.isInteger(rate) && rate >= 100 && rate <= 1_000_000)) throw new Error(`--rate must be an integer in [100, 1000000], got ${values.rate}`);
   const only = values.case;
   if (only !== undefined && only !== 'all' && only !== 'leader') throw new Error(`--case must be all or leader, got ${only}`);
   const client = values.client;
@@ -216,6 +221,8 @@ if (import.meta.main) {
   await runTtlRenew({
     ...(only ? { cases: [only] } : {}),
     ...(client ? { client } : {}),
+    ...(rate ? { rate } : {}),
+    ...(values.connections ? { connections: Number(values.connections) } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values.checks ? { checks: Number(values.checks) } : {}),
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
