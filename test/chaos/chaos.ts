@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkLinearizable, kvModel } from '../support/linearizability.ts';
 import { HOST_HTTP_PORT, HOST_RAFT_PORT, NetLab } from '../support/netlab.ts';
+import { signRequest } from '../../src/cluster-auth.ts';
 import { SiderHttp, SiderProcess } from '../support/server-process.ts';
 import type { SiderServerSpec } from '../support/server-process.ts';
 import { ledgerProblems } from './checks.ts';
@@ -72,8 +73,13 @@ class ChaosCluster {
   /** Every process started, and whether its end was our doing. */
   readonly #all: { p: SiderProcess; killed: boolean }[] = [];
 
+  readonly #root: string;
+  /** Replacements so far (each new server gets a new Raft ID: a removed one is never reused). */
+  #replaced = 0;
+
   constructor(lab: NetLab, root: string, extraArgs: string[]) {
     this.lab = lab;
+    this.#root = root;
     const n = lab.hosts.length;
     const https = lab.hosts.map((_, i) => `${lab.addr(i)}:${HOST_HTTP_PORT}`);
     this.specs = lab.hosts.map((ns, i) => ({
@@ -92,12 +98,54 @@ class ChaosCluster {
     return this.specs.length;
   }
 
+  name(i: number): string {
+    return this.specs[i]!.id;
+  }
+
+  /**
+   * Takes server i out of the configuration (signed /v1/raft/remove to the leader, retried while
+   * leadership settles), kills it and wipes its data; `start(i)` then runs a fresh server with a new
+   * ID on the same host, which finds the cluster through -retry-join and joins it.
+   */
+  async replace(i: number): Promise<string> {
+    const old = this.specs[i]!.id;
+    const body = Buffer.from(JSON.stringify({ ID: old }));
+    const deadline = Date.now() + 20_000;
+    let last = '';
+    for (;;) {
+      const l = await this.leader();
+      if (l !== null) {
+        const r = await this.http
+          .call(this.addr(l), 'PUT', '/v1/raft/remove', { body: { ID: old }, headers: signRequest(KEY, 'PUT', '/v1/raft/remove', body), timeoutMs: 10_000 })
+          .catch((err: Error) => ({ status: 0, text: err.message }));
+        if (r.status === 200) break;
+        last = `${r.status} ${r.text.trim()}`;
+      }
+      if (Date.now() > deadline) throw new Error(`could not remove ${old}: ${last || 'no leader'}`);
+      await sleep(200);
+    }
+    await this.kill9(i);
+    await rm(this.specs[i]!.dir, { recursive: true, force: true });
+    const id = `s${i + 1}r${++this.#replaced}`;
+    this.specs[i] = { ...this.specs[i]!, id, dir: join(this.#root, id) };
+    return id;
+  }
+
+  /** The voters a running server's configuration lists (sorted), or null. */
+  async voters(): Promise<{ voters: string[]; all: string[] } | null> {
+    for (let i = 0; i < this.size; i++) {
+      const servers = await this.http.raftServers(this.addr(i)).catch(() => null);
+      if (servers) return { voters: servers.filter((x) => x.Voter).map((x) => x.ID).sort(), all: servers.map((x) => x.ID).sort() };
+    }
+    return null;
+  }
+
   addr(i: number): string {
     return this.specs[i]!.http;
   }
 
   start(i: number): void {
-    if (this.state[i] !== 'down') throw new Error(`s${i + 1} is ${this.state[i]}`);
+    if (this.state[i] !== 'down') throw new Error(`${this.name(i)} is ${this.state[i]}`);
     const p = new SiderProcess(this.specs[i]!);
     this.procs[i] = p;
     this.#all.push({ p, killed: false });
@@ -186,7 +234,7 @@ async function applyStep(c: ChaosCluster, step: FaultStep): Promise<{ what: stri
     const l = await c.leader();
     return l ?? all.find((i) => c.state[i] === 'up') ?? 0;
   };
-  const name = (i: number): string => `s${i + 1}`;
+  const name = (i: number): string => c.name(i);
   switch (step.kind) {
     case 'kill': {
       const i = await resolve(step.node);
@@ -215,6 +263,12 @@ async function applyStep(c: ChaosCluster, step: FaultStep): Promise<{ what: stri
     case 'bridge':
       c.lab.split(step.left, step.right);
       return { what: `blocked ${c.lab.blocked().join(' ')}`, heal: async () => c.lab.heal() };
+    case 'replace': {
+      const i = await resolve(step.node);
+      const was = name(i);
+      const id = await c.replace(i);
+      return { what: `removed and wiped ${was}; ${id} takes its place`, heal: async () => c.start(i) };
+    }
     case 'restart-all':
       await Promise.all(all.map((i) => c.kill9(i)));
       return {
@@ -317,21 +371,32 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       }
       await sleep(200);
     }
+    // And the configuration is exactly the current servers, all voters (replaced ones gone).
+    const want = cluster.specs.map((x) => x.id).sort();
+    let conf: { voters: string[]; all: string[] } | null = null;
+    while (performance.now() - tc < convergeMs) {
+      conf = await cluster.voters();
+      if (conf && conf.voters.join() === want.join() && conf.all.join() === want.join()) break;
+      await sleep(200);
+    }
     convergenceMs = performance.now() - tc;
     await workload.stop();
     if (!agreed) failures.push(`the servers did not converge (stale reads identical) within ${convergeMs} ms of the end`);
+    if (!conf || conf.voters.join() !== want.join() || conf.all.join() !== want.join()) {
+      failures.push(`the configuration is ${JSON.stringify(conf)}, not exactly the voters ${want.join(',')}, ${convergeMs} ms after the end`);
+    }
 
     // Final reads after the load stopped, one per server, into the history.
     for (let i = 0; i < cluster.size; i++) {
-      if (!(await workload.readAll(cluster.addr(i), `final-s${i + 1}`))) failures.push(`final read on s${i + 1} failed`);
+      if (!(await workload.readAll(cluster.addr(i), `final-${cluster.name(i)}`))) failures.push(`final read on ${cluster.name(i)} failed`);
     }
 
     // Every acknowledged registration survives: the ledger on every server, nothing never sent.
     // (The pool keys' final values are checked by the final reads in the linearizability check.)
     for (let i = 0; i < cluster.size; i++) {
       const held = await workload.ledgerState(cluster.addr(i));
-      if (held === null) failures.push(`s${i + 1} did not answer the ledger read`);
-      else failures.push(...ledgerProblems(`s${i + 1}`, workload.ledgerAcked, workload.ledgerTried, held));
+      if (held === null) failures.push(`${cluster.name(i)} did not answer the ledger read`);
+      else failures.push(...ledgerProblems(cluster.name(i), workload.ledgerAcked, workload.ledgerTried, held));
     }
     ledgerChecked = workload.ledgerAcked.size;
 

@@ -5,7 +5,7 @@
 
 import { mulberry32 } from '../support/random.ts';
 
-export const FAULT_KINDS = ['kill', 'pause', 'partition', 'one-way', 'isolate-leader', 'bridge', 'restart-all'] as const;
+export const FAULT_KINDS = ['kill', 'pause', 'partition', 'one-way', 'isolate-leader', 'bridge', 'restart-all', 'replace'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** A server index, or the leader at the moment the step starts. */
@@ -25,7 +25,13 @@ export type FaultStep =
   /** `left` and `right` cannot reach each other; `bridge` reaches both. */
   | { kind: 'bridge'; atMs: number; holdMs: number; left: number[]; bridge: number; right: number[] }
   /** kill -9 of every server, all restarted after `holdMs`. */
-  | { kind: 'restart-all'; atMs: number; holdMs: number };
+  | { kind: 'restart-all'; atMs: number; holdMs: number }
+  /**
+   * A membership change under load: the server is removed from the configuration (/v1/raft/remove
+   * on the leader), killed and its data wiped; after `holdMs` a fresh server with a new Raft ID
+   * takes its place (same host) and joins by itself (-bootstrap-expect/-retry-join find the cluster).
+   */
+  | { kind: 'replace'; atMs: number; holdMs: number; node: Target };
 
 export interface Schedule {
   seed: number;
@@ -55,6 +61,7 @@ const WEIGHT: Record<FaultKind, number> = {
   'isolate-leader': 2,
   bridge: 1,
   'restart-all': 1,
+  replace: 1,
 };
 
 export function makeSchedule(opts: ScheduleOptions): Schedule {
@@ -105,6 +112,7 @@ export function makeSchedule(opts: ScheduleOptions): Schedule {
     switch (kind) {
       case 'kill':
       case 'pause':
+      case 'replace':
         steps.push({ kind, atMs: at, holdMs, node: target() });
         break;
       case 'partition': {
@@ -164,6 +172,8 @@ export function describeStep(s: FaultStep): string {
       return `${when}: bridge: {${names(s.left)}} and {${names(s.right)}} cut apart, ${name(s.bridge)} reaches both`;
     case 'restart-all':
       return `${when}: kill -9 every server, then restart all`;
+    case 'replace':
+      return `${when}: remove ${who(s.node)} from the cluster, wipe it, then a fresh server takes its place`;
   }
 }
 
@@ -180,7 +190,7 @@ export function parseSchedule(text: string): Schedule {
     if (!FAULT_KINDS.includes(s.kind)) throw new Error(`${where}.kind: one of ${FAULT_KINDS.join(', ')}`);
     if (!(s.atMs >= 0) || !(s.holdMs > 0)) throw new Error(`${where}: atMs ≥ 0 and holdMs > 0`);
     const bad =
-      ((s.kind === 'kill' || s.kind === 'pause') && !okTarget(s.node)) ||
+      ((s.kind === 'kill' || s.kind === 'pause' || s.kind === 'replace') && !okTarget(s.node)) ||
       (s.kind === 'partition' && !(s.side.every(okNode) && s.rest.every(okNode))) ||
       (s.kind === 'one-way' && !(okTarget(s.from) && (s.to === 'others' || s.to.every(okNode)))) ||
       (s.kind === 'bridge' && !(s.left.every(okNode) && s.right.every(okNode) && okNode(s.bridge)));
