@@ -13,7 +13,7 @@ import type { Check, Instance, RegistryCommand } from '../src/registry/model.ts'
 import type { RegistryService } from '../src/registry/service.ts';
 import type { CheckRenewer } from '../src/health/renewals.ts';
 import { jsonBody } from './body.ts';
-import { parseCatalogRegisterBody } from './catalog-register.ts';
+import { parseCatalogDeregisterBody, parseCatalogRegisterBody } from './catalog-register.ts';
 import { addCheckRoutes, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
 import { BlockingQueries, parseBlockingParams } from './blocking.ts';
 import type { ParkTarget, WatchFn } from './blocking.ts';
@@ -494,6 +494,34 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       now: Date.now(),
     });
     // Consul answers `true`.
+    ctx.type = 'application/json';
+    ctx.body = 'true';
+  });
+
+  // Consul's catalog deregister: ServiceID (that instance of the node), CheckID (that check of the
+  // node) or neither (every instance of the node). Nothing matching is not an error (Consul: true).
+  router.put('/v1/catalog/deregister', json, async (ctx) => {
+    const p = parseCatalogDeregisterBody(ctx.request.body);
+    if (p.datacenter !== '' && p.datacenter.toLowerCase() !== datacenter.toLowerCase()) {
+      throw badRequest(`Datacenter: ${JSON.stringify(p.datacenter)} is not this cluster's (${JSON.stringify(datacenter)})`);
+    }
+    const ns = namespaceOf(ctx, p.namespace);
+    await service.readBarrier('default');
+    const cmds: RegistryCommand[] = [];
+    if (p.checkId !== '') {
+      const c = reader.checksInState(ns, 'any').find((x) => x.CheckID === p.checkId && x.Node === p.node);
+      if (c) cmds.push({ type: 'removeCheck', ns, checkId: c.CheckID, now: Date.now() });
+    } else {
+      const found = p.serviceId !== '' ? reader.instancesById(ns, p.serviceId) : reader.instances(ns);
+      for (const i of found) if (i.Node === p.node) cmds.push({ type: 'deregister', ns, service: i.Service, id: i.ID, now: Date.now() });
+    }
+    // Each write its own request ID (derived from the client's, so a retried request is applied once).
+    const rid = ctx.get(REQUEST_ID_HEADER) || randomUUID();
+    if (rid.length > 120 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-120 printable ASCII characters');
+    for (const [k, cmd] of cmds.entries()) {
+      const { result } = await service.write(cmd, cmds.length === 1 ? rid : `${rid}/${k}`);
+      if (!result.ok && result.status !== 404) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
+    }
     ctx.type = 'application/json';
     ctx.body = 'true';
   });

@@ -159,3 +159,42 @@ export function parseCatalogRegisterBody(input: unknown, opts: RegisterParseOpti
   const checks = parseCheckList(body, instance.ID, (value, field) => parseCatalogCheck(value, field, ctx));
   return { namespace, datacenter, node, nodeAddress, instance, checks };
 }
+
+const catalogDeregisterShape: ObjectShape = {
+  kind: 'object',
+  fields: { Node: 'value', Datacenter: 'value', ServiceID: 'value', CheckID: 'value', Namespace: 'value', Partition: 'value' },
+};
+
+export interface ParsedCatalogDeregistration {
+  namespace: string | undefined;
+  datacenter: string;
+  node: string;
+  /** '' when not given. */
+  serviceId: string;
+  /** '' when not given. */
+  checkId: string;
+}
+
+/**
+ * Validates the body of PUT /v1/catalog/deregister (Consul's CatalogDeregister, any key case):
+ * `Node` (required), and at most one of `ServiceID` (that instance of the node) and `CheckID` (that
+ * check of the node); with neither, every instance of the node. Errors name the field.
+ */
+export function parseCatalogDeregisterBody(input: unknown): ParsedCatalogDeregistration {
+  if (!isPlainObject(input)) throw badRequest(`request body must be a JSON object, not ${typeName(input)}`);
+  const body = normalizeKeys(input, catalogDeregisterShape) as Record<string, unknown>;
+  if (!given(body.Node)) fail('Node', 'required: the node whose service or check is removed');
+  if (typeof body.Node !== 'string' || !NODE_NAME.test(body.Node)) {
+    fail('Node', `invalid node name ${JSON.stringify(body.Node)}: 1-128 letters, digits, "_", "." or "-"`);
+  }
+  const serviceId = given(body.ServiceID) ? parseId(body.ServiceID, 'ServiceID') : '';
+  const checkId = given(body.CheckID) ? parseId(body.CheckID, 'CheckID') : '';
+  if (serviceId !== '' && checkId !== '') fail('CheckID', 'give ServiceID or CheckID, not both');
+  return {
+    namespace: given(body.Namespace) ? parseNamespace(body.Namespace, 'Namespace') : undefined,
+    datacenter: optString(body.Datacenter, 'Datacenter', 64),
+    node: body.Node,
+    serviceId,
+    checkId,
+  };
+}

@@ -94,3 +94,60 @@ t.test('catalog register names the node; Consul clients read it back', async (t)
   t.equal((await http.call(addr, 'PUT', '/v1/agent/service/deregister/cache-1')).status, 200);
   t.same((await health()).entries, []);
 });
+
+t.test('catalog deregister: a service, a check, or every instance of a node; bad bodies change nothing', async (t) => {
+  const cluster = (await SiderCluster.start({ ids: ['d1'] })).teardownWith(t);
+  const addr = cluster.addr('d1');
+  const http = cluster.http;
+  const [host, port] = addr.split(':') as [string, string];
+  const consul = new Consul({ host, port: Number(port) });
+  t.teardown(() => consul.destroy());
+  const reg = async (node: string, id: string, checks: string[] = []): Promise<void> => {
+    const r = await http.call(addr, 'PUT', '/v1/catalog/register', {
+      body: { Node: node, Service: { Service: 'web', ID: id, Port: 80 }, Checks: checks.map((c) => ({ CheckID: c, ServiceID: id, Status: 'passing', Definition: { TTL: '10m' } })) },
+    });
+    t.equal(r.status, 200, r.text);
+  };
+  const ids = async (): Promise<string[]> => (JSON.parse((await http.call(addr, 'GET', '/v1/catalog/service/web')).text) as CatalogEntry[]).map((e) => `${e.Node}/${e.ServiceID}`).sort();
+  const checks = async (): Promise<string[]> => (JSON.parse((await http.call(addr, 'GET', '/v1/health/checks/web')).text) as { CheckID: string }[]).map((c) => c.CheckID).sort();
+  await reg('host-a', 'web-1', ['web-1-ttl', 'web-1-extra']);
+  await reg('host-a', 'web-2');
+  await reg('host-b', 'web-3');
+  t.same(await ids(), ['host-a/web-1', 'host-a/web-2', 'host-b/web-3']);
+
+  // Bad bodies: 400 naming the field, nothing removed, no index move.
+  const before = (await http.call(addr, 'GET', '/v1/catalog/service/web')).headers['x-consul-index'];
+  for (const [body, field] of [
+    [{}, /^Node: required/],
+    [{ Node: 'bad name!' }, /^Node: invalid node name/],
+    [{ Node: 'host-a', ServiceID: 'web-1', CheckID: 'web-1-ttl' }, /^CheckID: give ServiceID or CheckID, not both/],
+    [{ Node: 'host-a', ServiceID: 5 }, /^ServiceID: must be a string/],
+    [{ Node: 'host-a', Datacenter: 'elsewhere' }, /^Datacenter: "elsewhere" is not this cluster's/],
+    [[], /request body must be a JSON object/],
+  ] as const) {
+    const r = await http.call(addr, 'PUT', '/v1/catalog/deregister', { body });
+    t.equal(r.status, 400, `${JSON.stringify(body)} → 400`);
+    t.match(r.text, field);
+  }
+  t.equal((await http.call(addr, 'GET', '/v1/catalog/service/web')).headers['x-consul-index'], before, 'no index moved');
+  t.same(await ids(), ['host-a/web-1', 'host-a/web-2', 'host-b/web-3']);
+
+  // A check of the node (another node's name removes nothing).
+  t.equal((await http.call(addr, 'PUT', '/v1/catalog/deregister', { body: { Node: 'host-b', CheckID: 'web-1-extra' } })).text, 'true');
+  t.same(await checks(), ['web-1-extra', 'web-1-ttl']);
+  t.equal((await http.call(addr, 'PUT', '/v1/catalog/deregister', { body: { node: 'host-a', checkid: 'web-1-extra' } })).text, 'true', 'any key case');
+  t.same(await checks(), ['web-1-ttl']);
+  // A service of the node, through the consul client; a service of another node is left alone.
+  await consul.catalog.deregister({ node: 'host-b', serviceid: 'web-1' });
+  t.same(await ids(), ['host-a/web-1', 'host-a/web-2', 'host-b/web-3']);
+  await consul.catalog.deregister({ node: 'host-a', serviceid: 'web-1' });
+  t.same(await ids(), ['host-a/web-2', 'host-b/web-3']);
+  // Every instance of a node.
+  await consul.catalog.deregister('host-a');
+  t.same(await ids(), ['host-b/web-3']);
+  // Nothing left to remove: still true, nothing changes.
+  const r = await http.call(addr, 'PUT', '/v1/catalog/deregister', { body: { Node: 'host-a', ServiceID: 'web-9' } });
+  t.equal(r.status, 200);
+  t.equal(r.text, 'true');
+  t.same(await ids(), ['host-b/web-3']);
+});
