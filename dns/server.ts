@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { TCPServer, UDPServer } from 'dns2';
 import type { Packet } from 'dns2';
+import type { DnsCounters } from '../src/metrics.ts';
 import type { RegistryReader } from '../src/registry/model.ts';
 import { AnswerCache } from './answer-cache.ts';
 import type { QueryInfo, Reply } from './answer-cache.ts';
@@ -43,26 +44,12 @@ const MAX_TCP_MESSAGE = 65535;
 /** A TCP client that does not read its replies is cut off once this much is queued for it. */
 const MAX_TCP_BACKLOG = 1024 * 1024;
 
-/** Counters read by the metrics endpoint (issue #6). Type and rcode keys are bounded sets. */
-export interface DnsStats {
-  /** Queries answered (every rcode). */
+/**
+ * Counters read by the metrics endpoint (issue #6): src/metrics.ts's DnsCounters (type and rcode keys
+ * are bounded sets), plus the number of queries answered (every rcode).
+ */
+export interface DnsStats extends DnsCounters {
   queries: number;
-  udp: number;
-  tcp: number;
-  /** By query type mnemonic (A, AAAA, SRV, ANY, …; OTHER for the rest). */
-  byType: Record<string, number>;
-  /** By response code name (NOERROR, NXDOMAIN, …). */
-  byRcode: Record<string, number>;
-  /** UDP replies sent with TC set. */
-  truncated: number;
-  /** Packets not answered: responses (QR=1), shorter than a header, or unparseable. */
-  dropped: number;
-  /** Replies that were SERVFAIL because of an internal error. */
-  internalErrors: number;
-  /** Queries answered from local state while out of contact with a leader. */
-  staleNoLeader: number;
-  cacheHits: number;
-  cacheMisses: number;
 }
 
 function newStats(): DnsStats {

@@ -24,15 +24,21 @@ export type RaftStatusView = Pick<CoreStatus, 'id' | 'role' | 'leader' | 'term' 
   lastContactMs: number;
 };
 
-/** The DNS server's counters (dns/server.ts DnsStats; structural, src/ does not import dns/). */
+/** The DNS server's counters (dns/server.ts's DnsStats extends these; src/ does not import dns/). */
 export interface DnsCounters {
-  byType: Record<string, number>;
-  byRcode: Record<string, number>;
   udp: number;
   tcp: number;
+  /** By query type mnemonic (A, AAAA, SRV, ANY, …; OTHER for the rest). */
+  byType: Record<string, number>;
+  /** By response code name (NOERROR, NXDOMAIN, …). */
+  byRcode: Record<string, number>;
+  /** UDP replies sent with TC set. */
   truncated: number;
+  /** Packets not answered: responses (QR=1), shorter than a header, or unparseable. */
   dropped: number;
+  /** Replies that were SERVFAIL because of an internal error. */
   internalErrors: number;
+  /** Queries answered from local state while out of contact with a leader. */
   staleNoLeader: number;
   cacheHits: number;
   cacheMisses: number;

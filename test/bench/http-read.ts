@@ -72,6 +72,18 @@ export function formatErrors(errors: Record<string, number>): string {
     .join(' ');
 }
 
+/** `p50 x ms  p99 y ms  max z ms`, the latency part of every benchmark line. */
+export function formatLatency(r: { p50Ms: number; p99Ms: number; maxMs: number }): string {
+  return `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms`;
+}
+
+/** CPU microseconds per operation by process, as `name n, name n`. */
+export function formatUsPerOp(us: Record<string, number>): string {
+  return Object.entries(us)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+}
+
 export function formatCpu(cpu: Record<string, number>): string {
   return Object.entries(cpu)
     .map(([k, v]) => `${k} ${v}%`)
@@ -627,7 +639,7 @@ export function formatRead(r: ReadResult): string {
   const errs = formatErrors(r.errors);
   return (
     `${r.case.padEnd(14)} → ${r.target.padEnd(12)} ${r.connections} conns: ${r.opsPerSec.toFixed(0).padStart(6)} req/s  ` +
-    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`
+    `${formatLatency(r)}${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`
   );
 }
 

@@ -2,7 +2,7 @@
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, httpError, registration, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 
 export interface RegisterResult extends LoopResult {
@@ -89,8 +89,8 @@ export function formatRegister(r: RegisterResult): string {
   const errs = formatErrors(r.errors);
   return (
     `register → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
-    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}` +
-    ` | µs/op: ${Object.entries(r.cpuUsPerOp).map(([k, v]) => `${k} ${v}`).join(', ')}`
+    `${formatLatency(r)}${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}` +
+    ` | µs/op: ${formatUsPerOp(r.cpuUsPerOp)}`
   );
 }
 

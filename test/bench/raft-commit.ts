@@ -15,7 +15,7 @@ import type { Entry, HardState, Message } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
 import { KvCluster } from '../support/kv-cluster.ts';
 import { waitFor } from '../support/ports.ts';
-import { formatCpu, formatErrors } from './http-read.ts';
+import { formatCpu, formatErrors, formatLatency } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { percentile } from './level-fsync.ts';
 
@@ -348,7 +348,7 @@ export function formatResult(r: CommitResult): string {
       : '';
   return (
     `${r.mode.padEnd(6)} ${String(r.proposers).padStart(4)} proposers: ${r.opsPerSec.toFixed(0).padStart(6)} commits/s  ` +
-    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms` +
+    `${formatLatency(r)}` +
     `${errs ? `  errors: ${errs}` : ''} | cpu: ${cpu}${extra}`
   );
 }

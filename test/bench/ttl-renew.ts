@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, cpuPercent, cpuSnapshot, cpuUsPerOp, formatCpu, formatErrors, getText, httpError, putJson, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuPercent, cpuSnapshot, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, getText, httpError, putJson, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { percentile } from './level-fsync.ts';
 
@@ -192,10 +192,8 @@ export function formatRenew(r: RenewResult): string {
   const errs = formatErrors(r.errors);
   return (
     `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
-    `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms  index ${r.indexBefore}→${r.indexAfter}` +
-    `${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)} | µs/op: ${Object.entries(r.cpuUsPerOp)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ')}` +
+    `${formatLatency(r)}  index ${r.indexBefore}→${r.indexAfter}` +
+    `${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)} | µs/op: ${formatUsPerOp(r.cpuUsPerOp)}` +
     (r.clientLoopDelayMs
       ? `\n    client event-loop delay (1 ms timer): p50 ${r.clientLoopDelayMs.p50.toFixed(2)} p99 ${r.clientLoopDelayMs.p99.toFixed(2)} max ${r.clientLoopDelayMs.max.toFixed(1)} ms`
       : '') +
