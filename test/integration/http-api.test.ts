@@ -5,10 +5,10 @@ import t from 'tap';
 import { request } from 'undici';
 import type { Server } from 'node:http';
 import { SiderError } from '../../raft/errors.ts';
-import { createHttpApp, listenHttp } from '../../http/app.ts';
+import { createHttpApp } from '../../http/app.ts';
 import type { HttpAppOptions, ListenOptions } from '../../http/app.ts';
 import { BlockingQueries } from '../../http/blocking.ts';
-import { LocalRegistry } from '../support/local-registry.ts';
+import { LocalRegistry, listenForTest } from '../support/local-registry.ts';
 import type { LocalRegistryOptions } from '../support/local-registry.ts';
 
 interface Reply {
@@ -36,13 +36,8 @@ async function start(
   const blocking = new BlockingQueries({ max: opts.maxBlocking ?? 1000 });
   const logs: Harness['logs'] = [];
   const app = createHttpApp(reg, { blocking, log: (level, msg, fields) => logs.push({ level, msg, fields }), ...opts.app });
-  const server = await listenHttp(app, '127.0.0.1', 0, opts.listen);
-  tt.teardown(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const addr = server.address();
-  const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  const { server, port } = await listenForTest(tt, app, opts.listen);
+  const base = `http://127.0.0.1:${port}`;
   const req: Harness['req'] = async (method, path, o = {}) => {
     const headers: Record<string, string> = { ...o.headers };
     let body: string | Buffer | undefined = o.raw;

@@ -6,21 +6,15 @@ import { Readable } from 'node:stream';
 import { gzipSync, deflateSync, brotliCompressSync } from 'node:zlib';
 import t from 'tap';
 import { request } from 'undici';
-import { createHttpApp, listenHttp } from '../../http/app.ts';
+import { createHttpApp } from '../../http/app.ts';
 import { BlockingQueries } from '../../http/blocking.ts';
 import { parseJsonBody } from '../../http/body.ts';
-import { LocalRegistry } from '../support/local-registry.ts';
+import { LocalRegistry, listenForTest } from '../support/local-registry.ts';
 
 async function start(tt: { teardown: (fn: () => unknown) => void }, jsonLimit?: number) {
   const reg = new LocalRegistry();
   const app = createHttpApp(reg, { blocking: new BlockingQueries({ max: 100 }), ...(jsonLimit ? { jsonLimit } : {}) });
-  const server = await listenHttp(app, '127.0.0.1', 0);
-  tt.teardown(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const { port } = await listenForTest(tt, app);
   const put = async (body: string | Buffer | Readable, headers: Record<string, string> = {}) => {
     const res = await request(`http://127.0.0.1:${port}/v1/agent/service/register`, { method: 'PUT', headers, body, signal: AbortSignal.timeout(10_000) });
     return { status: res.statusCode, text: await res.body.text() };

@@ -1,7 +1,11 @@
 // An in-memory RegistryService for front-end tests: commands are applied straight to a
 // RegistryStateMachine with an incrementing index, reads need no barrier, membership is a list.
 
+import type { Server } from 'node:http';
+import type Koa from 'koa';
 import { SiderError } from '../../raft/errors.ts';
+import { listenHttp } from '../../http/app.ts';
+import type { ListenOptions } from '../../http/app.ts';
 import { encodeCommand } from '../../src/registry/command-codec.ts';
 import type { ApplyResult, RegistryCommand, RegistryReader } from '../../src/registry/model.ts';
 import type { Consistency, RaftServerView, RegistryService } from '../../src/registry/service.ts';
@@ -147,4 +151,18 @@ export class LocalRegistry implements RegistryService {
     this.#servers = this.#servers.filter((s) => s.ID !== id);
     this.#confIndex = ++this.#index;
   }
+}
+
+/**
+ * Serves `app` on 127.0.0.1 at a free port until the test ends (open connections are cut at
+ * teardown, so held queries do not keep it waiting).
+ */
+export async function listenForTest(tt: { teardown: (fn: () => unknown) => void }, app: Koa, opts?: ListenOptions): Promise<{ server: Server; port: number }> {
+  const server = await listenHttp(app, '127.0.0.1', 0, opts);
+  tt.teardown(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const addr = server.address();
+  return { server, port: typeof addr === 'object' && addr ? addr.port : 0 };
 }

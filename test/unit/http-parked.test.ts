@@ -9,10 +9,10 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type Koa from 'koa';
 import t from 'tap';
-import { createHttpApp, listenHttp } from '../../http/app.ts';
+import { createHttpApp } from '../../http/app.ts';
 import { BlockingQueries } from '../../http/blocking.ts';
 import type { BlockingQueriesOptions } from '../../http/blocking.ts';
-import { LocalRegistry } from '../support/local-registry.ts';
+import { LocalRegistry, listenForTest } from '../support/local-registry.ts';
 
 interface Raw {
   status: number;
@@ -36,13 +36,7 @@ async function start(tt: { teardown: (fn: () => unknown) => void }, opts: Blocki
   const blocking = new BlockingQueries({ max: 1000, ...opts });
   const app = createHttpApp(reg, { blocking });
   onApp?.(app);
-  const server = await listenHttp(app, '127.0.0.1', 0);
-  tt.teardown(async () => {
-    server.closeAllConnections();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  const { server, port } = await listenForTest(tt, app);
   const get: Harness['get'] = (path, o = {}) =>
     new Promise((resolve, reject) => {
       const req = httpRequest({ host: '127.0.0.1', port, path, method: o.method ?? 'GET', agent: false, ...(o.signal ? { signal: o.signal } : {}) }, (res) => {
