@@ -51,13 +51,32 @@ function field(obj: unknown, name: string): unknown {
  * null after logging the refusal: the caller answers 401.
  */
 async function authenticated(ctx: Context, opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>, refusal: string): Promise<Buffer | null> {
-  const body = await readRawBody(ctx.req, MAX_BODY, 'internal request body');
-  const ok = opts.clusterKey
-    ? verifyRequest(opts.clusterKey, ctx.method, ctx.url, body, ctx.req.headers)
-    : isLoopbackAddress(ctx.req.socket.remoteAddress);
+  return authenticatedBody(ctx.req, ctx.method, ctx.url, ctx.path, opts, refusal);
+}
+
+/** The same for a request outside Koa (`url` is what was signed, `path` what is logged). */
+async function authenticatedBody(req: IncomingMessage, method: string, url: string, path: string, opts: Pick<InternalApiOptions, 'clusterKey' | 'log'>, refusal: string): Promise<Buffer | null> {
+  const body = await readRawBody(req, MAX_BODY, 'internal request body');
+  const ok = opts.clusterKey ? verifyRequest(opts.clusterKey, method, url, body, req.headers) : isLoopbackAddress(req.socket.remoteAddress);
   if (ok) return body;
-  opts.log('warn', refusal, { remote: ctx.req.socket.remoteAddress, path: ctx.path });
+  opts.log('warn', refusal, { remote: req.socket.remoteAddress, path });
   return null;
+}
+
+const INTERNAL_REFUSAL = 'internal API request rejected: bad or missing cluster signature';
+
+function parsePayload(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
+  }
+}
+
+/** INTERNAL_RENEW on the leader: a follower's batch of forwarded renewals, one result each. */
+async function renewBatch(opts: Pick<InternalApiOptions, 'renewals'>, payload: unknown): Promise<{ results: RenewResult[] }> {
+  if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
+  return { results: await opts.renewals.renewBatch(parseRenewItems(field(payload, 'items'))) };
 }
 
 export interface InternalApiOptions {
@@ -77,14 +96,9 @@ export function internalApi(opts: InternalApiOptions): Middleware {
     if (!ctx.path.startsWith('/v1/internal/')) return next();
     try {
       if (ctx.method !== 'POST') throw new SiderError('SIDER_BAD_REQUEST', 'method not allowed', { status: 405 });
-      const body = await authenticated(ctx, opts, 'internal API request rejected: bad or missing cluster signature');
+      const body = await authenticated(ctx, opts, INTERNAL_REFUSAL);
       if (!body) throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
-      let payload: unknown;
-      try {
-        payload = JSON.parse(body.toString('utf8'));
-      } catch {
-        throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
-      }
+      const payload = parsePayload(body);
       const r = opts.registry;
       if (ctx.path === INTERNAL_APPLY_BATCH) {
         ctx.body = { results: await r.applyBatchOnLeader(parseForwardedWrites(field(payload, 'writes'))) };
@@ -100,9 +114,7 @@ export function internalApi(opts: InternalApiOptions): Middleware {
         await r.joinServer(id, addr);
         ctx.body = { clusterId: opts.clusterId };
       } else if (ctx.path === INTERNAL_RENEW) {
-        if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
-        const items = parseRenewItems(field(payload, 'items'));
-        ctx.body = { results: await opts.renewals.renewBatch(items) };
+        ctx.body = await renewBatch(opts, payload);
       } else if (ctx.path === INTERNAL_STATUS && opts.status) {
         ctx.body = opts.status();
       } else if (ctx.path === INTERNAL_REMOVE) {
@@ -141,20 +153,9 @@ export function internalRenewFastPath(opts: Pick<InternalApiOptions, 'clusterKey
     res.end(text);
   };
   const handle = async (req: IncomingMessage): Promise<{ results: RenewResult[] }> => {
-    const body = await readRawBody(req, MAX_BODY, 'internal request body');
-    const ok = opts.clusterKey ? verifyRequest(opts.clusterKey, 'POST', INTERNAL_RENEW, body, req.headers) : isLoopbackAddress(req.socket.remoteAddress);
-    if (!ok) {
-      opts.log('warn', 'internal API request rejected: bad or missing cluster signature', { remote: req.socket.remoteAddress, path: INTERNAL_RENEW });
-      throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
-    }
-    let payload: unknown;
-    try {
-      payload = JSON.parse(body.toString('utf8'));
-    } catch {
-      throw new SiderError('SIDER_BAD_REQUEST', 'internal request body is not JSON');
-    }
-    if (!opts.renewals) throw new SiderError('SIDER_NOT_LEADER', 'this server does not take TTL renewals');
-    return { results: await opts.renewals.renewBatch(parseRenewItems(field(payload, 'items'))) };
+    const body = await authenticatedBody(req, 'POST', INTERNAL_RENEW, INTERNAL_RENEW, opts, INTERNAL_REFUSAL);
+    if (!body) throw new SiderError('SIDER_UNAUTHENTICATED', 'cluster signature required');
+    return renewBatch(opts, parsePayload(body));
   };
   return (req, res) => {
     if (req.method !== 'POST' || req.url !== INTERNAL_RENEW) return false;
