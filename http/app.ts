@@ -282,10 +282,15 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     ctx.body = cachedBody(bodyCacheKey(ctx), spec.body);
   }
 
-  async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
+  /** The client's X-Sider-Request-Id (a retried write is applied once), or a fresh one. */
+  function requestId(ctx: Context): string {
     const rid = ctx.get(REQUEST_ID_HEADER) || randomUUID();
     if (rid.length > 128 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
-    const { result } = await service.write(cmd, rid);
+    return rid;
+  }
+
+  async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
+    const { result } = await service.write(cmd, requestId(ctx));
     if (!result.ok) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
   }
 
@@ -516,8 +521,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       for (const i of found) if (i.Node === p.node) cmds.push({ type: 'deregister', ns, service: i.Service, id: i.ID, now: Date.now() });
     }
     // Each write its own request ID (derived from the client's, so a retried request is applied once).
-    const rid = ctx.get(REQUEST_ID_HEADER) || randomUUID();
-    if (rid.length > 120 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-120 printable ASCII characters');
+    const rid = requestId(ctx);
     for (const [k, cmd] of cmds.entries()) {
       const { result } = await service.write(cmd, cmds.length === 1 ? rid : `${rid}/${k}`);
       if (!result.ok && result.status !== 404) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
