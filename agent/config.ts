@@ -6,11 +6,12 @@ import { hostname } from 'node:os';
 import { SiderError } from '../raft/errors.ts';
 import { parseFlags, unknownFlag } from '../src/flags.ts';
 import { NODE_NAME, parseCatalogRegisterBody } from '../http/catalog-register.ts';
-import { formatDurationMs, parseDurationNs } from '../http/duration.ts';
+import { formatDurationMs } from '../http/duration.ts';
 import { checkShape, foldKey, normalizeKeys, registerShape } from '../http/normalize.ts';
 import type { ObjectShape } from '../http/normalize.ts';
 import {
   LIMITS,
+  durationValueNs,
   isPlainObject,
   optBool as fieldBool,
   optInt as fieldInt,
@@ -231,19 +232,7 @@ const optInt = (v: unknown, path: string, min: number, max: number, dflt: number
 /** A Go duration string ("10s") or whole nanoseconds, as milliseconds; `dflt` when absent. */
 function optDurationMs(v: unknown, path: string, opts: { min: number; max: number; dflt: number; clampMin?: boolean }): number {
   if (absent(v)) return opts.dflt;
-  let ns: bigint;
-  if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v)) fail(path, `invalid duration ${v}: give a string like "10s" or whole nanoseconds`);
-    ns = BigInt(v);
-  } else if (typeof v === 'string') {
-    try {
-      ns = parseDurationNs(v);
-    } catch (err) {
-      fail(path, (err as Error).message);
-    }
-  } else {
-    fail(path, `must be a duration string like "10s", not ${typeName(v)}`);
-  }
+  const ns = durationValueNs(v, path, fail);
   const ms = Number(ns) / 1e6;
   if (ms <= 0) fail(path, `must be a positive duration, got ${JSON.stringify(v)}`);
   if (ms > opts.max) fail(path, `must be at most ${formatDurationMs(opts.max)}, got ${JSON.stringify(v)}`);

@@ -60,6 +60,23 @@ export function typeName(v: unknown): string {
   return typeof v === 'object' ? 'an object' : `a ${typeof v}`;
 }
 
+/**
+ * A duration as Consul's JSON carries it — a Go duration string ("10s") or whole nanoseconds — in
+ * nanoseconds; anything else goes to `reject` with the field and the reason.
+ */
+export function durationValueNs(v: unknown, field: string, reject: (field: string, message: string) => never): bigint {
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v)) reject(field, `invalid duration ${v}: give a string like "10s" or whole nanoseconds`);
+    return BigInt(v);
+  }
+  if (typeof v !== 'string') reject(field, `must be a duration string like "10s", not ${typeName(v)}`);
+  try {
+    return parseDurationNs(v);
+  } catch (err) {
+    return reject(field, (err as Error).message);
+  }
+}
+
 // null counts as absent everywhere: Consul's Go client sends `"Check": null, "Checks": null`.
 export function optString(v: unknown, field: string, maxLength: number): string {
   if (v === undefined || v === null) return '';
@@ -171,19 +188,7 @@ export function parseHostPort(v: string, field: string): string {
  */
 function optDuration(v: unknown, field: string, opts: { min?: bigint; max: bigint }): string {
   if (v === undefined || v === null || v === '') return '';
-  let ns: bigint;
-  if (typeof v === 'number') {
-    if (!Number.isSafeInteger(v)) fail(field, `invalid duration ${v}: give a string like "10s" or whole nanoseconds`);
-    ns = BigInt(v);
-  } else if (typeof v === 'string') {
-    try {
-      ns = parseDurationNs(v);
-    } catch (err) {
-      fail(field, (err as Error).message);
-    }
-  } else {
-    fail(field, `must be a duration string like "10s", not ${typeName(v)}`);
-  }
+  const ns = durationValueNs(v, field, fail);
   if (ns < 0n) fail(field, `must not be negative, got ${JSON.stringify(v)}`);
   if (ns === 0n) return '';
   if (ns > opts.max) fail(field, `must be at most ${formatDurationNs(opts.max)}, got ${JSON.stringify(v)}`);
