@@ -8,7 +8,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { parseDurationMs } from '../http/duration.ts';
-import type { Logger } from '../raft/node.ts';
+import type { Logger } from '../src/log.ts';
 import type { ScheduledCheck } from '../src/health/types.ts';
 import { CheckScheduler } from '../src/health/scheduler.ts';
 import type { CheckStatus } from '../src/registry/model.ts';

@@ -3,7 +3,7 @@
 
 import { Agent as UndiciAgent, request } from 'undici';
 import { SiderError } from '../raft/errors.ts';
-import type { Logger } from '../raft/node.ts';
+import type { Logger } from '../src/log.ts';
 
 export interface ServerReply {
   status: number;

@@ -6,6 +6,9 @@ import { pino } from 'pino';
 import type { DestinationStream } from 'pino';
 import type { Logger, LogLevel } from '../raft/node.ts';
 
+/** The project's log function (defined by the Raft library, the lowest layer), for the layers above. */
+export type { Logger, LogLevel };
+
 /**
  * Field paths whose values are replaced by `[redacted]` (pino's redaction, applied before either
  * format). Top level and one level down (`*.x`), e.g. a request's `headers.authorization`.
