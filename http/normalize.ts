@@ -29,8 +29,13 @@ export function foldKey(key: string): string {
 
 interface CompiledShape {
   byFold: Map<string, string>;
+  /** Keys as clients spelled them → canonical name (or the key itself), at most RAW_CACHE_LIMIT. */
+  byRaw: Map<string, string>;
   fields: Record<string, FieldShape>;
 }
+
+/** Spellings remembered per shape: the few each client library uses, not every key anyone sends. */
+const RAW_CACHE_LIMIT = 256;
 
 const compiled = new WeakMap<ObjectShape, CompiledShape>();
 
@@ -40,7 +45,7 @@ function compile(shape: ObjectShape): CompiledShape {
   const byFold = new Map<string, string>();
   for (const name of Object.keys(shape.fields)) byFold.set(foldKey(name), name);
   for (const [alias, name] of Object.entries(shape.aliases ?? {})) byFold.set(foldKey(alias), name);
-  c = { byFold, fields: shape.fields };
+  c = { byFold, byRaw: new Map(), fields: shape.fields };
   compiled.set(shape, c);
   return c;
 }
@@ -71,9 +76,13 @@ export function normalizeKeys(input: unknown, shape: ObjectShape, path = ''): un
   const c = compile(shape);
   const seen = new Map<string, string>();
   const out: [string, unknown][] = [];
+  const prefix = path === '' ? '' : `${path}.`;
   for (const [key, value] of Object.entries(input)) {
-    const name = c.byFold.get(foldKey(key)) ?? key;
-    const prefix = path === '' ? '' : `${path}.`;
+    let name = c.byRaw.get(key);
+    if (name === undefined) {
+      name = c.byFold.get(foldKey(key)) ?? key;
+      if (c.byRaw.size < RAW_CACHE_LIMIT) c.byRaw.set(key, name);
+    }
     const earlier = seen.get(name);
     if (earlier !== undefined) {
       throw new SiderError(

@@ -20,6 +20,7 @@ export const TTL_EXPIRED_OUTPUT = 'TTL expired';
 /** The part of CheckScheduler (scheduler.ts) the leader uses. */
 export interface ProbeScheduler {
   sync(checks: ScheduledCheck[]): void;
+  update(changes: { key: string; check: ScheduledCheck | undefined }[]): void;
   stop(): void;
 }
 
@@ -45,10 +46,11 @@ export interface LeaderHealthOptions {
   /** How often DeregisterCriticalServiceAfter is checked (default 1000 ms). */
   reapMs?: number;
   /**
-   * At most one full re-sync of the deadline table and the probes with the state per this period
-   * (default 1000 ms): a re-sync walks every check, too much to do on every scan under heavy
-   * registration load. A renewal adds its own check at once; a new check's deadline comes from its
-   * replicated registration time, so a late re-sync never delays an expiry by more than this.
+   * At most one re-sync of the deadline table, the probes and the DeregisterCriticalServiceAfter
+   * candidates with the state per this period (default 1000 ms). A re-sync looks only at the checks
+   * changed since the last one (the state's takeCheckChanges), at every check only after a restore
+   * or a flood of changes. A renewal adds its own check at once; a new check's deadline comes from
+   * its replicated registration time, so a late re-sync never delays an expiry by more than this.
    */
   resyncMs?: number;
   /** Builds the probe scheduler (scheduler.ts's CheckScheduler in a server). None = no probes. */
@@ -99,6 +101,8 @@ export class LeaderHealth implements CheckRenewer {
   #inFlight = 0;
   #checkpointing = false;
   #reaping = new Set<string>();
+  /** Critical checks with DeregisterCriticalServiceAfter, by ttlKey, as of the last re-sync: what #reap looks at. */
+  #reapable = new Map<string, Check>();
   #lastReap = 0;
   #lastResync = -Infinity;
   #closed = false;
@@ -156,8 +160,12 @@ export class LeaderHealth implements CheckRenewer {
         }
       }
       if (epoch !== this.#epoch) return;
+      // Everything is built from the whole state: the changes so far are in it.
+      this.#o.state.takeCheckChanges();
       this.#table.start(this.#ttlInfos(), this.#leaderSince);
       this.#syncedIndex = this.#o.state.index();
+      this.#reapable.clear();
+      this.#o.state.forEachCheck((c) => this.#trackReapable(ttlKey(c.Namespace, c.CheckID), c));
       if (this.#o.scheduler) {
         this.#scheduler = this.#o.scheduler((key, status, output) => this.#onTransition(epoch, key, status, output));
         this.#syncProbes();
@@ -182,6 +190,7 @@ export class LeaderHealth implements CheckRenewer {
     this.#table.clear();
     this.#pending.clear();
     this.#reaping.clear();
+    this.#reapable.clear();
     this.#syncedIndex = -1;
     this.#lastResync = -Infinity;
     if (wasActive) this.#o.log?.('info', 'health: leader checks stopped', {});
@@ -327,20 +336,23 @@ export class LeaderHealth implements CheckRenewer {
 
   /**
    * DeregisterCriticalServiceAfter, from the replicated "status since" time (survives failover).
-   * Walks the checks unsorted: the sorted view is rebuilt after every check change, which under
-   * steady registrations would cost a sort of every check in the registry each reapMs.
+   * Looks only at the critical checks that have one (kept by the re-sync), read afresh from the state.
    */
   #reap(now: number): void {
-    this.#o.state.forEachCheck((c) => {
-      if (c.Status !== 'critical' || c.DeregisterCriticalServiceAfter === '') return;
+    for (const [key, tracked] of this.#reapable) {
+      const c = this.#o.state.check(tracked.Namespace, tracked.CheckID);
+      if (!c || c.Status !== 'critical' || c.DeregisterCriticalServiceAfter === '') {
+        this.#reapable.delete(key);
+        continue;
+      }
       const ns = c.Namespace;
       const limit = this.#ms(c.DeregisterCriticalServiceAfter);
-      if (limit === undefined) return;
+      if (limit === undefined) continue;
       const since = this.#o.state.checkTimes(ns, c.CheckID)?.statusSince || this.#leaderSince;
-      if (now - since <= limit) return;
-      const key = `${ns}\u0000${c.ServiceName}\u0000${c.ServiceID}`;
-      if (this.#reaping.has(key)) return;
-      this.#reaping.add(key);
+      if (now - since <= limit) continue;
+      const instanceKey = `${ns}\u0000${c.ServiceName}\u0000${c.ServiceID}`;
+      if (this.#reaping.has(instanceKey)) continue;
+      this.#reaping.add(instanceKey);
       const epoch = this.#epoch;
       this.#o.log?.('info', 'health: deregistering an instance critical for longer than DeregisterCriticalServiceAfter', {
         ns,
@@ -353,9 +365,9 @@ export class LeaderHealth implements CheckRenewer {
         .propose({ type: 'deregister', ns, service: c.ServiceName, id: c.ServiceID, now: 0 }, 'critical-timeout')
         .catch((err: unknown) => this.#o.log?.('warn', 'health: deregistration failed', { ns, id: c.ServiceID, error: (err as Error).message }))
         .finally(() => {
-          if (epoch === this.#epoch) this.#reaping.delete(key);
+          if (epoch === this.#epoch) this.#reaping.delete(instanceKey);
         });
-    });
+    }
   }
 
   // ------------------------------------------------------------------------------- probes
@@ -375,8 +387,35 @@ export class LeaderHealth implements CheckRenewer {
 
   #resync(): void {
     this.#syncedIndex = this.#o.state.index();
-    this.#table.sync(this.#ttlInfos());
-    this.#syncProbes();
+    const changes = this.#o.state.takeCheckChanges();
+    if (changes.all) {
+      this.#table.sync(this.#ttlInfos());
+      this.#reapable.clear();
+      this.#o.state.forEachCheck((c) => this.#trackReapable(ttlKey(c.Namespace, c.CheckID), c));
+      this.#syncProbes();
+      return;
+    }
+    const probes: { key: string; check: ScheduledCheck | undefined }[] = [];
+    for (const key of changes.keys) {
+      const [ns, checkId] = splitTtlKey(key);
+      const c = this.#o.state.check(ns, checkId);
+      this.#table.update(key, c && this.#ttlInfo(c));
+      if (c) this.#trackReapable(key, c);
+      else this.#reapable.delete(key);
+      if (this.#scheduler) probes.push({ key, check: c && this.#scheduled(c) });
+    }
+    if (this.#scheduler && probes.length > 0) {
+      try {
+        this.#scheduler.update(probes);
+      } catch (err) {
+        this.#o.log?.('error', 'health: probe scheduler refused the checks', { error: (err as Error).message });
+      }
+    }
+  }
+
+  #trackReapable(key: string, c: Check): void {
+    if (c.Status === 'critical' && c.DeregisterCriticalServiceAfter !== '') this.#reapable.set(key, c);
+    else this.#reapable.delete(key);
   }
 
   #syncProbes(): void {

@@ -140,33 +140,65 @@ export class CheckScheduler {
       if (!next || next.sig !== e.sig) this.#remove(e);
     }
     const now = this.#now();
-    for (const { check, sig } of incoming.values()) {
-      const e = this.#entries.get(check.key);
-      if (e) {
-        e.status = check.status;
+    for (const { check, sig } of incoming.values()) this.#upsert(check, sig, now);
+    this.#compactIfStale();
+    this.#arm();
+  }
+
+  /**
+   * What sync does, for the given keys only (the checks whose state changed): a check with
+   * `check` undefined stops; any other starts, restarts or takes the new status as in sync. The
+   * rest keep running. Validates every check before changing anything, like sync.
+   */
+  update(changes: readonly { key: string; check: ScheduledCheck | undefined }[]): void {
+    const sigs: string[] = [];
+    for (const { key, check } of changes) {
+      if (!check) continue;
+      validate(check);
+      if (check.key !== key) throw new SiderError('SIDER_BAD_REQUEST', `check ${JSON.stringify(check.key)}: given under key ${JSON.stringify(key)}`);
+      sigs.push(signature(check));
+    }
+    const now = this.#now();
+    let i = 0;
+    for (const { key, check } of changes) {
+      const e = this.#entries.get(key);
+      if (!check) {
+        if (e) this.#remove(e);
         continue;
       }
-      const entry: Entry = {
-        key: check.key,
-        sig,
-        probe: structuredClone(check.probe),
-        intervalMs: check.intervalMs,
-        timeoutMs: check.timeoutMs,
-        successBeforePassing: threshold(check.successBeforePassing),
-        failuresBeforeCritical: threshold(check.failuresBeforeCritical),
-        status: check.status,
-        okStreak: 0,
-        criticalStreak: 0,
-        due: now + this.#random() * check.intervalMs,
-        state: 'waiting',
-        gen: 0,
-        abort: undefined,
-      };
-      this.#entries.set(check.key, entry);
-      this.#push(entry);
+      const sig = sigs[i++]!;
+      if (e && e.sig !== sig) this.#remove(e);
+      this.#upsert(check, sig, now);
     }
     this.#compactIfStale();
     this.#arm();
+  }
+
+  /** A check that is running with the same signature takes the new status; otherwise it starts. */
+  #upsert(check: ScheduledCheck, sig: string, now: number): void {
+    const e = this.#entries.get(check.key);
+    if (e) {
+      e.status = check.status;
+      return;
+    }
+    const entry: Entry = {
+      key: check.key,
+      sig,
+      probe: structuredClone(check.probe),
+      intervalMs: check.intervalMs,
+      timeoutMs: check.timeoutMs,
+      successBeforePassing: threshold(check.successBeforePassing),
+      failuresBeforeCritical: threshold(check.failuresBeforeCritical),
+      status: check.status,
+      okStreak: 0,
+      criticalStreak: 0,
+      due: now + this.#random() * check.intervalMs,
+      state: 'waiting',
+      gen: 0,
+      abort: undefined,
+    };
+    this.#entries.set(check.key, entry);
+    this.#push(entry);
   }
 
   /** Stops every check and aborts the probes in flight. The scheduler may be given checks again. */

@@ -3,6 +3,8 @@
 // failover rule gives a new leader deadlines that never expire a healthy check early. Pure: every
 // method takes the time from its caller (the leader's clock, ms), so tests drive it with numbers.
 
+import { checkChangeKey } from '../registry/model.ts';
+
 /** One TTL check as the table learns it from the replicated state. */
 export interface TtlCheckInfo {
   ns: string;
@@ -26,10 +28,11 @@ export interface TtlTableOptions {
   slackMs?: number;
 }
 
-/** `ns \0 checkId`: namespaces are DNS labels and check IDs have no control characters. */
-export function ttlKey(ns: string, checkId: string): string {
-  return `${ns}\u0000${checkId}`;
-}
+/**
+ * `ns \0 checkId` (the registry's checkChangeKey, so changed-check keys are table keys): namespaces
+ * are DNS labels and check IDs have no control characters.
+ */
+export const ttlKey: (ns: string, checkId: string) => string = checkChangeKey;
 
 export function splitTtlKey(key: string): [string, string] {
   const i = key.indexOf('\u0000');
@@ -130,26 +133,34 @@ export class TtlTable {
     for (const c of checks) {
       const key = ttlKey(c.ns, c.checkId);
       seen.add(key);
-      const e = this.#entries.get(key);
-      if (!e) {
-        this.add(c);
-        continue;
-      }
-      if (c.renewedAt > e.lastRenewal) {
-        e.lastRenewal = c.renewedAt;
-        e.deadline = Math.max(e.deadline, c.renewedAt + c.ttlMs);
-        e.expiring = false;
-      }
-      if (c.ttlMs !== e.ttlMs) {
-        e.ttlMs = c.ttlMs;
-        e.deadline = e.lastRenewal + c.ttlMs;
-      }
+      this.update(key, c);
     }
-    for (const key of this.#entries.keys()) {
-      if (!seen.has(key)) {
-        this.#entries.delete(key);
-        this.#renewed.delete(key);
-      }
+    for (const key of this.#entries.keys()) if (!seen.has(key)) this.update(key, undefined);
+  }
+
+  /**
+   * What sync does for one check whose state changed: `c` is its TTL information now, undefined
+   * when it is gone or no longer a TTL check (its entry is dropped).
+   */
+  update(key: string, c: TtlCheckInfo | undefined): void {
+    if (!c) {
+      this.#entries.delete(key);
+      this.#renewed.delete(key);
+      return;
+    }
+    const e = this.#entries.get(key);
+    if (!e) {
+      this.add(c);
+      return;
+    }
+    if (c.renewedAt > e.lastRenewal) {
+      e.lastRenewal = c.renewedAt;
+      e.deadline = Math.max(e.deadline, c.renewedAt + c.ttlMs);
+      e.expiring = false;
+    }
+    if (c.ttlMs !== e.ttlMs) {
+      e.ttlMs = c.ttlMs;
+      e.deadline = e.lastRenewal + c.ttlMs;
     }
   }
 

@@ -138,12 +138,32 @@ export interface CheckTimes {
   renewIntervalMs: number;
 }
 
+/** The key of a check in CheckChanges (and in the leader's TTL table): namespace NUL CheckID. */
+export function checkChangeKey(ns: string, checkId: string): string {
+  return `${ns}\u0000${checkId}`;
+}
+
+/**
+ * Checks added, changed (record or replicated times) or removed since the previous take, by
+ * checkChangeKey; `all` = too many to list, or the whole state was replaced: look at every check.
+ */
+export interface CheckChanges {
+  all: boolean;
+  keys: string[];
+}
+
 /** What the leader's health checking reads besides RegistryReader (local state, shared objects). */
 export interface HealthStateReader {
   check(ns: string, checkId: string): Check | undefined;
   checkTimes(ns: string, checkId: string): CheckTimes | undefined;
   /** Every check of every namespace, in no particular order (cheap: no sorted view is built). */
   forEachCheck(fn: (c: Check) => void): void;
+  /**
+   * The checks changed since the previous call (the first call answers `all`), and forgets them,
+   * so that the leader's health checking follows the state without walking every check. Renewal
+   * checkpoints are not changes (the leader that proposes them already holds those times).
+   */
+  takeCheckChanges(): CheckChanges;
 }
 
 /** What apply() returns for a command (the proposer sees it). */

@@ -14,6 +14,7 @@ import type {
   Check,
   CheckSpec,
   CheckStatus,
+  CheckChanges,
   CheckTimes,
   HealthStateReader,
   Instance,
@@ -22,6 +23,7 @@ import type {
   ServerInfo,
   ServiceEntry,
 } from './model.ts';
+import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
 import { encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
 
@@ -108,6 +110,9 @@ type AddCheckCommand = Extract<RegistryCommand, { type: 'addCheck' }>;
 type RemoveCheckCommand = Extract<RegistryCommand, { type: 'removeCheck' }>;
 type TtlCheckpointCommand = Extract<RegistryCommand, { type: 'ttlCheckpoint' }>;
 type RestoreCommand = Extract<RegistryCommand, { type: 'restore' }>;
+
+/** Check changes listed for takeCheckChanges() before it answers "every check" instead. */
+const CHECK_CHANGES_LIMIT = 65_536;
 
 const CHANGED: ApplyResult = Object.freeze({ ok: true, changed: true });
 const UNCHANGED: ApplyResult = Object.freeze({ ok: true, changed: false });
@@ -288,6 +293,10 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   #watchers: Watchers;
   /** Watch keys whose index moved during the current apply; notified when it ends. */
   #touched = new Set<string>();
+  /** Checks changed since the last takeCheckChanges(), as checkChangeKey(ns, checkId). */
+  #checkChanges = new Set<string>();
+  /** Set when more than CHECK_CHANGES_LIMIT changed or the whole state was replaced: "every check". */
+  #allChecksChanged = true;
   readonly #tombstoneLimit: number;
   readonly #dedupLimit: number;
 
@@ -374,6 +383,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     this.#index = snap.index;
     this.#dedup = new Map(snap.dedup);
     this.#touched.clear();
+    this.#everyCheckChanged();
     this.#watchers.fireAll();
   }
 
@@ -438,6 +448,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     }
     this.#namespaces = namespaces;
     this.#touched.clear();
+    this.#everyCheckChanged();
     this.#watchers.fireAll();
     return CHANGED;
   }
@@ -515,6 +526,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
         oldTimes.set(old.CheckID, ns.checkTimes.get(old.CheckID));
         ns.checks.delete(old.CheckID);
         ns.checkTimes.delete(old.CheckID);
+        this.#checkChanged(ns.name, old.CheckID);
       }
       const byId = new Map(prevChecks.map((c) => [c.CheckID, c]));
       for (const c of checks) {
@@ -522,6 +534,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
         const old = byId.get(c.CheckID);
         const times = oldTimes.get(c.CheckID);
         ns.checkTimes.set(c.CheckID, c === old && times ? times : timesAfterChange(old, times, c, cmd.now));
+        this.#checkChanged(ns.name, c.CheckID);
       }
       ns.checksView = null;
     }
@@ -547,6 +560,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     for (const c of prev.checks) {
       ns.checks.delete(c.CheckID);
       ns.checkTimes.delete(c.CheckID);
+      this.#checkChanged(ns.name, c.CheckID);
     }
     if (prev.checks.length > 0) ns.checksView = null;
     svc.entries.delete(cmd.id);
@@ -577,6 +591,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const check: Check = { ...old, Status: cmd.status, Output: output, ModifyIndex: index };
     ns.checks.set(check.CheckID, check);
     ns.checkTimes.set(check.CheckID, timesAfterChange(old, ns.checkTimes.get(old.CheckID), check, cmd.now));
+    this.#checkChanged(ns.name, check.CheckID);
     ns.checksView = null;
     const checks = entry.checks.map((c) => (c.CheckID === check.CheckID ? check : c));
     svc.entries.set(old.ServiceID, { instance: entry.instance, checks, health: aggregateHealth(checks) });
@@ -599,6 +614,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     if (check === old) return UNCHANGED;
     ns.checks.set(check.CheckID, check);
     ns.checkTimes.set(check.CheckID, timesAfterChange(old, ns.checkTimes.get(check.CheckID), check, cmd.now));
+    this.#checkChanged(ns.name, check.CheckID);
     ns.checksView = null;
     const checks = old ? entry.checks.map((c) => (c.CheckID === check.CheckID ? check : c)) : [...entry.checks, check].sort(byCheckId);
     svc.entries.set(cmd.id, { instance: entry.instance, checks, health: aggregateHealth(checks) });
@@ -615,6 +631,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     if (!svc || !entry) throw new Error(`registry invariant violated: check "${old.CheckID}" has no instance`);
     ns.checks.delete(old.CheckID);
     ns.checkTimes.delete(old.CheckID);
+    this.#checkChanged(ns.name, old.CheckID);
     ns.checksView = null;
     const checks = entry.checks.filter((c) => c.CheckID !== old.CheckID);
     svc.entries.set(old.ServiceID, { instance: entry.instance, checks, health: aggregateHealth(checks) });
@@ -622,7 +639,12 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     return CHANGED;
   }
 
-  /** Records renewal times only: no index moves and no watcher wakes (the API shows none of it). */
+  /**
+   * Records renewal times only: no index moves and no watcher wakes (the API shows none of it).
+   * Not a check change for takeCheckChanges(): checkpoints carry the proposing leader's own
+   * renewals, which its deadline table already holds, and a new leader builds its table from the
+   * whole state after applying everything committed before it took over.
+   */
   #ttlCheckpoint(cmd: TtlCheckpointCommand): ApplyResult {
     for (const [nsName, checkId, renewedAt, renewIntervalMs] of cmd.entries) {
       const ns = this.#namespaces.get(nsName);
@@ -714,6 +736,26 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
 
   forEachCheck(fn: (c: Check) => void): void {
     for (const ns of this.#namespaces.values()) for (const c of ns.checks.values()) fn(c);
+  }
+
+  takeCheckChanges(): CheckChanges {
+    const out: CheckChanges = this.#allChecksChanged ? { all: true, keys: [] } : { all: false, keys: [...this.#checkChanges] };
+    this.#checkChanges.clear();
+    this.#allChecksChanged = false;
+    return out;
+  }
+
+  /** A check was added, changed or removed (its record or its times). */
+  #checkChanged(ns: string, checkId: string): void {
+    if (this.#allChecksChanged) return;
+    this.#checkChanges.add(checkChangeKey(ns, checkId));
+    // Nobody took the changes for a long while (a follower): "every check" costs nothing to keep.
+    if (this.#checkChanges.size > CHECK_CHANGES_LIMIT) this.#everyCheckChanged();
+  }
+
+  #everyCheckChanged(): void {
+    this.#allChecksChanged = true;
+    this.#checkChanges.clear();
   }
 
   // ---------------------------------------------------------------- RegistryReader

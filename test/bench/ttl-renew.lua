@@ -21,6 +21,15 @@ end
 local n = 0
 local step = 104729
 
+-- RENEW_THINK_MS > 0: each connection waits that long after an answer before its next request (a
+-- closed loop with think time: the offered rate is about connections / (think + latency)).
+local think = tonumber(os.getenv("RENEW_THINK_MS") or "0")
+if think > 0 then
+  function delay()
+    return think
+  end
+end
+
 function init(args)
   n = (tid or 1) * 7919
 end

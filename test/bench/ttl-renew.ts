@@ -27,6 +27,8 @@ export interface RenewResult extends LoopResult {
   indexBefore: number;
   indexAfter: number;
   cpuUsPerOp: Record<string, number>;
+  /** wrk's think time per connection (ms), when one was set. */
+  thinkMs?: number;
   /** Client-side latency per server the requests went to (name → ops, p50, p99, max in ms). */
   perTarget: Record<string, { ops: number; p50Ms: number; p99Ms: number; maxMs: number }>;
   /** The undici client's event-loop delay over the run, ms: its own share of the latencies. */
@@ -43,6 +45,8 @@ export interface RenewOptions {
   client?: RenewClient;
   /** Paced offered load (renewals/s over all connections) instead of a closed loop; undici only. */
   rate?: number;
+  /** wrk only: each connection waits this long (ms) after an answer before its next request. */
+  thinkMs?: number;
   log?: (line: string) => void;
 }
 
@@ -50,11 +54,11 @@ export interface RenewOptions {
  * `connections` (rounded down to a multiple of the servers) from wrk, thread i on server i: a
  * warm-up run, then the measured one, with every process's CPU read inside the window.
  */
-async function wrkLoop(origins: string[], connections: number, checks: number, warmupMs: number, durationMs: number, pids: Record<string, number>): Promise<LoopResult> {
+async function wrkLoop(origins: string[], connections: number, checks: number, thinkMs: number, warmupMs: number, durationMs: number, pids: Record<string, number>): Promise<LoopResult> {
   const run = async (ms: number, measure: boolean): Promise<LoopResult> => {
     const threads = origins.length;
     const args = ['-t', String(threads), '-c', String(Math.floor(connections / threads) * threads), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', WRK_SCRIPT, `http://${origins[0]}`];
-    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RENEW_TARGETS: origins.join(','), RENEW_CHECKS: String(checks) } });
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RENEW_TARGETS: origins.join(','), RENEW_CHECKS: String(checks), RENEW_THINK_MS: String(thinkMs) } });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
@@ -127,10 +131,21 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
     for (const c of cases) {
       if (opts.client === 'wrk') {
         const indexBefore = await globalIndex(cluster.http(leader));
-        const r = await wrkLoop(c.origins, connections, checks, warmupMs, durationMs, pids);
+        const r = await wrkLoop(c.origins, connections, checks, opts.thinkMs ?? 0, warmupMs, durationMs, pids);
         const indexAfter = await globalIndex(cluster.http(leader));
         const conns = Math.floor(connections / c.origins.length) * c.origins.length;
-        const rr: RenewResult = { client: 'wrk', target: c.target, connections: conns, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r), perTarget: {} };
+        const rr: RenewResult = {
+          client: 'wrk',
+          target: c.target,
+          connections: conns,
+          checks,
+          indexBefore,
+          indexAfter,
+          ...r,
+          ...(opts.thinkMs ? { thinkMs: opts.thinkMs } : {}),
+          cpuUsPerOp: cpuUsPerOp(r),
+          perTarget: {},
+        };
         results.push(rr);
         log(formatRenew(rr));
         continue;
@@ -191,7 +206,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
 export function formatRenew(r: RenewResult): string {
   const errs = formatErrors(r.errors);
   return (
-    `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
+    `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns${r.thinkMs ? ` (think ${r.thinkMs} ms)` : ''}, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `${formatLatency(r)}  index ${r.indexBefore}→${r.indexAfter}` +
     `${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)} | µs/op: ${formatUsPerOp(r.cpuUsPerOp)}` +
     (r.clientLoopDelayMs
@@ -206,10 +221,13 @@ export function formatRenew(r: RenewResult): string {
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--connections N] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
+  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--think-ms N (wrk)] [--connections N] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({
-    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, connections: { type: 'string' } },
+    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, 'think-ms': { type: 'string' }, connections: { type: 'string' } },
   });
+  const thinkMs = values['think-ms'] === undefined ? undefined : Number(values['think-ms']);
+  if (thinkMs !== undefined && !(Number.isInteger(thinkMs) && thinkMs >= 1 && thinkMs <= 1_000)) throw new Error(`--think-ms must be an integer in [1, 1000], got ${values['think-ms']}`);
+  if (thinkMs !== undefined && values.client !== 'wrk') throw new Error('--think-ms needs --client wrk');
   const rate = values.rate === undefined ? undefined : Number(values.rate);
   if (rate !== undefined && !(Number.isInteger(rate) && rate >= 100 && rate <= 1_000_000)) throw new Error(`--rate must be an integer in [100, 1000000], got ${values.rate}`);
   const only = values.case;
@@ -220,6 +238,7 @@ if (import.meta.main) {
     ...(only ? { cases: [only] } : {}),
     ...(client ? { client } : {}),
     ...(rate ? { rate } : {}),
+    ...(thinkMs ? { thinkMs } : {}),
     ...(values.connections ? { connections: Number(values.connections) } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values.checks ? { checks: Number(values.checks) } : {}),

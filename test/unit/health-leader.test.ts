@@ -3,6 +3,8 @@
 // only on change, expiry, checkpoints, the failover rule at start, leadership loss,
 // DeregisterCriticalServiceAfter and probe wiring.
 
+import { isDeepStrictEqual } from 'node:util';
+import fc from 'fast-check';
 import t from 'tap';
 import { parseDurationMs } from '../../http/duration.ts';
 import { LeaderHealth, TTL_EXPIRED_OUTPUT } from '../../src/health/leader.ts';
@@ -24,8 +26,19 @@ class FakeScheduler implements ProbeScheduler {
   constructor(onTransition: TransitionFn) {
     this.onTransition = onTransition;
   }
+  updates: { key: string; check: ScheduledCheck | undefined }[][] = [];
+  /** What runs now, by key, after every sync and update. */
+  current = new Map<string, ScheduledCheck>();
   sync(checks: ScheduledCheck[]): void {
     this.syncs.push(checks);
+    this.current = new Map(checks.map((c) => [c.key, c]));
+  }
+  update(changes: { key: string; check: ScheduledCheck | undefined }[]): void {
+    this.updates.push(changes);
+    for (const { key, check } of changes) {
+      if (check) this.current.set(key, check);
+      else this.current.delete(key);
+    }
   }
   stop(): void {
     this.stopped++;
@@ -59,6 +72,11 @@ class World {
       replaceExistingChecks: false,
       now: 0,
     });
+    if (!r.ok) throw new Error(r.error);
+  }
+
+  deregister(id: string): void {
+    const r = this.apply({ type: 'deregister', ns: 'default', service: 'api', id, now: 0 });
     if (!r.ok) throw new Error(r.error);
   }
 
@@ -360,12 +378,24 @@ t.test('probe checks go to the scheduler, re-synced once per scan when the state
     'TTL checks are not probed; script checks only when enabled',
   );
   h.scan();
-  t.equal(s.syncs.length, 1, 'no change, no re-sync');
+  t.equal(s.syncs.length + s.updates.length, 1, 'no change, no re-sync');
   w.register('b', [checkSpec('web2', { Type: 'grpc', TTL: '', GRPC: '127.0.0.1:9/svc', Interval: '10s' })]);
   w.register('c', []);
+  w.register('d', [checkSpec('gone', { Type: 'tcp', TTL: '', TCP: '127.0.0.1:9', Interval: '5s' })]);
+  w.deregister('d');
   h.scan();
-  t.equal(s.syncs.length, 2, 'two changes, one re-sync');
-  t.equal(s.syncs[1]!.length, 3);
+  t.equal(s.syncs.length, 1, 'changes re-sync only the checks they touched');
+  t.same(
+    s.updates.map((u) => u.map((c) => [c.key, c.check?.probe.type])),
+    [
+      [
+        ['default\u0000web2', 'grpc'],
+        ['default\u0000gone', undefined],
+      ],
+    ],
+    'four changes, one re-sync, of the two checks they touched',
+  );
+  t.same([...s.current.keys()].sort(), ['default\u0000tcp', 'default\u0000web', 'default\u0000web2']);
   s.onTransition('default\u0000web', 'passing', 'HTTP GET http://127.0.0.1:9/: 200 OK');
   await flush();
   t.equal(w.status('web'), 'passing:HTTP GET http://127.0.0.1:9/: 200 OK');
@@ -387,4 +417,99 @@ t.test('probe checks go to the scheduler, re-synced once per scan when the state
     'script checks with the flag',
   );
   h2.stop();
+});
+
+t.test('property: re-syncing only the changed checks ends where re-syncing every check does', async (t) => {
+  type Op =
+    | { k: 'reg'; id: number; checks: number[]; replace: boolean }
+    | { k: 'dereg'; id: number }
+    | { k: 'status'; check: number; status: 'passing' | 'warning' | 'critical' }
+    | { k: 'add'; id: number; check: number }
+    | { k: 'remove'; check: number }
+    | { k: 'renew'; check: number }
+    | { k: 'tick'; ms: number };
+  // Check kinds by number: TTL checks with different TTLs, probes, and DeregisterCriticalServiceAfter.
+  const spec = (n: number): CheckSpec => {
+    const id = `k${n}`;
+    switch (n % 5) {
+      case 0:
+        return checkSpec(id, { TTL: '3s' });
+      case 1:
+        return checkSpec(id, { TTL: `${1 + (n % 7)}s`, DeregisterCriticalServiceAfter: '4s', Status: 'critical' });
+      case 2:
+        return checkSpec(id, { Type: 'http', TTL: '', HTTP: `http://127.0.0.1:9/${n}`, Interval: `${1 + (n % 3)}s`, Status: '' });
+      case 3:
+        return checkSpec(id, { Type: 'tcp', TTL: '', TCP: '127.0.0.1:9', Interval: '5s', DeregisterCriticalServiceAfter: '2s' });
+      default:
+        return checkSpec(id, { TTL: '10s', Status: 'warning' });
+    }
+  };
+  const op: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ k: fc.constant('reg' as const), id: fc.nat(5), checks: fc.uniqueArray(fc.nat(14), { maxLength: 3 }), replace: fc.boolean() }),
+    fc.record({ k: fc.constant('dereg' as const), id: fc.nat(5) }),
+    fc.record({ k: fc.constant('status' as const), check: fc.nat(14), status: fc.constantFrom('passing' as const, 'warning' as const, 'critical' as const) }),
+    fc.record({ k: fc.constant('add' as const), id: fc.nat(5), check: fc.nat(14) }),
+    fc.record({ k: fc.constant('remove' as const), check: fc.nat(14) }),
+    fc.record({ k: fc.constant('renew' as const), check: fc.nat(14) }),
+    fc.record({ k: fc.constant('tick' as const), ms: fc.integer({ min: 100, max: 2_500 }) }),
+  );
+  const instance = (id: number) => ({ Service: 'api', ID: `i${id}`, Address: '', Port: 80, Tags: [], Meta: {}, Weights: { Passing: 1, Warning: 1 }, TaggedAddresses: {}, EnableTagOverride: false });
+  await fc.assert(
+    fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 60 }), async (ops) => {
+      const worlds = [new World(), new World()];
+      const sm = worlds[1]!.sm;
+      // The reference: a state that always answers "every check changed", i.e. the full re-sync.
+      const everything = new Proxy(sm, {
+        get(target, prop) {
+          if (prop === 'takeCheckChanges') return () => ({ all: true, keys: [] });
+          const v: unknown = Reflect.get(target, prop, target);
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+      const hs = [worlds[0]!.health({ resyncMs: 0 }), worlds[1]!.health({ resyncMs: 0, state: everything })];
+      for (const h of hs) await h.start();
+      const observe = (i: number) => {
+        const w = worlds[i]!;
+        const deadlines: [string, number | undefined][] = [];
+        w.sm.forEachCheck((c) => deadlines.push([c.CheckID, hs[i]!.deadline('default', c.CheckID)]));
+        return { deadlines: deadlines.sort(), probes: [...w.scheduler!.current.values()].sort((a, b) => (a.key < b.key ? -1 : 1)), digest: w.sm.digest(), proposals: w.proposals.length };
+      };
+      for (const o of ops) {
+        for (const [i, w] of worlds.entries()) {
+          const h = hs[i]!;
+          switch (o.k) {
+            case 'reg':
+              w.apply({ type: 'register', ns: 'default', node: 'n1', instance: instance(o.id), checks: o.checks.map(spec), replaceExistingChecks: o.replace, now: 0 });
+              break;
+            case 'dereg':
+              w.apply({ type: 'deregister', ns: 'default', service: 'api', id: `i${o.id}`, now: 0 });
+              break;
+            case 'status':
+              w.apply({ type: 'checkStatus', ns: 'default', checkId: `k${o.check}`, status: o.status, output: '', now: 0 });
+              break;
+            case 'add':
+              w.apply({ type: 'addCheck', ns: 'default', service: 'api', id: `i${o.id}`, check: spec(o.check), now: 0 });
+              break;
+            case 'remove':
+              w.apply({ type: 'removeCheck', ns: 'default', checkId: `k${o.check}`, now: 0 });
+              break;
+            case 'renew':
+              await h.renew('default', `k${o.check}`, 'passing', '').catch(() => {});
+              break;
+            case 'tick':
+              w.clock += o.ms;
+              h.scan();
+              await h.checkpoint();
+              break;
+          }
+          await flush();
+        }
+        const [a, b] = [observe(0), observe(1)];
+        if (!isDeepStrictEqual(a, b)) throw new Error(`after ${JSON.stringify(o)}: ${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+      }
+      for (const h of hs) h.stop();
+    }),
+    { numRuns: 300 },
+  );
+  t.pass('300 random histories agree');
 });

@@ -266,6 +266,41 @@ t.test('sync: added checks start, removed checks stop and their results are drop
   t.equal(sched.size, 0);
 });
 
+t.test('update: only the given keys start, restart, take a status or stop; the others keep running', async (t) => {
+  const { probes, transitions, sched } = setup(t);
+  probes.gate = true;
+  const keep = check('keep', { successBeforePassing: 2 });
+  sched.sync([keep, check('gone'), check('moved')]);
+  (await probes.next('keep')).resolve({ status: P, output: 'k1' });
+  const keepInFlight = await probes.next('keep');
+  const gone = await probes.next('gone');
+  const moved = await probes.next('moved');
+  sched.update([
+    { key: 'gone', check: undefined },
+    { key: 'moved', check: check('moved', { timeoutMs: 2_000 }) },
+    { key: 'new', check: check('new') },
+    { key: 'never-there', check: undefined },
+  ]);
+  t.equal(sched.size, 3, 'keep, moved (restarted) and new');
+  t.ok(gone.signal.aborted, 'a stopped check’s probe is aborted');
+  t.ok(moved.signal.aborted, 'a changed check restarts');
+  t.notOk(keepInFlight.signal.aborted, 'a key not given is untouched');
+  keepInFlight.resolve({ status: P, output: 'k2' });
+  gone.resolve({ status: P, output: 'gone' });
+  await waitFor('the kept check’s streak to complete', () => transitions.length === 1, 5_000, 2);
+  t.same(transitions, [{ key: 'keep', status: 'passing', output: 'k2' }], 'its counters survived the update; the stopped check reports nothing');
+  (await probes.next('new')).resolve({ status: P, output: 'n' });
+  await waitFor('the new check’s transition', () => transitions.length === 2, 5_000, 2);
+  // A status given for a running, unchanged check is adopted, as by sync.
+  sched.update([{ key: 'new', check: check('new', { status: 'passing' }) }]);
+  (await probes.next('new')).resolve({ status: P, output: 'n2' });
+  await probes.next('new');
+  t.equal(transitions.length, 2, 'passing again after the caller recorded passing: nothing reported');
+  t.throws(() => sched.update([{ key: 'x', check: check('x') }, { key: 'bad', check: check('bad', { intervalMs: 0 }) }]), /check "bad": intervalMs/);
+  t.throws(() => sched.update([{ key: 'y', check: check('z') }]), /given under key "y"/);
+  t.equal(sched.size, 3, 'a refused update changes nothing');
+});
+
 t.test('bad checks are refused whole with the field named, and nothing changes', async (t) => {
   const { probes, sched } = setup(t);
   probes.scripts.set('ok', Array(1_000).fill(P));

@@ -199,3 +199,39 @@ t.test('the new commands are validated like the others', async (t) => {
   t.match(bad('{"type":"addCheck","ns":"default","service":"api","id":"a","now":0}'), { ok: false, status: 400, error: /check/ });
   t.match(bad('{"type":"removeCheck","ns":"default","checkId":"","now":0}'), { ok: false, status: 400, error: /checkId/ });
 });
+
+t.test('takeCheckChanges lists the checks each command added, changed or removed, and nothing else', async (t) => {
+  const h = new Harness();
+  const key = (id: string): string => `default\u0000${id}`;
+  t.same(h.sm.takeCheckChanges(), { all: true, keys: [] }, 'the first take: every check');
+  t.same(h.sm.takeCheckChanges(), { all: false, keys: [] }, 'nothing since');
+  h.apply(reg('a', [checkSpec('c1'), checkSpec('c2')]));
+  h.apply(reg('b', []));
+  t.same(h.sm.takeCheckChanges().keys.sort(), [key('c1'), key('c2')], 'register: its checks; a check-less instance: none');
+  h.apply(reg('a', [checkSpec('c1'), checkSpec('c2')]));
+  t.same(h.sm.takeCheckChanges().keys, [], 'an unchanged re-registration changes no check');
+  const replacing = reg('a', [checkSpec('c3')]);
+  if (replacing.type === 'register') replacing.replaceExistingChecks = true;
+  h.apply(replacing);
+  t.same(h.sm.takeCheckChanges().keys.sort(), [key('c1'), key('c2'), key('c3')], 'replaced checks: the old ones and the new one');
+  h.apply({ type: 'checkStatus', ns: 'default', checkId: 'c3', status: 'critical', output: 'x', now: 2_000 });
+  h.apply({ type: 'addCheck', ns: 'default', service: 'api', id: 'b', check: checkSpec('c4'), now: 2_000 });
+  t.same(h.sm.takeCheckChanges().keys.sort(), [key('c3'), key('c4')], 'checkStatus and addCheck');
+  h.apply({ type: 'ttlCheckpoint', entries: [['default', 'c4', 5_000, 1_000]], now: 5_000 });
+  t.same(h.sm.takeCheckChanges().keys, [], 'a renewal checkpoint is not a change');
+  h.apply({ type: 'removeCheck', ns: 'default', checkId: 'c4', now: 6_000 });
+  h.apply({ type: 'deregister', ns: 'default', service: 'api', id: 'a', now: 6_000 });
+  t.same(h.sm.takeCheckChanges().keys.sort(), [key('c3'), key('c4')], 'removeCheck and deregister');
+  h.apply({ type: 'removeCheck', ns: 'default', checkId: 'nope', now: 6_000 });
+  t.same(h.sm.takeCheckChanges().keys, [], 'a refused command changes nothing');
+
+  const copy = new RegistryStateMachine();
+  copy.takeCheckChanges();
+  copy.restore(await h.sm.snapshot()(), meta);
+  t.same(copy.takeCheckChanges(), { all: true, keys: [] }, 'a restored state: every check');
+
+  const many = new Harness();
+  many.sm.takeCheckChanges();
+  for (let i = 0; i < 1_100; i++) many.apply(reg(`i${i}`, Array.from({ length: 60 }, (_, j) => checkSpec(`c${i}-${j}`))));
+  t.same(many.sm.takeCheckChanges(), { all: true, keys: [] }, 'more changes than the list holds: every check');
+});
