@@ -183,7 +183,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   // Ready once a ReadIndex barrier confirmed by a leader has been applied here, and while a leader is known.
   const readiness = new Readiness({
     barrier: () => registry.readBarrier('default'),
-    knownLeader: () => raft.status().leader !== '',
+    knownLeader: () => raft.leader() !== '',
     applied: () => raft.status().applied,
     log,
   });
@@ -354,7 +354,7 @@ async function recoverAlone(cfg: ServerConfig, storage: LevelStorage, snapshots:
 }
 
 function isLeader(raft: RaftNode): boolean {
-  return raft.status().leader === raft.id;
+  return raft.leader() === raft.id;
 }
 
 /** If this server leads a cluster with other voters, hands leadership to the most caught-up one; the new leader's ID ('' when not the leader). */

@@ -1079,6 +1079,11 @@ export class RaftCore {
     if (this.#role === 'leader') this.#maybeCommit();
   }
 
+  /** The known leader ('' when none): what status().leader says, without building the status. */
+  leader(): NodeId {
+    return this.#leader;
+  }
+
   status(): CoreStatus {
     const peers: Record<NodeId, PeerStatus> = {};
     const m = this.membership();

@@ -38,6 +38,19 @@ function corrupt(file: string, why: string, cause?: unknown): SiderError {
   return new SiderError('SIDER_CORRUPT_STORE', `snapshot file ${file} is corrupt: ${why}`, cause === undefined ? {} : { cause });
 }
 
+/** Bytes checksummed per turn of the event loop: a large snapshot's CRC never stalls it for long. */
+const CRC_SLICE_BYTES = 1024 * 1024;
+
+/** crc32(data, initial), computed a slice at a time with the event loop free in between. */
+export async function crc32Sliced(data: Uint8Array, initial = 0): Promise<number> {
+  let crc = initial;
+  for (let from = 0; from < data.length; from += CRC_SLICE_BYTES) {
+    if (from > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    crc = crc32(data.subarray(from, Math.min(data.length, from + CRC_SLICE_BYTES)), crc);
+  }
+  return crc;
+}
+
 async function writeAll(fh: FileHandle, buf: Uint8Array, position: number): Promise<number> {
   let done = 0;
   while (done < buf.length) {
@@ -202,7 +215,7 @@ export class FileSnapshotStore implements SnapshotStore {
     const head = new Writer(PREFIX_BYTES + metaBytes.length + 8).u32(VERSION).bytes(metaBytes).num(data.length).finish();
     const header = Buffer.concat([MAGIC, head]);
     const trailer = Buffer.allocUnsafe(TRAILER_BYTES);
-    trailer.writeUInt32BE(crc32(data, crc32(header)));
+    trailer.writeUInt32BE(await crc32Sliced(data, crc32(header)));
 
     const fh = await open(temp, 'wx');
     try {

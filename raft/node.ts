@@ -356,6 +356,16 @@ export class RaftNode {
     };
   }
 
+  /** The known leader's ID ('' when none): status().leader, cheaply (read on every request). */
+  leader(): NodeId {
+    return this.#core.leader();
+  }
+
+  /** status().lastContactMs, cheaply. */
+  lastContactMs(): number {
+    return this.#core.leader() === this.id ? 0 : Date.now() - this.#lastContact;
+  }
+
   /** Raft address of the current leader ('' when unknown). */
   leaderAddr(): string {
     const st = this.#core.status();

@@ -103,8 +103,7 @@ export class RaftRegistry implements RegistryService {
   }
 
   readMeta(): { knownLeader: boolean; lastContactMs: number } {
-    const st = this.#raft.status();
-    return { knownLeader: st.leader !== '', lastContactMs: st.lastContactMs };
+    return { knownLeader: this.#raft.leader() !== '', lastContactMs: this.#raft.lastContactMs() };
   }
 
   leaderAddr(): string {
@@ -175,7 +174,7 @@ export class RaftRegistry implements RegistryService {
   async #awaitLeader(): Promise<string> {
     const deadline = Date.now() + this.#leaderWaitMs;
     for (;;) {
-      const leader = this.#raft.status().leader;
+      const leader = this.#raft.leader();
       if (leader) return leader;
       if (Date.now() >= deadline) throw new SiderError('SIDER_NO_LEADER', 'no cluster leader is known; retry later');
       await new Promise((r) => setTimeout(r, 25));
@@ -187,7 +186,7 @@ export class RaftRegistry implements RegistryService {
    * modules, e.g. TTL renewals, forward through this). Throws SIDER_NO_LEADER when unreachable.
    */
   async forwardToLeader<T>(path: string, payload: unknown): Promise<T> {
-    const leader = this.#raft.status().leader;
+    const leader = this.#raft.leader();
     const info = this.reader.servers().find((s) => s.ID === leader);
     if (!info) {
       throw new SiderError('SIDER_NO_LEADER', `the leader (${leader || 'none'}) has not published its HTTP address yet; retry`, {

@@ -36,7 +36,12 @@ const INITIAL_BYTES = 64 * 1024;
 /** How many units of work run between two looks at the clock. */
 const CLOCK_EVERY = 32;
 
+/** A join or copy of the finished output moves at most this many bytes per slice. */
+const COPY_SLICE_BYTES = 4 * 1024 * 1024;
+
 class Output {
+  /** Filled chunks, then the one being written (#buf). Growing never copies what is written. */
+  #done: Buffer[] = [];
   #buf: Buffer;
   #len = 0;
   /** Short texts gathered before one write into the buffer. */
@@ -69,16 +74,35 @@ class Output {
   unit(): Promise<void> | null {
     if (++this.#units % CLOCK_EVERY !== 0) return null;
     if (performance.now() - this.#sliceStart < this.#sliceMs) return null;
+    return this.#yield();
+  }
+
+  #yield(): Promise<void> {
     return pause(this.#pauseMs).then(() => {
       this.#sliceStart = performance.now();
     });
   }
 
-  finish(): Buffer {
+  /**
+   * The whole output as one buffer. Written into a single chunk with little room left over (the
+   * size hint was right), that chunk itself; otherwise joined into an exact-size buffer a few MB per
+   * slice, so that neither a large copy nor the page faults of fresh memory stall the event loop.
+   */
+  async finish(): Promise<Buffer> {
     this.#flush();
+    const parts = [...this.#done, this.#buf.subarray(0, this.#len)];
+    const total = parts.reduce((n, b) => n + b.length, 0);
     // The snapshot is kept in memory: do not keep much unused room with it.
-    if (this.#buf.length - this.#len <= this.#len >> 2) return this.#buf.subarray(0, this.#len);
-    return Buffer.from(this.#buf.subarray(0, this.#len));
+    if (parts.length === 1 && this.#buf.length - this.#len <= this.#len >> 2) return parts[0]!;
+    const out = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const part of parts) {
+      for (let from = 0; from < part.length; from += COPY_SLICE_BYTES) {
+        at += part.copy(out, at, from, Math.min(part.length, from + COPY_SLICE_BYTES));
+        await this.#yield();
+      }
+    }
+    return out;
   }
 
   #flush(): void {
@@ -90,11 +114,12 @@ class Output {
   /** Encodes straight into the output: no intermediate joined string or buffer. */
   #write(s: string): void {
     // A UTF-16 unit becomes at most 3 bytes of UTF-8.
-    const need = this.#len + s.length * 3;
-    if (need > this.#buf.length) {
-      const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, need));
-      this.#buf.copy(next, 0, 0, this.#len);
-      this.#buf = next;
+    const need = s.length * 3;
+    if (this.#len + need > this.#buf.length) {
+      // A new chunk (as large as everything so far): what is written stays where it is.
+      this.#done.push(this.#buf.subarray(0, this.#len));
+      this.#buf = Buffer.allocUnsafe(Math.max(this.#buf.length, this.#done.reduce((n, b) => n + b.length, 0), need));
+      this.#len = 0;
     }
     this.#len += this.#buf.write(s, this.#len, 'utf8');
   }
@@ -174,5 +199,5 @@ async function writeObject(out: Output, obj: Record<string, unknown>, o: Snapsho
 export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
   const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
   await writeObject(out, data as unknown as Record<string, unknown>, opts);
-  return out.finish();
+  return await out.finish();
 }

@@ -288,8 +288,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   #dedup = new Map<string, ApplyResult>();
   /** Encoded instances and check lists, reused by the next snapshot while they are unchanged. */
   #snapshotCache = new WeakMap<object, string>();
-  /** Size of the last snapshot written, to size the next one's buffer. */
-  #snapshotBytes = 0;
+  /** Size of the last snapshot written and its instance count, to size the next one's buffer. */
+  #snapshotSize = { bytes: 0, instances: 0 };
   #watchers: Watchers;
   /** Watch keys whose index moved during the current apply; notified when it ends. */
   #touched = new Set<string>();
@@ -350,15 +350,17 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   snapshot(): SnapshotWriter {
     const captured = this.#capture();
     const cache = this.#snapshotCache;
+    let instances = 0;
+    for (const ns of this.#namespaces.values()) instances += ns.instanceCount;
+    // The last snapshot's size, scaled by how much the registry grew since (+1/16): the output
+    // then rarely needs a second chunk and a join.
+    const last = this.#snapshotSize;
+    const grown = last.instances > 0 ? Math.max(1, instances / last.instances) : 1;
+    const sizeHint = Math.ceil(last.bytes * grown * (17 / 16));
     return async () => {
       const data = await toSnapshotDataSliced(captured);
-      const bytes = await encodeSnapshotSliced(data, {
-        cache,
-        sliceMs: SNAPSHOT_SLICE_MS,
-        pauseMs: SNAPSHOT_PAUSE_MS,
-        sizeHint: this.#snapshotBytes + (this.#snapshotBytes >> 4),
-      });
-      this.#snapshotBytes = bytes.length;
+      const bytes = await encodeSnapshotSliced(data, { cache, sliceMs: SNAPSHOT_SLICE_MS, pauseMs: SNAPSHOT_PAUSE_MS, sizeHint });
+      this.#snapshotSize = { bytes: bytes.length, instances };
       return bytes;
     };
   }

@@ -1,11 +1,15 @@
 // Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
+import { wrkLoop } from './wrk.ts';
 
 export interface RegisterResult extends LoopResult {
+  /** The load generator. */
+  client: RegisterClient;
   /** Where the registrations went. */
   target: string;
   clients: number;
@@ -17,7 +21,13 @@ export interface RegisterResult extends LoopResult {
   answeredSoFar: number;
 }
 
+/** undici in this process (default), or wrk (C; http-register.lua builds the same bodies). */
+export type RegisterClient = 'undici' | 'wrk';
+
+const WRK_SCRIPT = fileURLToPath(new URL('./http-register.lua', import.meta.url));
+
 export interface RegisterOptions {
+  client?: RegisterClient;
   durationMs?: number;
   warmupMs?: number;
   clients?: number;
@@ -49,6 +59,14 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
       { name: 'all', target: `all ${cluster.ids.length}`, origins: cluster.ids.map((id) => cluster.http(id)) },
     ].filter((c) => wanted.includes(c.name as 'leader' | 'all'));
     for (const [ci, c] of cases.entries()) {
+      if (opts.client === 'wrk') {
+        const r = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: `wrk${ci}` }, warmupMs, durationMs, pids });
+        completed += r.ops;
+        const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
+        results.push(rr);
+        log(formatRegister(rr));
+        continue;
+      }
       const pools = spreadPools(c.origins, clients);
       try {
         const r = await closedLoop({
@@ -70,7 +88,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
             completed++;
           },
         });
-        const rr: RegisterResult = { target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
+        const rr: RegisterResult = { client: 'undici', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
         results.push(rr);
         log(formatRegister(rr));
       } finally {
@@ -88,19 +106,22 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
 export function formatRegister(r: RegisterResult): string {
   const errs = formatErrors(r.errors);
   return (
-    `register → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
+    `register (${r.client}) → ${r.target.padEnd(10)} ${r.clients} clients: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `${formatLatency(r)}${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}` +
     ` | µs/op: ${formatUsPerOp(r.cpuUsPerOp)}`
   );
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--duration-ms N] [--cpu-prof-dir DIR]`.
-  const { values } = parseArgs({ options: { case: { type: 'string' }, 'duration-ms': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
+  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--cpu-prof-dir DIR]`.
+  const { values } = parseArgs({ options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
+  const client = values.client;
+  if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);
   const only = values.case;
   if (only !== undefined && only !== 'leader' && only !== 'all') throw new Error(`--case must be leader or all, got ${only}`);
   await runHttpRegister({
     ...(only ? { cases: [only] } : {}),
+    ...(client ? { client } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
   });

@@ -1,5 +1,5 @@
 -- wrk script of the TTL renewal benchmark (test/bench/ttl-renew.ts --client wrk): thread i sends to
--- server i of RENEW_TARGETS ("host:port,host:port,…", one thread per server), paths spread over
+-- server i of WRK_TARGETS ("host:port,host:port,…", one thread per server), paths spread over
 -- RENEW_CHECKS checks like the undici client's; done() prints one JSON line.
 
 local checks = tonumber(os.getenv("RENEW_CHECKS") or "1000")
@@ -8,7 +8,7 @@ local threads = 0
 
 function setup(thread)
   if #targets == 0 then
-    for hp in string.gmatch(os.getenv("RENEW_TARGETS"), "[^,]+") do
+    for hp in string.gmatch(os.getenv("WRK_TARGETS"), "[^,]+") do
       local host, port = hp:match("^(.+):(%d+)$")
       targets[#targets + 1] = wrk.lookup(host, port)[1]
     end

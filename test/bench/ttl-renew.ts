@@ -4,14 +4,13 @@
 // Reports latency per target server and the undici client's own event-loop delay; `--client wrk`
 // drives the same load from wrk (ttl-renew.lua) to take most of the load generator's CPU away.
 
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, cpuPercent, cpuSnapshot, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, getText, httpError, putJson, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, getText, httpError, putJson, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { percentile } from './level-fsync.ts';
+import { wrkLoop } from './wrk.ts';
 
 /** The load generator: undici in this process (default), or wrk (C, one thread per server). */
 export type RenewClient = 'undici' | 'wrk';
@@ -48,47 +47,6 @@ export interface RenewOptions {
   /** wrk only: each connection waits this long (ms) after an answer before its next request. */
   thinkMs?: number;
   log?: (line: string) => void;
-}
-
-/**
- * `connections` (rounded down to a multiple of the servers) from wrk, thread i on server i: a
- * warm-up run, then the measured one, with every process's CPU read inside the window.
- */
-async function wrkLoop(origins: string[], connections: number, checks: number, thinkMs: number, warmupMs: number, durationMs: number, pids: Record<string, number>): Promise<LoopResult> {
-  const run = async (ms: number, measure: boolean): Promise<LoopResult> => {
-    const threads = origins.length;
-    const args = ['-t', String(threads), '-c', String(Math.floor(connections / threads) * threads), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', WRK_SCRIPT, `http://${origins[0]}`];
-    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RENEW_TARGETS: origins.join(','), RENEW_CHECKS: String(checks), RENEW_THINK_MS: String(thinkMs) } });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
-    const all = { ...pids, wrk: child.pid! };
-    // CPU is read 0.5 s in and 0.5 s before the end, while wrk still runs.
-    let cpu: Record<string, number> = {};
-    const sample = measure
-      ? (async () => {
-          await new Promise((r) => setTimeout(r, 500));
-          const a = cpuSnapshot(all);
-          const t0 = performance.now();
-          await new Promise((r) => setTimeout(r, ms - 1_000));
-          cpu = cpuPercent(a, cpuSnapshot(all), (performance.now() - t0) / 1000);
-        })()
-      : Promise.resolve();
-    // wrk stops itself after -d; this only bounds a wrk that hangs.
-    const killer = setTimeout(() => child.kill('SIGKILL'), ms + 30_000);
-    const [code] = (await once(child, 'exit')) as [number | null];
-    clearTimeout(killer);
-    await sample;
-    const line = out.split('\n').find((l) => l.startsWith('{"requests"'));
-    if (code !== 0 || !line) throw new Error(`wrk exited with ${code}: ${out.slice(-2000)}`);
-    const w = JSON.parse(line) as { requests: number; durationUs: number; p50Us: number; p99Us: number; maxUs: number; status: number; connect: number; read: number; write: number; timeout: number };
-    const errors: Record<string, number> = {};
-    for (const k of ['status', 'connect', 'read', 'write', 'timeout'] as const) if (w[k] > 0) errors[k] = w[k];
-    const seconds = w.durationUs / 1e6;
-    return { ops: w.requests, errors, seconds, opsPerSec: w.requests / seconds, p50Ms: w.p50Us / 1000, p99Ms: w.p99Us / 1000, maxMs: w.maxUs / 1000, cpu };
-  };
-  await run(warmupMs, false);
-  return run(durationMs, true);
 }
 
 async function globalIndex(addr: string): Promise<number> {
@@ -131,7 +89,15 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
     for (const c of cases) {
       if (opts.client === 'wrk') {
         const indexBefore = await globalIndex(cluster.http(leader));
-        const r = await wrkLoop(c.origins, connections, checks, opts.thinkMs ?? 0, warmupMs, durationMs, pids);
+        const r = await wrkLoop({
+          script: WRK_SCRIPT,
+          origins: c.origins,
+          connections,
+          env: { RENEW_CHECKS: String(checks), RENEW_THINK_MS: String(opts.thinkMs ?? 0) },
+          warmupMs,
+          durationMs,
+          pids,
+        });
         const indexAfter = await globalIndex(cluster.http(leader));
         const conns = Math.floor(connections / c.origins.length) * c.origins.length;
         const rr: RenewResult = {

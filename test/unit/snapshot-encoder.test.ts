@@ -127,3 +127,22 @@ t.test('the event loop runs while a large snapshot is encoded', async (t) => {
   t.ok(turns > 10, `other callbacks ran during encoding (${turns} turns)`);
   t.ok(bytes.length > 1_000_000, 'the document is large');
 });
+
+t.test('the output is the same whether it fits the size hint, outgrows it in chunks, or is far smaller', async (t) => {
+  const sm = new RegistryStateMachine();
+  const log: RegistryCommand[] = [];
+  for (let n = 0; n < 3_000; n++) log.push(reg(`svc-${n % 40}`, `i-${n}`, n));
+  applyAll(sm, log, 1);
+  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  // One text longer than any chunk so far: a chunk is made to fit it.
+  (doc.servers as unknown[]).push({ ID: 'x'.repeat(300_000) });
+  const expected = JSON.stringify(doc);
+  const size = Buffer.byteLength(expected);
+  t.ok(size > 1_000_000, 'a document many times the first chunk');
+  for (const sizeHint of [0, 70_000, size - 1, size, size + 10, size * 3]) {
+    const bytes = await encodeSnapshotSliced(doc, { sliceMs: 1, sizeHint });
+    t.equal(bytes.length, size, `size hint ${sizeHint}: exact length`);
+    t.ok(bytes.toString('utf8') === expected, `size hint ${sizeHint}: the bytes JSON.stringify gives`);
+    if (sizeHint === size * 3) t.ok(bytes.buffer.byteLength < size * 2, 'far too much room is not kept with the result');
+  }
+});

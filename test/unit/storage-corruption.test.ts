@@ -6,7 +6,8 @@ import { Level } from 'level';
 import { mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileSnapshotStore, snapshotFileName } from '../../raft/file-snapshot-store.ts';
+import { crc32 } from 'node:zlib';
+import { FileSnapshotStore, crc32Sliced, snapshotFileName } from '../../raft/file-snapshot-store.ts';
 import { LevelStorage } from '../../raft/level-storage.ts';
 import type { Entry, Snapshot } from '../../raft/types.ts';
 
@@ -235,4 +236,15 @@ t.test('FileSnapshotStore', async (t) => {
     );
     t.ok((await readdir(dir)).includes('README'));
   });
+});
+
+t.test('the snapshot checksum computed a slice at a time equals crc32 over the whole', async (t) => {
+  const MiB = 1024 * 1024;
+  const data = Buffer.alloc(3 * MiB + 17);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+  for (const n of [0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB, data.length]) {
+    const part = data.subarray(0, n);
+    t.equal(await crc32Sliced(part), crc32(part), `${n} bytes`);
+    t.equal(await crc32Sliced(part, 0x1234abcd), crc32(part, 0x1234abcd), `${n} bytes after a header`);
+  }
 });
