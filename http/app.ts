@@ -1,7 +1,6 @@
 // The public HTTP API (DESIGN §6): Consul-compatible routes on Koa and @koa/router over a
 // RegistryService, and the listener whose timeouts let a 10-minute blocking query run to its end.
 
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -14,7 +13,7 @@ import type { RegistryService } from '../src/registry/service.ts';
 import type { CheckRenewer } from '../src/health/renewals.ts';
 import { jsonBody } from './body.ts';
 import { parseCatalogDeregisterBody, parseCatalogRegisterBody } from './catalog-register.ts';
-import { addCheckRoutes, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
+import { addCheckRoutes, addFastPath, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
 import { BlockingQueries, parseBlockingParams } from './blocking.ts';
 import type { ParkTarget, WatchFn } from './blocking.ts';
 import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, readHeaders, setReadHeaders } from './consistency.ts';
@@ -23,7 +22,8 @@ import { errorMiddleware, errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
-import { badRequest, parseDeregisterBody, parseId, parseNamespace, parseRaftJoinBody, parseRaftRemoveBody, parseRegisterBody, parseServiceName } from './register-parse.ts';
+import { badRequest, parseDeregisterBody, parseId, parseRaftJoinBody, parseRaftRemoveBody, parseRequestId, parseServiceName, pickNamespace } from './register-parse.ts';
+import { registerCommand, registerFastPath } from './register-fast.ts';
 import {
   AGENT_SERVICE_SCHEMA,
   CATALOG_SERVICE_SCHEMA,
@@ -161,18 +161,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
 
   /** `?ns=`, the X-Sider-Namespace header and a body's Namespace; given twice they must agree. */
   function namespaceOf(ctx: Context, fromBody?: string): string {
-    const given: [string, string][] = [];
-    const q = queryValue(ctx.query, 'ns');
-    if (q !== undefined && q !== '') given.push(['?ns', parseNamespace(q, 'ns')]);
-    const h = ctx.get(NAMESPACE_HEADER);
-    if (h !== '') given.push(['X-Sider-Namespace', parseNamespace(h, 'X-Sider-Namespace')]);
-    if (fromBody !== undefined) given.push(['Namespace', fromBody]);
-    const first = given[0];
-    if (!first) return DEFAULT_NAMESPACE;
-    for (const [where, ns] of given) {
-      if (ns !== first[1]) throw badRequest(`namespace given as ${JSON.stringify(first[1])} by ${first[0]} but ${JSON.stringify(ns)} by ${where}`);
-    }
-    return first[1];
+    return pickNamespace(queryValue(ctx.query, 'ns'), ctx.get(NAMESPACE_HEADER), fromBody, DEFAULT_NAMESPACE);
   }
 
   function filterOf(ctx: Context, schema: FilterType): Filter | undefined {
@@ -284,14 +273,16 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
 
   /** The client's X-Sider-Request-Id (a retried write is applied once), or a fresh one. */
   function requestId(ctx: Context): string {
-    const rid = ctx.get(REQUEST_ID_HEADER) || randomUUID();
-    if (rid.length > 128 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
-    return rid;
+    return parseRequestId(ctx.get(REQUEST_ID_HEADER));
+  }
+
+  async function writeWithId(cmd: RegistryCommand, rid: string): Promise<void> {
+    const { result } = await service.write(cmd, rid);
+    if (!result.ok) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
   }
 
   async function write(ctx: Context, cmd: RegistryCommand): Promise<void> {
-    const { result } = await service.write(cmd, requestId(ctx));
-    if (!result.ok) throw new SiderError('SIDER_BAD_REQUEST', result.error, { status: result.status });
+    await writeWithId(cmd, requestId(ctx));
   }
 
   function agentInstances(ns: string): Instance[] {
@@ -465,18 +456,10 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     await serveRead(ctx, { local: true, index: () => reader.index(), body: () => members().map((m) => renderMember(m, datacenter, version)) });
   });
 
+  // Also answered before Koa in its common form (registerFastPath below): the same command and write.
+  const registerOpts = { nodeName, defaultNamespace: DEFAULT_NAMESPACE, enableScriptChecks };
   router.put('/v1/agent/service/register', json, async (ctx) => {
-    const parsed = parseRegisterBody(ctx.request.body, { enableScriptChecks });
-    const ns = namespaceOf(ctx, parsed.namespace);
-    await write(ctx, {
-      type: 'register',
-      ns,
-      node: nodeName,
-      instance: parsed.instance,
-      checks: parsed.checks,
-      replaceExistingChecks: queryFlag(ctx.query, 'replace-existing-checks'),
-      now: Date.now(),
-    });
+    await write(ctx, registerCommand(ctx.request.body, ctx.query, ctx.get(NAMESPACE_HEADER), registerOpts));
     sendEmpty(ctx);
   });
 
@@ -611,6 +594,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   const app = new Koa();
   // TTL renewals skip Koa when they are in their plain form (same answers; see check-routes.ts).
   registerRenewalFastPath(app, { renewer, defaultNamespace: DEFAULT_NAMESPACE, log });
+  // So do registrations (same answers, metrics and write logging; see register-fast.ts).
+  addFastPath(app, registerFastPath({ ...registerOpts, datacenter, jsonLimit, write: writeWithId, log }));
   // Errors after the response started (a socket reset mid-body) never reach the middleware.
   app.on('error', (err: unknown) => log('warn', 'http connection error', { error: err instanceof Error ? err.message : String(err) }));
   app.use(errorMiddleware(log));

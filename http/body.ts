@@ -164,6 +164,12 @@ export function parseJsonBody(text: string): unknown {
   return value;
 }
 
+/** The whole body read (readBody) and parsed (parseJsonBody): what jsonBody gives a route. */
+export async function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
+  const raw = await readBody(req, limit);
+  return parseJsonBody(raw.length === 0 ? '' : decoder.decode(raw));
+}
+
 /**
  * Koa middleware: sets `ctx.request.body` to the parsed JSON body of POST, PUT and PATCH requests,
  * unless something earlier already set it (the signed membership endpoints parse their own).
@@ -172,8 +178,7 @@ export function jsonBody(opts: JsonBodyOptions): Middleware {
   const { limit } = opts;
   return async (ctx, next) => {
     if (!BODY_METHODS.has(ctx.method) || ctx.request.body !== undefined) return next();
-    const raw = await readBody(ctx.req, limit);
-    ctx.request.body = parseJsonBody(raw.length === 0 ? '' : decoder.decode(raw));
+    ctx.request.body = await readJsonBody(ctx.req, limit);
     return next();
   };
 }

@@ -1,6 +1,7 @@
 // The HTTP side of observability (issue #6): GET /metrics and /v1/agent/metrics (Prometheus text or
 // OpenMetrics), GET /v1/agent/ready, the middleware that counts and times every request by route
-// template, and counting of what never reaches Koa (the TTL renewal fast paths) and of connections.
+// template, and counting of what never reaches Koa (the renewal and registration fast paths) and
+// of connections.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -24,6 +25,8 @@ export const CLIENT_LEFT = '499';
 /** Paths answered before the router (internal API, signed membership changes): their own labels. */
 const FIXED_PATHS = new Set([INTERNAL_APPLY, INTERNAL_APPLY_BATCH, INTERNAL_JOIN, INTERNAL_REMOVE, INTERNAL_RENEW, '/v1/raft/join', '/v1/raft/remove']);
 const RENEW_FAST = /^\/v1\/agent\/check\/(pass|warn|fail)\//;
+/** The registration fast path's route (http/register-fast.ts). */
+const REGISTER_ROUTE = '/v1/agent/service/register';
 /** Routes whose blocking queries watch one service (the `:name` parameter). */
 const SERVICE_ROUTES = new Set(['/v1/catalog/service/:name', '/v1/health/service/:name', '/v1/health/checks/:name']);
 
@@ -41,6 +44,11 @@ const requestInfo = new AsyncLocalStorage<RequestInfo>();
 /** The request being handled, for writes (PUT/POST/DELETE); undefined elsewhere. */
 export function currentRequest(): RequestInfo | undefined {
   return requestInfo.getStore();
+}
+
+/** Runs `fn` (a write handled outside Koa) as the handling of `req`, as the middleware runs Koa's writes. */
+export function runAsRequest<T>(req: IncomingMessage, fn: () => T): T {
+  return requestInfo.run({ remote: clientAddress(req.socket.remoteAddress) }, fn);
 }
 
 export interface ObservabilityOptions {
@@ -93,11 +101,16 @@ function onHeldClose(this: Marked): void {
   h.metrics.httpRequests.inc({ path: h.route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
 }
 
+function isRegisterUrl(url: string): boolean {
+  return url.startsWith(REGISTER_ROUTE) && (url.length === REGISTER_ROUTE.length || url[REGISTER_ROUTE.length] === '?');
+}
+
 function onFastPathClose(this: Marked): void {
   const metrics = this[kMetrics];
   if (this[kKoa] || !metrics) return;
-  const verb = RENEW_FAST.exec(this.req.url ?? '')?.[1];
-  const route = verb ? `/v1/agent/check/${verb}/:id` : this.req.url === INTERNAL_RENEW ? INTERNAL_RENEW : UNMATCHED;
+  const url = this.req.url ?? '';
+  const verb = RENEW_FAST.exec(url)?.[1];
+  const route = verb ? `/v1/agent/check/${verb}/:id` : isRegisterUrl(url) ? REGISTER_ROUTE : url === INTERNAL_RENEW ? INTERNAL_RENEW : UNMATCHED;
   metrics.httpRequests.inc({ path: route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
   if (this.writableFinished) metrics.httpDuration.observe({ path: route }, (performance.now() - (this[kStart] ?? 0)) / 1000);
 }
@@ -203,14 +216,15 @@ export function observability(opts: ObservabilityOptions): Middleware {
 }
 
 /**
- * Counts what the Koa middleware cannot see: requests the TTL renewal fast path answers before Koa
- * (listenHttp), and open connections per client address. Call once, right after listening.
+ * Counts what the Koa middleware cannot see: requests the fast paths (TTL renewals, registrations)
+ * answer before Koa (listenHttp), and open connections per client address. Call once, right after listening.
  */
 export function instrumentHttpServer(server: Server, metrics: ServerMetrics): void {
   // Before the app's own listener, so the start time is taken first.
   server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
-    // The fast paths: TTL renewals, and forwarded batches of them on the leader.
-    if (req.method === 'PUT' ? !RENEW_FAST.test(req.url ?? '') : req.method !== 'POST' || req.url !== INTERNAL_RENEW) return;
+    // The fast paths: TTL renewals, registrations, and forwarded batches of renewals on the leader.
+    const url = req.url ?? '';
+    if (req.method === 'PUT' ? !RENEW_FAST.test(url) && !isRegisterUrl(url) : req.method !== 'POST' || url !== INTERNAL_RENEW) return;
     const m = res as Marked;
     m[kStart] = performance.now();
     m[kMetrics] = metrics;

@@ -1,6 +1,8 @@
 // Validation of untrusted request bodies and names: a register body becomes an InstanceSpec and its
-// CheckSpecs (Consul's rules and defaults), plus deregister and Raft join/remove bodies.
+// CheckSpecs (Consul's rules and defaults), deregister and Raft join/remove bodies, and a request's
+// namespace and request ID.
 
+import { randomUUID } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { SiderError } from '../raft/errors.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../src/registry/health.ts';
@@ -127,6 +129,30 @@ export function parseServiceName(v: unknown, field = 'Name'): string {
     fail(field, `invalid service name ${JSON.stringify(v)}: use 1-63 letters, digits and "-", starting and ending with a letter or digit`);
   }
   return lower;
+}
+
+/**
+ * The namespace of a request: `?ns=`, the X-Sider-Namespace header ('' when absent) and a body's
+ * Namespace, each optional; given more than once they must agree.
+ */
+export function pickNamespace(fromQuery: string | undefined, fromHeader: string, fromBody: string | undefined, dflt: string): string {
+  const given: [string, string][] = [];
+  if (fromQuery !== undefined && fromQuery !== '') given.push(['?ns', parseNamespace(fromQuery, 'ns')]);
+  if (fromHeader !== '') given.push(['X-Sider-Namespace', parseNamespace(fromHeader, 'X-Sider-Namespace')]);
+  if (fromBody !== undefined) given.push(['Namespace', fromBody]);
+  const first = given[0];
+  if (!first) return dflt;
+  for (const [where, ns] of given) {
+    if (ns !== first[1]) throw badRequest(`namespace given as ${JSON.stringify(first[1])} by ${first[0]} but ${JSON.stringify(ns)} by ${where}`);
+  }
+  return first[1];
+}
+
+/** A write's request ID: the client's X-Sider-Request-Id ('' when absent; a retried write is applied once), or a fresh one. */
+export function parseRequestId(header: string): string {
+  const rid = header || randomUUID();
+  if (rid.length > 128 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
+  return rid;
 }
 
 // IDs travel in URL paths: no '/', '?', '#', whitespace or control characters. Case is kept.

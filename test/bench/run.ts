@@ -1,6 +1,7 @@
 // `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
+import { spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -38,6 +39,9 @@ const { values } = parseArgs({
     'cpu-prof-dir': { type: 'string' },
   },
 });
+
+/** wrk (test/bench/install-deps.sh) drives a second run of the HTTP write benchmarks when installed. */
+const hasWrk = spawnSync('sh', ['-c', 'command -v wrk'], { stdio: 'ignore' }).status === 0;
 
 function die(message: string): never {
   console.error(`bench: ${message}`);
@@ -169,8 +173,11 @@ let httpRegister: RegisterResult[] = [];
 if (runs('http-register')) {
   console.log('\n== Registrations: PUT /v1/agent/service/register (TTL check), 64 clients, 3 sider servers on loopback, fsync on');
   httpRegister = await runHttpRegister({ durationMs, ...(cpuProfDir ? { cpuProfDir } : {}) });
+  if (hasWrk) httpRegister.push(...(await runHttpRegister({ durationMs, client: 'wrk' })));
+  else console.log('(wrk not installed — bash test/bench/install-deps.sh — so only the undici client runs)');
   console.table(
     httpRegister.map((r) => ({
+      client: r.client,
       target: r.target,
       'registrations/s': Math.round(r.opsPerSec),
       'p50 ms': r.p50Ms.toFixed(1),
@@ -180,10 +187,9 @@ if (runs('http-register')) {
       'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
     })),
   );
-  const best = httpRegister.reduce<RegisterResult | undefined>((a, r) => (!a || r.opsPerSec > a.opsPerSec ? r : a), undefined);
-  if (best) {
-    const ok = best.opsPerSec >= 5_000 && best.p99Ms <= 50;
-    console.log(`target: ≥ 5000/s with p99 ≤ 50 ms — best ${Math.round(best.opsPerSec)}/s (${best.target}), p99 ${best.p99Ms.toFixed(1)} ms: ${ok ? 'met' : 'NOT met'}`);
+  for (const r of httpRegister) {
+    const ok = r.opsPerSec >= 5_000 && r.p99Ms <= 50;
+    console.log(`target (${r.client}, ${r.target}): ≥ 5000/s with p99 ≤ 50 ms — ${Math.round(r.opsPerSec)}/s, p99 ${r.p99Ms.toFixed(1)} ms: ${ok ? 'met' : 'NOT met'}`);
   }
 }
 
@@ -265,8 +271,11 @@ let ttlRenew: RenewResult[] = [];
 if (runs('ttl-renew')) {
   console.log('\n== TTL renewals: PUT /v1/agent/check/pass/:id, 1000 TTL checks, 64 connections, 3 sider servers on loopback');
   ttlRenew = await runTtlRenew({ durationMs });
+  // The target load from a cheap client: 96 connections that each wait 3 ms after an answer (≈ 20,000/s offered).
+  if (hasWrk) ttlRenew.push(...(await runTtlRenew({ durationMs, client: 'wrk', cases: ['all'], connections: 96, thinkMs: 3 })));
   console.table(
     ttlRenew.map((r) => ({
+      client: `${r.client}${r.thinkMs ? ` think ${r.thinkMs} ms` : ''}`,
       target: r.target,
       'renewals/s': Math.round(r.opsPerSec),
       'p50 ms': r.p50Ms.toFixed(2),
@@ -279,7 +288,7 @@ if (runs('ttl-renew')) {
   );
   for (const r of ttlRenew) {
     const ok = r.opsPerSec >= 20_000 && r.p99Ms <= 5;
-    console.log(`target (${r.target}): ≥ 20000/s with p99 ≤ 5 ms — ${Math.round(r.opsPerSec)}/s, p99 ${r.p99Ms.toFixed(2)} ms: ${ok ? 'met' : 'NOT met'}`);
+    console.log(`target (${r.client}${r.thinkMs ? ` think ${r.thinkMs} ms` : ''}, ${r.target}): ≥ 20000/s with p99 ≤ 5 ms — ${Math.round(r.opsPerSec)}/s, p99 ${r.p99Ms.toFixed(2)} ms: ${ok ? 'met' : 'NOT met'}`);
   }
 }
 

@@ -1,0 +1,127 @@
+// `PUT /v1/agent/service/register` before Koa (issue #3): the registration command both the route
+// and the fast path build, and the fast path that answers the common form without Koa.
+
+import type { IncomingMessage } from 'node:http';
+import type { Context } from 'koa';
+import type { RegistryCommand } from '../src/registry/model.ts';
+import { readJsonBody } from './body.ts';
+import type { FastPath } from './check-routes.ts';
+import { queryFlag, queryValue } from './consistency.ts';
+import { errorReply } from './errors.ts';
+import type { HttpLogger } from './errors.ts';
+import { runAsRequest } from './metrics.ts';
+import { parseRegisterBody, parseRequestId, pickNamespace } from './register-parse.ts';
+
+export const REGISTER_PATH = '/v1/agent/service/register';
+const REGISTER_QUERY = `${REGISTER_PATH}?`;
+/** Query strings taken here: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
+const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
+/** Every query parameter the route reads; any other one (ignored by the route) goes to Koa. */
+const ROUTE_PARAMS = new Set(['ns', 'dc', 'replace-existing-checks']);
+
+export interface RegisterCommandOptions {
+  /** The node the instance is registered on (this server's name). */
+  nodeName: string;
+  defaultNamespace: string;
+  enableScriptChecks: boolean;
+}
+
+/**
+ * The register command of a request: its parsed JSON body, query (`?ns`, `?replace-existing-checks`)
+ * and X-Sider-Namespace header. Throws the 400 that names the field. Shared by the Koa route and
+ * the fast path, so both validate in the same order and write the same command.
+ */
+export function registerCommand(body: unknown, query: Context['query'], nsHeader: string, opts: RegisterCommandOptions): RegistryCommand {
+  const parsed = parseRegisterBody(body, { enableScriptChecks: opts.enableScriptChecks });
+  const ns = pickNamespace(queryValue(query, 'ns'), nsHeader, parsed.namespace, opts.defaultNamespace);
+  return {
+    type: 'register',
+    ns,
+    node: opts.nodeName,
+    instance: parsed.instance,
+    checks: parsed.checks,
+    replaceExistingChecks: queryFlag(query, 'replace-existing-checks'),
+    now: Date.now(),
+  };
+}
+
+export interface RegisterFastPathOptions extends RegisterCommandOptions {
+  /** `?dc=` naming another datacenter is the router's 404: left to Koa. */
+  datacenter: string;
+  /** Largest accepted JSON body (the app's jsonLimit). */
+  jsonLimit: number;
+  /** The app's write: proposes (or forwards) and turns a refused apply into its HTTP error. */
+  write: (cmd: RegistryCommand, rid: string) => Promise<void>;
+  log: HttpLogger;
+}
+
+/** The query as Koa's `ctx.query` would hold it, when the fast path can take it; null otherwise. */
+function plainQuery(qs: string, datacenter: string): Record<string, string> | null {
+  const query: Record<string, string> = {};
+  if (qs === '') return query;
+  if (!PLAIN_QUERY.test(qs)) return null;
+  for (const part of qs.split('&')) {
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? '' : part.slice(eq + 1);
+    // Repeated parameters and values with '=' are Koa's to parse (and refuse).
+    if (!ROUTE_PARAMS.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
+    query[key] = value;
+  }
+  const dc = query.dc;
+  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
+  return query;
+}
+
+/** A request header as Koa's `ctx.get` reads it ('' when absent). */
+function header(req: IncomingMessage, name: string): string {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : '';
+}
+
+/**
+ * `PUT /v1/agent/service/register` without Koa: the same body reader and limit, the same command
+ * (registerCommand), request ID, write and error mapping as the route, answered with the same
+ * status, headers and plain-text body, and run as a request (currentRequest) so the write is
+ * logged with its client. Taken only in the plain form — the exact path, no Content-Encoding or
+ * Expect header, no query parameter but one each of `ns`, `dc` (this datacenter) and
+ * `replace-existing-checks` without percent-encoding — so that everything else, decided before
+ * the body is read, goes to the Koa route. Counted in the request metrics by instrumentHttpServer.
+ */
+export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
+  const { write, log } = opts;
+  const handle = async (req: IncomingMessage, query: Record<string, string>): Promise<void> => {
+    const body = await readJsonBody(req, opts.jsonLimit);
+    const cmd = registerCommand(body, query, header(req, 'x-sider-namespace'), opts);
+    await write(cmd, parseRequestId(header(req, 'x-sider-request-id')));
+  };
+  return (req, res) => {
+    if (req.method !== 'PUT') return false;
+    const url = req.url ?? '';
+    let qs: string;
+    if (url === REGISTER_PATH) qs = '';
+    else if (url.startsWith(REGISTER_QUERY)) qs = url.slice(REGISTER_QUERY.length);
+    else return false;
+    if (req.headers['content-encoding'] !== undefined || req.headers.expect !== undefined) return false;
+    const query = plainQuery(qs, opts.datacenter);
+    if (!query) return false;
+    // Koa's reply: text/plain (its type for a string body), Content-Length, nothing else; only
+    // an end once the client is gone (Koa's ctx.writable).
+    const send = (status: number, body: string): void => {
+      if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {
+        res.end();
+        return;
+      }
+      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    runAsRequest(req, () => handle(req, query)).then(
+      () => send(200, ''),
+      (err: unknown) => {
+        const { status, message } = errorReply(err, log, 'PUT', REGISTER_PATH);
+        send(status, message);
+      },
+    );
+    return true;
+  };
+}

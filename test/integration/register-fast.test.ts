@@ -1,0 +1,299 @@
+// The registration fast path (http/register-fast.ts) against the Koa route it stands in for: two
+// apps assembled as `sider server` assembles its own (request metrics, write logging), one asked in
+// the fast path's form and one with `x=1` added (a parameter the route ignores, so Koa answers);
+// their raw answers, writes, log lines and metrics must be identical. Then a 3-server cluster: a
+// follower forwards what its fast path takes to the leader.
+
+import { connect } from 'node:net';
+import t from 'tap';
+import type Koa from 'koa';
+import { SiderError } from '../../raft/errors.ts';
+import { createHttpApp } from '../../http/app.ts';
+import type { HttpAppOptions } from '../../http/app.ts';
+import { currentRequest, instrumentHttpServer, observability } from '../../http/metrics.ts';
+import { ServerMetrics } from '../../src/metrics.ts';
+import { observeWrites } from '../../src/observe.ts';
+import { LocalRegistry, listenForTest } from '../support/local-registry.ts';
+import { SiderCluster } from '../support/server-process.ts';
+
+interface RawReply {
+  /** Status line and every header but Date, in the order sent. */
+  head: string[];
+  body: string;
+}
+
+/**
+ * One request on its own connection, as bytes, and the answer as bytes: status line and headers
+ * in wire order (Date left out), and the Content-Length body.
+ */
+function rawRequest(port: number, request: string, timeoutMs = 5_000): Promise<RawReply> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(new Error(`no whole answer within ${timeoutMs} ms: ${JSON.stringify(buf.toString('latin1'))}`)), timeoutMs);
+    let settled = false;
+    function done(err: Error | null, reply?: RawReply): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(reply!);
+    }
+    const parse = (): RawReply | null => {
+      let end = buf.indexOf('\r\n\r\n');
+      // An interim answer (100 Continue) before the real one.
+      while (end >= 0 && /^HTTP\/1\.1 1\d\d /.test(buf.subarray(0, 13).toString('latin1'))) {
+        buf = buf.subarray(end + 4);
+        end = buf.indexOf('\r\n\r\n');
+      }
+      if (end < 0) return null;
+      const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+      const length = Number(/^content-length:\s*(\d+)$/im.exec(lines.join('\n'))?.[1] ?? NaN);
+      if (!Number.isInteger(length)) throw new Error(`no Content-Length in ${JSON.stringify(lines)}`);
+      if (buf.length < end + 4 + length) return null;
+      return { head: lines.filter((l) => !/^date:/i.test(l)), body: buf.subarray(end + 4, end + 4 + length).toString('utf8') };
+    };
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      try {
+        const r = parse();
+        if (r) done(null, r);
+      } catch (err) {
+        done(err as Error);
+      }
+    });
+    socket.on('error', (err) => done(err));
+    socket.on('close', () => done(new Error(`connection closed before a whole answer: ${JSON.stringify(buf.toString('latin1'))}`)));
+    socket.write(Buffer.from(request, 'latin1'));
+  });
+}
+
+interface Req {
+  /** Path and query as the fast path takes them. */
+  path: string;
+  body?: string | Buffer;
+  headers?: Record<string, string>;
+  /** Send the body chunked instead of with a Content-Length. */
+  chunked?: boolean;
+}
+
+/** The same request with a query parameter the route ignores, so that Koa answers it. */
+function viaKoa(r: Req): Req {
+  return { ...r, path: `${r.path}${r.path.includes('?') ? '&' : '?'}x=1` };
+}
+
+function wire(r: Req): string {
+  const body = r.body === undefined ? '' : Buffer.isBuffer(r.body) ? r.body.toString('latin1') : Buffer.from(r.body).toString('latin1');
+  const lines = [`PUT ${r.path} HTTP/1.1`, 'Host: 127.0.0.1'];
+  for (const [k, v] of Object.entries(r.headers ?? {})) lines.push(`${k}: ${v}`);
+  if (r.chunked) {
+    lines.push('Transfer-Encoding: chunked');
+    const chunks = body === '' ? '' : `${Buffer.byteLength(body, 'latin1').toString(16)}\r\n${body}\r\n`;
+    return `${lines.join('\r\n')}\r\n\r\n${chunks}0\r\n\r\n`;
+  }
+  lines.push(`Content-Length: ${Buffer.byteLength(body, 'latin1')}`);
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+interface Side {
+  reg: LocalRegistry;
+  metrics: ServerMetrics;
+  port: number;
+  logs: { level: string; msg: string; fields: Record<string, unknown> | undefined }[];
+  /** Requests Koa's middleware saw. */
+  koaSeen: number;
+}
+
+/** createHttpApp over an in-memory registry, with the request metrics and write logging of `sider server`. */
+async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAppOptions> = {}): Promise<Side> {
+  const reg = new LocalRegistry();
+  const metrics = new ServerMetrics({ nodeId: 'node-1', reader: reg.reader, defaultMetrics: false });
+  const logs: Side['logs'] = [];
+  const log = (level: string, msg: string, fields?: Record<string, unknown>): void => {
+    logs.push({ level, msg, fields });
+  };
+  const observed = observeWrites(reg, { metrics, log, who: () => currentRequest()?.remote });
+  const koa: Koa = createHttpApp(observed, { log, ...app });
+  const s = { reg, metrics, logs, koaSeen: 0, port: 0 };
+  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log }), async (_ctx, next) => {
+    s.koaSeen++;
+    await next();
+  });
+  const { server, port } = await listenForTest(tt, koa);
+  instrumentHttpServer(server, metrics);
+  s.port = port;
+  return s;
+}
+
+/** Request counts and latency observations per route and status, as the metrics hold them. */
+async function httpCounts(m: ServerMetrics): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await m.httpRequests.get()).values) out[`requests ${v.labels.path} ${v.labels.status}`] = v.value;
+  for (const v of (await m.httpDuration.get()).values) {
+    if (v.metricName === 'sider_http_request_duration_seconds_count') out[`observed ${v.labels.path}`] = v.value;
+  }
+  out.registrations = (await m.registrations.get()).values[0]?.value ?? 0;
+  return out;
+}
+
+/** A write as the front end handed it over, without its time stamp (and rid when the client chose none). */
+function writeOf(w: { cmd: unknown; rid: string | undefined }, ridGiven: boolean): unknown {
+  const { now: _now, ...cmd } = w.cmd as Record<string, unknown>;
+  return ridGiven ? { cmd, rid: w.rid } : { cmd };
+}
+
+const JSON_LIMIT = 4096;
+const ttl = (id: string, extra: Record<string, unknown> = {}): string =>
+  JSON.stringify({ Name: 'api', ID: id, Address: '10.0.0.5', Port: 8080, Tags: ['v1'], Meta: { zone: 'a' }, Check: { CheckID: `${id}-ttl`, TTL: '30s', Status: 'passing' }, ...extra });
+
+/** [name, request, expected status]: every class of answer the route gives, in an order where state matters. */
+const CASES: [string, Req, number][] = [
+  ['a new registration with a TTL check', { path: '/v1/agent/service/register', body: ttl('api-1') }, 200],
+  ['the same again (nothing changes)', { path: '/v1/agent/service/register', body: ttl('api-1') }, 200],
+  ['a re-registration that changes the port', { path: '/v1/agent/service/register', body: ttl('api-1', { Port: 9090 }) }, 200],
+  [
+    'several checks, snake_case keys, chunked',
+    { path: '/v1/agent/service/register', chunked: true, body: JSON.stringify({ name: 'web', id: 'web-1', port: 80, checks: [{ ttl: '10s' }, { tcp: '127.0.0.1:9', interval: '5s' }] }) },
+    200,
+  ],
+  ['replace-existing-checks', { path: '/v1/agent/service/register?replace-existing-checks', body: JSON.stringify({ Name: 'web', ID: 'web-1', Port: 80, Check: { TTL: '10s' } }) }, 200],
+  ['replace-existing-checks=false', { path: '/v1/agent/service/register?replace-existing-checks=false', body: JSON.stringify({ Name: 'web', ID: 'web-1', Port: 81 }) }, 200],
+  ['?ns= and this ?dc=', { path: '/v1/agent/service/register?ns=team-a&dc=DC1', body: ttl('api-2') }, 200],
+  ['the namespace header', { path: '/v1/agent/service/register', headers: { 'X-Sider-Namespace': 'team-b' }, body: ttl('api-3') }, 200],
+  ['a request ID of the client', { path: '/v1/agent/service/register', headers: { 'X-Sider-Request-Id': 'rid-42' }, body: ttl('api-4') }, 200],
+  ['an application/json body with a BOM', { path: '/v1/agent/service/register', headers: { 'Content-Type': 'application/json' }, body: `\uFEFF${ttl('api-5')}` }, 200],
+  ['an empty body', { path: '/v1/agent/service/register' }, 400],
+  ['no Name', { path: '/v1/agent/service/register', body: '{"Port": 1}' }, 400],
+  ['an invalid service name', { path: '/v1/agent/service/register', body: '{"Name": "no_such name"}' }, 400],
+  ['a Port of the wrong type', { path: '/v1/agent/service/register', body: '{"Name": "api", "Port": "80"}' }, 400],
+  ['Tags not an array', { path: '/v1/agent/service/register', body: '{"Name": "api", "Tags": "a"}' }, 400],
+  ['a bad Meta key', { path: '/v1/agent/service/register', body: '{"Name": "api", "Meta": {"a b": "c"}}' }, 400],
+  ['the address 0.0.0.0', { path: '/v1/agent/service/register', body: '{"Name": "api", "Address": "0.0.0.0"}' }, 400],
+  ['a check with two kinds', { path: '/v1/agent/service/register', body: '{"Name": "api", "Check": {"TTL": "10s", "HTTP": "http://x/"}}' }, 400],
+  ['a script check (disabled)', { path: '/v1/agent/service/register', body: '{"Name": "api", "Check": {"Args": ["true"], "Interval": "10s"}}' }, 400],
+  ['a bad duration', { path: '/v1/agent/service/register', body: '{"Name": "api", "Check": {"TTL": "10 parsecs"}}' }, 400],
+  ['malformed JSON', { path: '/v1/agent/service/register', body: '{"Name": "api",' }, 400],
+  ['a JSON number body', { path: '/v1/agent/service/register', body: '5' }, 400],
+  ['a JSON array body', { path: '/v1/agent/service/register', body: '[1]' }, 400],
+  ['a __proto__ key', { path: '/v1/agent/service/register', body: '{"Name": "api", "__proto__": {"x": 1}}' }, 400],
+  ['namespaces that disagree (query, body)', { path: '/v1/agent/service/register?ns=team-a', body: ttl('api-6', { Namespace: 'team-b' }) }, 400],
+  ['namespaces that disagree (header, query)', { path: '/v1/agent/service/register?ns=team-a', headers: { 'X-Sider-Namespace': 'team-b' }, body: ttl('api-6') }, 400],
+  ['an invalid ?ns=', { path: '/v1/agent/service/register?ns=Team', body: ttl('api-6') }, 400],
+  ['an invalid namespace header', { path: '/v1/agent/service/register', headers: { 'X-Sider-Namespace': '-x' }, body: ttl('api-6') }, 400],
+  ['a bad replace-existing-checks', { path: '/v1/agent/service/register?replace-existing-checks=maybe', body: ttl('api-6') }, 400],
+  ['a bad request ID', { path: '/v1/agent/service/register', headers: { 'X-Sider-Request-Id': 'x'.repeat(129) }, body: ttl('api-6') }, 400],
+  ['a check ID of another instance (refused by the state machine)', { path: '/v1/agent/service/register', body: JSON.stringify({ Name: 'api', ID: 'api-7', Check: { CheckID: 'api-1-ttl', TTL: '10s' } }) }, 400],
+  ['a declared body over the limit', { path: '/v1/agent/service/register', body: `{"Name": "api", "Notes": "${'x'.repeat(JSON_LIMIT)}"}` }, 413],
+  ['a chunked body over the limit', { path: '/v1/agent/service/register', chunked: true, body: `{"Name": "api", "Notes": "${'x'.repeat(JSON_LIMIT)}"}` }, 413],
+];
+
+t.test('the fast path answers, writes, logs and counts exactly as the Koa route', async (t) => {
+  const fast = await side(t, { jsonLimit: JSON_LIMIT });
+  const koa = await side(t, { jsonLimit: JSON_LIMIT });
+  for (const [name, req, status] of CASES) {
+    const seenBefore = [fast.koaSeen, koa.koaSeen];
+    const writesBefore = [fast.reg.writes.length, koa.reg.writes.length];
+    const a = await rawRequest(fast.port, wire(req));
+    const b = await rawRequest(koa.port, wire(viaKoa(req)));
+    t.equal(a.head[0], `HTTP/1.1 ${status} ${status === 200 ? 'OK' : status === 400 ? 'Bad Request' : 'Payload Too Large'}`, `${name}: status`);
+    t.same(a, b, `${name}: the same bytes`);
+    t.equal(fast.koaSeen, seenBefore[0], `${name}: answered without Koa`);
+    t.equal(koa.koaSeen, seenBefore[1]! + 1, `${name}: the other app's request went through Koa`);
+    const ridGiven = req.headers?.['X-Sider-Request-Id'] !== undefined;
+    t.same(fast.reg.writes.slice(writesBefore[0]).map((w) => writeOf(w, ridGiven)), koa.reg.writes.slice(writesBefore[1]).map((w) => writeOf(w, ridGiven)), `${name}: the same write`);
+  }
+  t.ok(fast.reg.writes.length >= 10, 'the successful cases wrote');
+  t.same(fast.reg.state.instances('default'), koa.reg.state.instances('default'), 'the same instances');
+  t.same(fast.reg.state.checksInState('default', 'any'), koa.reg.state.checksInState('default', 'any'), 'the same checks');
+  t.same(fast.reg.state.instances('team-a'), koa.reg.state.instances('team-a'));
+  t.same(fast.reg.state.instances('team-b'), koa.reg.state.instances('team-b'));
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts, latency observations and registrations');
+  t.match(await httpCounts(fast.metrics), { 'requests /v1/agent/service/register 200': 10, 'requests /v1/agent/service/register 400': 21, 'requests /v1/agent/service/register 413': 2 });
+  t.same(fast.logs, koa.logs, 'the same log lines');
+  t.match(
+    fast.logs.find((l) => l.msg === 'registered service instance'),
+    { level: 'info', fields: { ns: 'default', service: 'api', id: 'api-1', remote: '127.0.0.1', index: Number } },
+    'a registration is logged with its client',
+  );
+});
+
+t.test('failed writes: 503 without a leader, 500 for anything unexpected (logged)', async (t) => {
+  const fast = await side(t);
+  const koa = await side(t);
+  const failures: [string, () => Error, number][] = [
+    ['no leader', () => new SiderError('SIDER_NO_LEADER', 'no cluster leader is known; retry later'), 503],
+    ['not leader', () => new SiderError('SIDER_NOT_LEADER', 'not the leader'), 503],
+    ['a bug', () => new Error('boom'), 500],
+  ];
+  for (const [name, err, status] of failures) {
+    const req: Req = { path: '/v1/agent/service/register', body: ttl('api-1') };
+    fast.reg.failNext = err();
+    koa.reg.failNext = err();
+    const a = await rawRequest(fast.port, wire(req));
+    const b = await rawRequest(koa.port, wire(viaKoa(req)));
+    t.equal(a.head[0]?.split(' ')[1], String(status), name);
+    t.same(a, b, `${name}: the same bytes`);
+  }
+  const scrub = (logs: Side['logs']): unknown[] => logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
+  t.same(scrub(fast.logs), scrub(koa.logs), 'the same log lines');
+  t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
+  t.equal(fast.koaSeen, 0, 'none of them went through Koa');
+});
+
+t.test('requests the fast path leaves to Koa', async (t) => {
+  const fast = await side(t);
+  const body = ttl('api-1');
+  const gzip = (await import('node:zlib')).gzipSync(body);
+  const koaOnly: Req[] = [
+    { path: '/v1/agent/service/register?pretty', body },
+    { path: '/v1/agent/service/register?ns=a&ns=b', body },
+    { path: '/v1/agent/service/register?ns=team%2Da', body },
+    { path: '/v1/agent/service/register?dc=dc2', body },
+    { path: '/v1/agent/service/register/', body },
+    { path: '/V1/agent/service/register', body },
+    { path: '/v1/agent/service/register', headers: { 'Content-Encoding': 'gzip' }, body: gzip },
+    { path: '/v1/agent/service/register', headers: { Expect: '100-continue' }, body },
+  ];
+  for (const req of koaOnly) {
+    const before = fast.koaSeen;
+    const r = await rawRequest(fast.port, wire(req));
+    t.equal(fast.koaSeen, before + 1, `${req.path} ${JSON.stringify(req.headers ?? {})}: ${r.head[0]}`);
+  }
+  t.equal(fast.reg.state.instances('default').length, 1, 'the gzip body was registered by the route');
+});
+
+t.test('a follower forwards what its fast path takes to the leader, answering as the route', async (t) => {
+  const cluster = (await SiderCluster.start({ ids: ['f1', 'f2', 'f3'] })).teardownWith(t);
+  const leader = await cluster.leader();
+  const follower = cluster.ids.find((id) => id !== leader)!;
+  const port = (id: string): number => Number(cluster.addr(id).split(':')[1]);
+  const pairs: [string, Req, number][] = [
+    ['a registration', { path: '/v1/agent/service/register', body: ttl('fwd-1') }, 200],
+    ['a re-registration', { path: '/v1/agent/service/register?replace-existing-checks', body: ttl('fwd-1') }, 200],
+    ['a bad body', { path: '/v1/agent/service/register', body: '{"Name": "api", "Port": -1}' }, 400],
+    ['a refused apply', { path: '/v1/agent/service/register', body: JSON.stringify({ Name: 'api', ID: 'fwd-2', Check: { CheckID: 'fwd-1-ttl', TTL: '10s' } }) }, 400],
+  ];
+  for (const [name, req, status] of pairs) {
+    for (const id of [follower, leader]) {
+      const a = await rawRequest(port(id), wire(req));
+      const b = await rawRequest(port(id), wire(viaKoa(req)));
+      t.equal(a.head[0]?.split(' ')[1], String(status), `${name} on ${id === leader ? 'the leader' : 'a follower'}: ${a.body}`);
+      t.same(a, b, `${name} on ${id === leader ? 'the leader' : 'a follower'}: the same bytes`);
+    }
+  }
+  const entries = (await cluster.http.json(cluster.addr(leader), '/v1/health/service/api')) as { Service: { ID: string; Port: number } }[];
+  t.same(
+    entries.map((e) => e.Service.ID),
+    ['fwd-1'],
+    'the leader has the forwarded instance, and nothing of the refused ones',
+  );
+  const metrics = await cluster.http.call(cluster.addr(follower), 'GET', '/metrics');
+  const count = (status: string): number => Number(new RegExp(`^sider_http_requests_total\\{path="/v1/agent/service/register",status="${status}"\\} (\\d+)$`, 'm').exec(metrics.text)?.[1] ?? -1);
+  t.equal(count('200'), 4, 'the follower counted both paths of both registrations');
+  t.equal(count('400'), 4, 'and of both refusals');
+  const logged = cluster.procs.get(follower)!.logLines().filter((l) => l.msg === 'registered service instance' && l.id === 'fwd-1');
+  t.equal(logged.length, 4, 'each registration is logged once by the follower that took it');
+  t.ok(logged.every((l) => l.remote === '127.0.0.1'), 'with its client');
+});
