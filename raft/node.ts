@@ -472,7 +472,14 @@ export class RaftNode {
     for (const m of early) this.#send(m);
     // 1. A snapshot from the leader replaces state wholesale.
     if (rd.snapshot) await this.#installSnapshot(rd.snapshot);
-    // 2. Entries and hard state: one synced batch (everything proposed meanwhile rides along in
+    // 2. Apply what is committed before this Ready's own write, not after it (as etcd does): a
+    //    committed entry is durable on a quorum and final, so applying it needs nothing from the
+    //    local write, and the proposers and forwarded writes waiting for it are not held up by an
+    //    fsync of newer, unrelated entries. A crash before the write loses nothing: the state is
+    //    rebuilt from the snapshot and log, and the leader sends the entries again. A snapshot is
+    //    only taken after the write (below), so none covers entries this node does not hold yet.
+    for (const e of rd.committed) this.#apply(e);
+    // 3. Entries and hard state: one synced batch (everything proposed meanwhile rides along in
     //    the next one). A hard state that moved only the commit index need not be durable (it is
     //    recovered from the log, persist-rules.ts): it is not written on its own but with the next
     //    batch that has to be synced anyway, which saves a LevelDB write per commit advance.
@@ -488,12 +495,11 @@ export class RaftNode {
         this.#pendingHard = rd.hardState;
       }
     }
-    // 3. Only now may anything that depends on it leave.
+    // 4. Only now may anything that depends on it leave.
     for (const m of late) this.#send(m);
     if (rd.membership) this.#setPeers(rd.membership);
     if (rd.softState) this.#onSoftState(rd.softState.leader, rd.softState.role);
-    // 4. Apply, then answer reads.
-    for (const e of rd.committed) this.#apply(e);
+    // 5. Answer reads.
     for (const rs of rd.readStates) {
       const r = this.#reads.get(rs.ctx);
       if (!r) continue;
