@@ -122,11 +122,12 @@ export interface ReadState {
 /**
  * What the core asks its driver to do. The driver must, in this order:
  *  1. if `snapshot` is set, persist it (snapshot store) and restore the state machine from it;
- *  2. persist `entries` (an entry whose index is ≤ the last stored index replaces that index and
+ *  2. apply `committed` in order (committed entries are final: this may happen before, during or
+ *     after step 3, as in etcd; RaftNode does it before, so answers do not wait for step 3);
+ *  3. persist `entries` (an entry whose index is ≤ the last stored index replaces that index and
  *     everything after it) and `hardState`, durably (`sync: true`) and in one batch;
- *  3. only then send `messages` (a vote or an acknowledgement must never leave before the state it
- *     promises is on disk);
- *  4. apply `committed` in order, then answer `readStates` whose index is applied, fail `droppedReads`;
+ *  4. only then send `messages` (a vote or an acknowledgement must never leave before the state it
+ *     promises is on disk), then answer `readStates` whose index is applied, fail `droppedReads`;
  *  5. call `core.advance(ready)`.
  * The driver calls `ready()` again only after `advance()`.
  */

@@ -390,6 +390,15 @@ export class SimCluster {
       // The driver's rules: a leader's appends may leave now; the rest after the write.
       const { early, late } = splitMessages(rd, n.durableVote);
       for (const m of early) this.#sendRaft(m);
+      // As the driver: a received snapshot is installed and what is committed applied before the
+      // write of this Ready's entries (committed entries are final; a crash loses nothing).
+      if (rd.snapshot) {
+        n.sm.restore(rd.snapshot.data);
+        n.lastSnapIndex = rd.snapshot.meta.index;
+        this.#stats.snapshotsInstalled++;
+        this.#event(`${n.id} installed snapshot ${rd.snapshot.meta.index}`);
+      }
+      for (const e of rd.committed) this.#applyEntry(n, e);
       const sync = mustSync(rd, n.durableVote);
       n.persisting = { rd, late, sync, doneAt: this.#now + (this.opts.bug === 'skipFsync' ? 0 : 1 + this.#int(3)) };
       if (n.persisting.doneAt <= this.#now) this.#finishPersist(n);
@@ -463,14 +472,7 @@ export class SimCluster {
       }
       this.#sendRaft(m);
     }
-    // 4. apply.
-    if (rd.snapshot) {
-      n.sm.restore(rd.snapshot.data);
-      n.lastSnapIndex = rd.snapshot.meta.index;
-      this.#stats.snapshotsInstalled++;
-      this.#event(`${n.id} installed snapshot ${rd.snapshot.meta.index}`);
-    }
-    for (const e of rd.committed) this.#applyEntry(n, e);
+    // 4. reads (the snapshot and the committed entries were applied when the write started).
     for (const rs of rd.readStates) {
       const req = n.reads.get(rs.ctx);
       n.reads.delete(rs.ctx);
