@@ -2,7 +2,9 @@
 // small record per request until its index passes N, the wait (plus jitter) runs out or the client
 // leaves; one deadline timer for all of them, answers written straight to the socket, a per-server cap.
 
+import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Context } from 'koa';
 import { SiderError } from '../raft/errors.ts';
@@ -22,8 +24,9 @@ export const DEADLINE_BUCKET_MS = 100;
 /**
  * Parked queries answered per event-loop turn. One change can wake tens of thousands; answering
  * them all in one turn would stall the loop (and with it Raft heartbeats) for a long while. At
- * ~35 µs an answer (mostly the socket write) 256 is a turn of ~10 ms; 256 to 4,096 gave the same
- * wake-up latencies for 10,000 watchers on 2 vCPUs.
+ * ~17 µs of main-thread CPU an answer (half of it the kernel's loopback send) 256 is a turn of
+ * ~4 ms; 64, 256, 1,024 and 10,000 gave the same wake-up latencies (within the noise) for 10,000
+ * watchers on 2 vCPUs.
  */
 export const DEFAULT_WAKE_CHUNK = 256;
 
@@ -114,6 +117,8 @@ interface Kind {
   /** Replies rendered in batch `batch`, by variant. */
   batch: number;
   replies: (ParkedReply | undefined)[];
+  /** The batch's replies as written on keep-alive connections, by variant. */
+  wires: (Wire | undefined)[];
 }
 
 /** One parked request: all that is kept of it besides the socket's own objects. */
@@ -122,6 +127,8 @@ interface Waiter {
   readonly res: ServerResponse;
   readonly group: Group;
   readonly variant: number;
+  /** An HTTP/1.1 GET with nothing set on its response: it may be answered with a shared Wire. */
+  readonly plain: boolean;
   state: number;
   /** Position in its group's array (swap-remove). */
   gslot: number;
@@ -181,7 +188,10 @@ class TickHeap {
  * A parked request's Koa middleware has returned (`ctx.respond = false`); what remains is a
  * `Waiter` in its group (one registry watcher per kind and index) and in one deadline bucket. A
  * change or a deadline moves waiters to the answer queue, drained `wakeChunk` per turn; each
- * kind's reply is rendered once per drained batch and written with `writeHead` + `end`.
+ * kind's reply is rendered once per drained batch. The first answer of a reply in a batch is
+ * written with `writeHead` + `end`; later ones on keep-alive connections get the bytes Node wrote
+ * for it (a Wire) in one socket write, which is most of what a wake costs the server besides
+ * the kernel's send and Node's own bookkeeping of a finished response.
  */
 export class BlockingQueries {
   readonly max: number;
@@ -200,6 +210,7 @@ export class BlockingQueries {
   #head = 0;
   #draining = false;
   #batch = 0;
+  #shared = 0;
 
   constructor(opts: BlockingQueriesOptions = {}) {
     const max = opts.max ?? DEFAULT_MAX_BLOCKING_QUERIES;
@@ -220,6 +231,11 @@ export class BlockingQueries {
   /** Requests currently held (parked or queued for their answer). */
   get held(): number {
     return this.#held;
+  }
+
+  /** Answers written from a batch's shared buffer (see Wire) rather than by writeHead + end. */
+  get sharedAnswers(): number {
+    return this.#shared;
   }
 
   /** Distinct kinds with parked queries, and registry watchers they use (for tests and diagnostics). */
@@ -248,7 +264,7 @@ export class BlockingQueries {
     if (res.destroyed || req.socket.destroyed) return false;
     let kind = this.#kinds.get(key);
     if (!kind) {
-      kind = { owner: this, key, target: makeTarget(), groups: new Map(), batch: -1, replies: [] };
+      kind = { owner: this, key, target: makeTarget(), groups: new Map(), batch: -1, replies: [], wires: [] };
       this.#kinds.set(key, kind);
     }
     let group = kind.groups.get(after);
@@ -258,7 +274,8 @@ export class BlockingQueries {
       kind.groups.set(after, group);
       fresh = true;
     }
-    const w: Waiter = { req, res, group, variant, state: PARKED, gslot: group.waiters.length, tick: -1, slot: 0 };
+    const plain = req.method === 'GET' && req.httpVersion === '1.1' && req.headers.expect === undefined && res.getHeaderNames().length === 0;
+    const w: Waiter = { req, res, group, variant, plain, state: PARKED, gslot: group.waiters.length, tick: -1, slot: 0 };
     group.waiters.push(w);
     this.#held++;
     const jitter = Math.floor(this.#random() * (waitMs / JITTER_FRACTION));
@@ -415,11 +432,30 @@ export class BlockingQueries {
 
   #answer(w: Waiter, batch: number): void {
     this.#done(w);
-    const res = w.res;
+    const res = w.res as NodeResponse;
     if (res.destroyed || res.writableEnded) return;
     try {
-      const reply = this.#reply(w.group.kind, w.variant, batch);
-      res.writeHead(reply.status, reply.headers as string[]);
+      const kind = w.group.kind;
+      const reply = this.#reply(kind, w.variant, batch);
+      const wire = w.plain ? kind.wires[w.variant] : undefined;
+      if (wire && sameWire(wire, res)) {
+        // What writeHead + end would write, as one buffer; end() then only finishes the response
+        // (no header left to send, no body), so Node's keep-alive and pipelining go on as usual.
+        res.statusCode = wire.status;
+        res.statusMessage = wire.statusMessage;
+        res._header = wire.header;
+        res._headerSent = true;
+        res.socket!.write(wire.bytes);
+        res.end();
+        this.#shared++;
+        return;
+      }
+      // The reason phrase is explicit: Koa set the parked response's to its 200's "OK".
+      res.writeHead(reply.status, STATUS_CODES[reply.status] ?? 'unknown', reply.headers as string[]);
+      if (w.plain && wire === undefined) {
+        const made = wireOf(res, reply);
+        if (made) kind.wires[w.variant] = made;
+      }
       res.end(reply.body);
     } catch (err) {
       // The reply is malformed or the socket refused it: this client gets nothing, the rest go on.
@@ -432,6 +468,7 @@ export class BlockingQueries {
     if (kind.batch !== batch) {
       kind.batch = batch;
       kind.replies = [];
+      kind.wires = [];
     }
     let reply = kind.replies[variant];
     if (!reply) {
@@ -448,6 +485,72 @@ export class BlockingQueries {
     req[kWaiter] = undefined;
     w.res.off('close', onResClose);
   }
+}
+
+/** The fields of Node's ServerResponse (node:_http_outgoing, _http_server) a Wire is made from and written with. */
+type NodeResponse = ServerResponse & {
+  _header: string | null;
+  _headerSent: boolean;
+  _hasBody: boolean;
+  shouldKeepAlive: boolean;
+  maxRequestsOnConnectionReached: boolean;
+  _keepAliveTimeout: number;
+  _maxRequestsPerSocket: number;
+  _defaultKeepAlive: boolean;
+  socket: (Socket & { _httpMessage?: unknown }) | null;
+};
+
+/**
+ * One reply of one batch as Node wrote it for a keep-alive GET: the header block `writeHead` made
+ * (status line, the reply's headers, Date, Connection and Keep-Alive) and that block with the body,
+ * shared by the batch's later answers on connections whose response would get the same block. A
+ * batch is one event-loop turn, within which Node's Date does not change either.
+ */
+interface Wire {
+  status: number;
+  statusMessage: string;
+  header: string;
+  bytes: Buffer;
+  sendDate: boolean;
+  keepAliveTimeout: number;
+  maxRequestsPerSocket: number;
+  defaultKeepAlive: boolean;
+}
+
+/** Made right after `writeHead` on a keep-alive response; null when that response is not one. */
+function wireOf(res: NodeResponse, reply: ParkedReply): Wire | null {
+  const header = res._header;
+  if (!keepsAlive(res) || res._hasBody !== true || typeof header !== 'string' || !header.endsWith('\r\n\r\n')) return null;
+  return {
+    status: res.statusCode,
+    statusMessage: res.statusMessage,
+    header,
+    bytes: Buffer.concat([Buffer.from(header, 'latin1'), reply.body]),
+    sendDate: res.sendDate,
+    keepAliveTimeout: res._keepAliveTimeout,
+    maxRequestsPerSocket: res._maxRequestsPerSocket,
+    defaultKeepAlive: res._defaultKeepAlive,
+  };
+}
+
+function keepsAlive(res: NodeResponse): boolean {
+  return res.shouldKeepAlive === true && res.maxRequestsOnConnectionReached === false;
+}
+
+/** Whether writeHead would make `wire.header` for `res`, and `res` owns its socket now (not queued behind a pipelined one). */
+function sameWire(wire: Wire, res: NodeResponse): boolean {
+  const sock = res.socket;
+  return (
+    keepsAlive(res) &&
+    res._header === null &&
+    sock !== null &&
+    sock._httpMessage === res &&
+    sock.writable &&
+    res.sendDate === wire.sendDate &&
+    res._keepAliveTimeout === wire.keepAliveTimeout &&
+    res._maxRequestsPerSocket === wire.maxRequestsPerSocket &&
+    res._defaultKeepAlive === wire.defaultKeepAlive
+  );
 }
 
 // A shared listener (no closure per parked request); `this` is the emitter.

@@ -347,6 +347,38 @@ async function untilIdle(pid: number): Promise<void> {
   }
 }
 
+/** CPU a process has used (user and system, all threads; clock ticks, 10 ms) and what its main thread ran and waited for a CPU (schedstat, ns). */
+interface ProcCpu {
+  userS: number;
+  sysS: number;
+  mainRunS: number;
+  mainWaitS: number;
+}
+
+function procCpu(pid: number): ProcCpu {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+    return { userS: Number(f[11]) / 100, sysS: Number(f[12]) / 100, mainRunS: run! / 1e9, mainWaitS: wait! / 1e9 };
+  } catch {
+    return { userS: Number.NaN, sysS: Number.NaN, mainRunS: Number.NaN, mainWaitS: Number.NaN };
+  }
+}
+
+function cpuSince(a: ProcCpu, b: ProcCpu): ProcCpu {
+  return { userS: b.userS - a.userS, sysS: b.sysS - a.sysS, mainRunS: b.mainRunS - a.mainRunS, mainWaitS: b.mainWaitS - a.mainWaitS };
+}
+
+function sumCpu(xs: ProcCpu[]): ProcCpu {
+  return xs.reduce((a, x) => ({ userS: a.userS + x.userS, sysS: a.sysS + x.sysS, mainRunS: a.mainRunS + x.mainRunS, mainWaitS: a.mainWaitS + x.mainWaitS }), {
+    userS: 0,
+    sysS: 0,
+    mainRunS: 0,
+    mainWaitS: 0,
+  });
+}
+
 async function indexOf(http: string, path: string): Promise<number> {
   const r = await getText(`http://${http}${path}`);
   if (r.status !== 200) throw new Error(`GET ${path}: HTTP ${r.status}`);
@@ -430,6 +462,15 @@ export interface WakeResult {
   fromSend: { p50: number; p99: number; max: number };
   /** Server CPU seconds from the write until the last answer. */
   serverCpuSeconds: number;
+  /**
+   * The same window split: the server's user and system CPU (all threads: GC and JIT workers too),
+   * its main thread's running time and time spent runnable but waiting for a CPU; the client
+   * processes' (holders') CPU, and their main threads' waits. Clients and server share the 2 cores.
+   */
+  server: ProcCpu;
+  clients: ProcCpu;
+  /** Acknowledgement → the last answer, ms (the wake's wall time). */
+  wallMs: number;
 }
 
 export type BlockingResult = HeldResult | HeldEstimate | WakeResult;
@@ -556,6 +597,9 @@ export async function runWake(
   const index = await waitFor('the index on the holding node', async () => indexOf(http, path), 10_000);
   const held = await holdAll(`http://${http}`, pid, [`${path}?index=${index}&wait=5m`], watchers, { children: watchers >= 5_000 ? 2 : 1, client });
   try {
+    const holderPids = held.holders.map((h) => h.pid);
+    const server0 = procCpu(pid);
+    const clients0 = holderPids.map(procCpu);
     const cpu0 = cpuSeconds(pid);
     const writeAt = new Date().toISOString();
     const tSend = monoMs();
@@ -572,6 +616,8 @@ export async function runWake(
       await new Promise((r) => setTimeout(r, 20));
     }
     const cpu1 = cpuSeconds(pid);
+    const server = cpuSince(server0, procCpu(pid));
+    const clients = sumCpu(holderPids.map((p, i) => cpuSince(clients0[i]!, procCpu(p))));
     const st = await Promise.all(held.holders.map((h) => h.stats()));
     const statuses: Record<string, number> = {};
     const errors: Record<string, number> = {};
@@ -596,6 +642,9 @@ export async function runWake(
       fromAck: { p50: percentile(fromAck, 50), p99: percentile(fromAck, 99), max: fromAck.at(-1) ?? 0, min: fromAck[0] ?? 0 },
       fromSend: { p50: percentile(fromSend, 50), p99: percentile(fromSend, 99), max: fromSend.at(-1) ?? 0 },
       serverCpuSeconds: cpu1 - cpu0,
+      server,
+      clients,
+      wallMs: fromAck.at(-1) ?? 0,
     };
     log(formatBlocking(r));
     return r;
@@ -632,6 +681,10 @@ export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<Block
   return results;
 }
 
+function perAnswer(seconds: number, answers: number): string {
+  return ((seconds * 1e6) / answers).toFixed(1);
+}
+
 export function formatBlocking(r: BlockingResult): string {
   if (r.case === 'held-estimate') {
     return (
@@ -653,7 +706,11 @@ export function formatBlocking(r: BlockingResult): string {
   return (
     `wake ${String(r.watchers).padStart(6)} watchers (${r.cluster}, ${r.client} client): write acked in ${r.writeMs.toFixed(1)} ms; ${r.answered}/${r.watchers} answered ` +
     `${JSON.stringify(r.statuses)}${errs ? ` errors: ${errs}` : ''}; from ack p50 ${r.fromAck.p50.toFixed(1)} p99 ${r.fromAck.p99.toFixed(1)} max ${r.fromAck.max.toFixed(1)} ms ` +
-    `(first ${r.fromAck.min.toFixed(1)}); from send p99 ${r.fromSend.p99.toFixed(1)} ms; server CPU ${(r.serverCpuSeconds * 1000).toFixed(0)} ms`
+    `(first ${r.fromAck.min.toFixed(1)}); from send p99 ${r.fromSend.p99.toFixed(1)} ms; server CPU ${(r.serverCpuSeconds * 1000).toFixed(0)} ms` +
+    `\n      per answer: server ${perAnswer(r.server.userS + r.server.sysS, r.watchers)} µs CPU (user ${perAnswer(r.server.userS, r.watchers)}, system ${perAnswer(r.server.sysS, r.watchers)}; ` +
+    `main thread ran ${perAnswer(r.server.mainRunS, r.watchers)} and waited ${perAnswer(r.server.mainWaitS, r.watchers)} for a CPU), ` +
+    `clients ${perAnswer(r.clients.userS + r.clients.sysS, r.watchers)} µs CPU (user ${perAnswer(r.clients.userS, r.watchers)}, system ${perAnswer(r.clients.sysS, r.watchers)}; main threads waited ${perAnswer(r.clients.mainWaitS, r.watchers)}); ` +
+    `last answer ${r.wallMs.toFixed(0)} ms after the ack`
   );
 }
 
