@@ -54,6 +54,13 @@ export interface RaftNodeOptions {
    * state's encoded size.
    */
   snapshotLogRatio?: number;
+  /**
+   * Each snapshot waits for its entry and byte thresholds times a factor drawn in [1, 1 + this)
+   * (default 0.5; 0 = exactly the thresholds), so that the servers of a cluster, which apply the
+   * same log, do not all encode and write their snapshots at the same moment (as hashicorp/raft
+   * staggers its snapshot checks).
+   */
+  snapshotJitter?: number;
   /** Entries kept behind a snapshot for slow followers. */
   trailingEntries?: number;
   /** How often to check whether a smaller snapshot is due (entries ≥ snapshotTimerMinEntries). */
@@ -114,6 +121,8 @@ export class RaftNode {
   #lastSnapIndex: number;
   /** Bytes of the data of entries applied after #lastSnapIndex. */
   #bytesSinceSnap = 0;
+  /** This snapshot's threshold factor (snapshotJitter), drawn after each snapshot. */
+  #snapFactor = 1;
   /** Encoded size of the latest snapshot. */
   #lastSnapBytes: number;
   #snapshotting = false;
@@ -150,6 +159,7 @@ export class RaftNode {
     this.#latestSnapshot = snapshot;
     this.#lastSnapIndex = snapshot?.meta.index ?? 0;
     this.#lastSnapBytes = snapshot?.data.length ?? 0;
+    this.#drawSnapFactor();
     this.#applied = this.#lastSnapIndex;
     const st = core.status();
     this.#durable = { term: st.term, vote: st.vote };
@@ -596,8 +606,12 @@ export class RaftNode {
 
   /** Enough entries since the last snapshot, and (snapshotLogRatio) enough bytes for its size. */
   #snapshotDue(): boolean {
-    if (this.#applied - this.#lastSnapIndex < (this.#opts.snapshotThreshold ?? 8192)) return false;
-    return this.#bytesSinceSnap >= (this.#opts.snapshotLogRatio ?? 1) * this.#lastSnapBytes;
+    if (this.#applied - this.#lastSnapIndex < (this.#opts.snapshotThreshold ?? 8192) * this.#snapFactor) return false;
+    return this.#bytesSinceSnap >= (this.#opts.snapshotLogRatio ?? 1) * this.#lastSnapBytes * this.#snapFactor;
+  }
+
+  #drawSnapFactor(): void {
+    this.#snapFactor = 1 + Math.random() * (this.#opts.snapshotJitter ?? 0.5);
   }
 
   /** Captures the state now (synchronously) and writes it out while applying continues. */
@@ -625,6 +639,7 @@ export class RaftNode {
         this.#lastSnapIndex = index;
         this.#lastSnapBytes = data.length;
         this.#bytesSinceSnap = Math.max(0, this.#bytesSinceSnap - bytesCovered);
+        this.#drawSnapFactor();
         if (!this.#running) return;
         const through = this.#core.compact(meta, this.#opts.trailingEntries ?? 4096);
         if (through > 0) await this.#storage.compact(through);

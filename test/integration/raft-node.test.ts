@@ -39,6 +39,8 @@ async function openMember(
     transport: (clusterId) => new HttpTransport({ id, clusterId, listen: addr, clusterKey: KEY }),
     tickMs: 20,
     electionTicks: 10,
+    // These tests count entries up to an exact snapshot threshold.
+    snapshotJitter: 0,
     ...extra,
   });
   t.teardown(() => node.close());

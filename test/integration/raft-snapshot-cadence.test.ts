@@ -48,11 +48,11 @@ async function open(dir: string, addr: string, extra: Partial<RaftNodeOptions>):
 }
 
 /** One node, PUTS distinct keys of 100-byte values (the state grows with every entry). */
-async function growingRun(t: { teardown(fn: () => unknown): void }, ratio: number | undefined): Promise<Run> {
+async function growingRun(t: { teardown(fn: () => unknown): void }, ratio: number | undefined, jitter = 0): Promise<Run> {
   const dir = await mkdtemp(join(tmpdir(), 'sider-snapcadence-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const addr = `127.0.0.1:${await freePort()}`;
-  const { node, sm } = await open(dir, addr, { bootstrap: { addr }, ...(ratio === undefined ? {} : { snapshotLogRatio: ratio }) });
+  const { node, sm } = await open(dir, addr, { bootstrap: { addr }, snapshotJitter: jitter, ...(ratio === undefined ? {} : { snapshotLogRatio: ratio }) });
   t.teardown(() => node.close());
   const snaps: Taken[] = [];
   node.on((ev) => {
@@ -113,4 +113,14 @@ t.test('after a restart the state is the snapshot plus the longer log behind it'
   await waitFor('leader again', () => node.status().role === 'leader');
   await node.readBarrier();
   t.equal(sm.digest(), expected, 'state after restart equals state before');
+});
+
+t.test('snapshotJitter stretches the thresholds of each snapshot by a factor in [1, 1 + jitter), so servers do not snapshot in step', async (t) => {
+  const runs = [await growingRun(t, 0, 0.5), await growingRun(t, 0, 0.5)];
+  const gaps = runs.flatMap((run) => run.snaps.slice(1).map((s, i) => s.index - run.snaps[i]!.index));
+  t.ok(gaps.length >= 4, `${gaps.length} gaps`);
+  // A snapshot is checked once per Ready, so it may come a batch of entries after the threshold.
+  for (const g of gaps) t.ok(g >= THRESHOLD && g < 1.5 * THRESHOLD + 64, `gap ${g} within [${THRESHOLD}, 1.5 × ${THRESHOLD}) plus one batch`);
+  t.ok(new Set(gaps).size > 1, `the gaps differ (${gaps.join(', ')})`);
+  t.equal(runs[0]!.digest, runs[1]!.digest, 'same state');
 });
