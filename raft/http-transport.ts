@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIPv4, isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import { decodeMessages, encodeMessages, entrySize } from './codec.ts';
+import { deadline } from './deadline.ts';
 import { SiderError } from './errors.ts';
 import type { Transport, TransportReport } from './ports.ts';
 import type { Message, NodeId } from './types.ts';
@@ -494,16 +495,20 @@ export class HttpTransport implements Transport {
       }
       if (!isSnap) headers[REPLY_HEADER] = '1';
       const timeout = isSnap ? this.#timeouts.snapshot : this.#timeouts[lane.kind];
-      const signal = AbortSignal.timeout(timeout);
-      const res = await lane.pool.request({ method: 'POST', path: RAFT_MESSAGES_PATH, headers, body, signal });
-      if (res.statusCode === 200 && !isSnap) {
-        failure = await this.#readReply(peer, res.headers, res.body);
-      } else {
-        await res.body.dump({ limit: 64 * 1024, signal });
+      const { signal, done } = deadline(timeout);
+      try {
+        const res = await lane.pool.request({ method: 'POST', path: RAFT_MESSAGES_PATH, headers, body, signal });
+        if (res.statusCode === 200 && !isSnap) {
+          failure = await this.#readReply(peer, res.headers, res.body);
+        } else {
+          await res.body.dump({ limit: 64 * 1024, signal });
+        }
+        ok = res.statusCode >= 200 && res.statusCode < 300 && failure === '';
+        if (res.statusCode < 200 || res.statusCode >= 300) failure = `HTTP ${res.statusCode}`;
+        if (res.statusCode === 413) failure += ` (request of ${body.length} bytes exceeds the peer's maxBodyBytes)`;
+      } finally {
+        done();
       }
-      ok = res.statusCode >= 200 && res.statusCode < 300 && failure === '';
-      if (res.statusCode < 200 || res.statusCode >= 300) failure = `HTTP ${res.statusCode}`;
-      if (res.statusCode === 413) failure += ` (request of ${body.length} bytes exceeds the peer's maxBodyBytes)`;
     } catch (err) {
       failure = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     }

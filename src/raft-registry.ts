@@ -3,6 +3,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { Pool } from 'undici';
+import { deadline } from '../raft/deadline.ts';
 import { SiderError, isSiderError } from '../raft/errors.ts';
 import type { RaftNode } from '../raft/node.ts';
 import { signRequest } from './cluster-auth.ts';
@@ -204,15 +205,21 @@ export class RaftRegistry implements RegistryService {
     const headers: Record<string, string> = { 'content-type': 'application/json', 'x-sider-from': this.#raft.id };
     if (this.#key) Object.assign(headers, signRequest(this.#key, 'POST', path, body));
     let res;
+    let text: string;
+    const { signal, done } = deadline(this.#writeTimeoutMs);
     try {
-      res = await pool.request({ method: 'POST', path, headers, body, signal: AbortSignal.timeout(this.#writeTimeoutMs) });
-    } catch (err) {
-      throw new SiderError('SIDER_NO_LEADER', `cannot reach the leader ${leader} at ${info.HTTPAddr}: ${(err as Error).message}`, {
-        cause: err,
-        detail: { leader },
-      });
+      try {
+        res = await pool.request({ method: 'POST', path, headers, body, signal });
+      } catch (err) {
+        throw new SiderError('SIDER_NO_LEADER', `cannot reach the leader ${leader} at ${info.HTTPAddr}: ${(err as Error).message}`, {
+          cause: err,
+          detail: { leader },
+        });
+      }
+      text = await res.body.text();
+    } finally {
+      done();
     }
-    const text = await res.body.text();
     if (res.statusCode === 200) return JSON.parse(text) as T;
     let code: SiderError['code'] = 'SIDER_INTERNAL';
     let message = text.slice(0, 500);

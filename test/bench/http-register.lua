@@ -1,24 +1,11 @@
 -- wrk script of the registration benchmark (test/bench/http-register.ts --client wrk): thread i
--- sends to target i of WRK_TARGETS; every request registers a new instance (IDs never repeat: the
+-- sends to target i (wrk-common.lua); every request registers a new instance (IDs never repeat: the
 -- warm-up run and each case use their own prefix, REG_PREFIX), with the same body as the undici
--- client's (http-read.ts registration()); done() prints one JSON line.
+-- client's (http-read.ts registration()).
+
+dofile(os.getenv("WRK_COMMON"))
 
 local services = 256
-local targets = {}
-local threads = 0
-
-function setup(thread)
-  if #targets == 0 then
-    for hp in string.gmatch(os.getenv("WRK_TARGETS"), "[^,]+") do
-      local host, port = hp:match("^(.+):(%d+)$")
-      targets[#targets + 1] = wrk.lookup(host, port)[1]
-    end
-  end
-  threads = threads + 1
-  thread.addr = targets[((threads - 1) % #targets) + 1]
-  thread:set("tid", threads)
-end
-
 local prefix = (os.getenv("REG_PREFIX") or "wrk") .. (os.getenv("WRK_WARMUP") == "1" and "w" or "m")
 local n = 0
 local headers = { ["Content-Type"] = "application/json" }
@@ -30,12 +17,4 @@ function request()
     '{"Name":"bench-reg-%d","ID":"%s-%d-%d","Address":"10.%d.%d.%d","Port":8080,"Tags":["v1","http"],"Meta":{"version":"1.2.3"},"Check":{"TTL":"10m"}}',
     k % services, prefix, tid, n, math.floor(k / 65536) % 256, math.floor(k / 256) % 256, k % 256)
   return wrk.format("PUT", "/v1/agent/service/register", headers, body)
-end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '{"requests":%d,"durationUs":%d,"p50Us":%d,"p99Us":%d,"maxUs":%d,"status":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.max,
-    e.status, e.connect, e.read, e.write, e.timeout))
 end

@@ -1,12 +1,16 @@
 // wrk as a load generator for the HTTP benchmarks (ttl-renew, http-register): a warm-up run, then
 // the measured one, with every process's CPU read inside the window. wrk (C) costs the shared
-// 2 cores far less than an undici client in Node. The Lua script's done() prints one JSON line:
-// {"requests","durationUs","p50Us","p99Us","maxUs","status","connect","read","write","timeout"}.
+// 2 cores far less than an undici client in Node. Scripts load wrk-common.lua, whose done() prints
+// one JSON line: {"requests","durationUs","p50Us","p99Us","maxUs","status","connect","read","write","timeout"}.
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { cpuPercent, cpuSnapshot } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
+
+/** setup() and done() of every script (each loads it with dofile). */
+const COMMON = fileURLToPath(new URL('./wrk-common.lua', import.meta.url));
 
 export interface WrkOptions {
   /** Path of the Lua script. */
@@ -27,7 +31,7 @@ export async function wrkLoop(o: WrkOptions): Promise<LoopResult> {
   const run = async (ms: number, measure: boolean, env: Record<string, string>): Promise<LoopResult> => {
     const threads = o.origins.length;
     const args = ['-t', String(threads), '-c', String(Math.floor(o.connections / threads) * threads), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', o.script, `http://${o.origins[0]}`];
-    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRK_TARGETS: o.origins.join(','), ...env } });
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRK_TARGETS: o.origins.join(','), WRK_COMMON: COMMON, ...env } });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
