@@ -2,9 +2,12 @@
 // acknowledgement until 10,000 and 1,000 held watchers are answered (by a minimal raw-socket client and
 // by undici). Run with `--holder` it is a client child.
 
-import { fork, spawnSync } from 'node:child_process';
+import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -24,7 +27,27 @@ const PER_HOLDER = 12_500;
  * by hand: a client costing a fraction of undici's CPU, so that the timings show the server more than
  * the clients, which share its two cores).
  */
-export type WakeClient = 'undici' | 'raw';
+export type WakeClient = 'undici' | 'raw' | 'c';
+
+/** The C holder (wake-holder.c), compiled on first use; undefined when there is no C compiler. */
+let cHolderBinary: string | null | undefined = null;
+
+function cHolder(): string | undefined {
+  if (cHolderBinary !== null) return cHolderBinary;
+  const source = fileURLToPath(new URL('./wake-holder.c', import.meta.url));
+  const hash = createHash('sha256').update(readFileSync(source)).digest('hex').slice(0, 16);
+  const bin = join(tmpdir(), `sider-wake-holder-${hash}`);
+  if (!existsSync(bin)) {
+    const cc = spawnSync('cc', ['-O2', '-o', `${bin}.tmp`, source], { encoding: 'utf8' });
+    if (cc.error || cc.status !== 0) {
+      cHolderBinary = undefined;
+      return undefined;
+    }
+    renameSync(`${bin}.tmp`, bin);
+  }
+  cHolderBinary = bin;
+  return bin;
+}
 
 // ---- the holder child: N blocking GETs (one per connection, or pipelined), each answer timestamped -----
 
@@ -263,6 +286,85 @@ class Holder {
   }
 }
 
+/** The part of a holder that holdAll and runWake use. */
+interface AnyHolder {
+  readonly pid: number;
+  hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void>;
+  stats(): Promise<HolderStats>;
+  report(): Promise<number[]>;
+  close(): Promise<void>;
+}
+
+/** A holder that is the C program (client "c"): the same messages as JSON lines on its stdin/stdout. */
+class CHolder implements AnyHolder {
+  #child: ReturnType<typeof spawn> | null = null;
+  #exited: Promise<void> = Promise.resolve();
+  #lines: string[] = [];
+  #waiting: { op: string; resolve: (m: FromHolder) => void }[] = [];
+
+  get pid(): number {
+    return this.#child?.pid ?? 0;
+  }
+
+  #ask<T extends FromHolder>(op: string, timeoutMs = 30_000): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`C holder ${this.pid} did not answer ${op}`)), timeoutMs);
+      this.#waiting.push({
+        op,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r as T);
+        },
+      });
+      if (op !== 'hold') this.#child!.stdin!.write(`${op}\n`);
+    });
+  }
+
+  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number): Promise<void> {
+    const bin = cHolder();
+    if (!bin) throw new Error('the C holder needs a C compiler (cc): bash test/bench/install-deps.sh');
+    if (paths.length !== 1 || pipelining !== 1) throw new Error('the C holder holds one path, one request per connection');
+    const url = new URL(origin);
+    const child = spawn(bin, [url.hostname, url.port, localAddress, String(count), paths[0]!], { stdio: ['pipe', 'pipe', 'inherit'] });
+    this.#child = child;
+    this.#exited = new Promise((r) => child.once('exit', () => r()));
+    let partial = '';
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      partial += chunk;
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        const m = JSON.parse(partial.slice(0, nl)) as FromHolder;
+        partial = partial.slice(nl + 1);
+        const i = this.#waiting.findIndex((w) => w.op === m.op);
+        if (i >= 0) this.#waiting.splice(i, 1)[0]!.resolve(m);
+      }
+    });
+    await this.#ask('hold', 120_000);
+  }
+
+  stats(): Promise<HolderStats> {
+    return this.#ask<HolderStats>('stats');
+  }
+
+  async report(): Promise<number[]> {
+    return (await this.#ask<HolderReport>('report', 60_000)).times;
+  }
+
+  /** Asks it to exit; SIGKILL (its own PID only) if it does not within 10 s. */
+  async close(): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    try {
+      await this.#ask('close', 10_000);
+    } catch {
+      // killed by the timer
+    }
+    await this.#exited;
+    clearTimeout(timer);
+  }
+}
+
 let nextLocal = 10;
 /** A distinct loopback source address per holder, so that no source runs out of ephemeral ports. */
 function localAddress(): string {
@@ -275,7 +377,7 @@ function sumInto(into: Record<string, number>, from: Record<string, number>): vo
 }
 
 export interface HeldSet {
-  holders: Holder[];
+  holders: AnyHolder[];
   /** Connections opened to the server. */
   connections: number;
   /** Seconds from the first request sent until all were held. */
@@ -297,7 +399,7 @@ export async function holdAll(origin: string, serverPid: number, paths: string[]
   const n = Math.max(o.children ?? 1, Math.ceil(count / pipelining / PER_HOLDER));
   const shares = Array.from({ length: n }, (_, i) => Math.floor(count / n) + (i < count % n ? 1 : 0));
   let connections = 0;
-  const holders = Array.from({ length: n }, () => new Holder());
+  const holders: AnyHolder[] = Array.from({ length: n }, () => (o.client === 'c' ? new CHolder() : new Holder()));
   const t0 = performance.now();
   const fd0 = fdCount(serverPid);
   let lastLog = performance.now();
@@ -477,11 +579,16 @@ export type BlockingResult = HeldResult | HeldEstimate | WakeResult;
 
 export interface BlockingOptions {
   held?: number;
+  /**
+   * Unmeasured wakes of the same size before each measured one (default 1): the first wake of a
+   * process runs the wake path in V8's lower tiers; a server under steady watch load has it compiled.
+   */
+  warmups?: number;
   wakeCounts?: number[];
   cpuProfDir?: string;
   /** Run the wake cases on a 3-node cluster too (watchers on a follower, the write to the leader). Default true. */
   threeNode?: boolean;
-  /** Clients the wake cases are run with, in turn. Default raw, then undici. */
+  /** Clients the wake cases are run with, in turn. Default c (when a C compiler is there), raw, then undici. */
   clients?: WakeClient[];
   log?: (line: string) => void;
 }
@@ -586,9 +693,10 @@ export async function runWake(
   watchers: number,
   log: (l: string) => void,
   client: WakeClient = 'undici',
+  round = '',
 ): Promise<WakeResult> {
-  // A service per case: each case's change must be a real one (a repeated registration moves no index).
-  const service = `bench-wake-${watchers}-${client}`;
+  // A service per case (and round): each change must be a real one (a repeated registration moves no index).
+  const service = `bench-wake-${watchers}-${client}${round}`;
   await cluster.populate(service, 10, writeVia);
   const http = cluster.http(holdOn);
   const pid = cluster.pid(holdOn);
@@ -671,8 +779,13 @@ export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<Block
     try {
       const leader = await cluster.leader();
       const holdOn = layout.size === 1 ? leader : cluster.ids.find((id) => id !== leader)!;
-      for (const client of opts.clients ?? (['raw', 'undici'] as const)) {
-        for (const n of wakeCounts) results.push(await runWake(cluster, layout.label, holdOn, leader, n, log, client));
+      const clients = opts.clients ?? (cHolder() ? (['c', 'raw', 'undici'] as const) : (['raw', 'undici'] as const));
+      if (!cHolder()) log('(no C compiler — bash test/bench/install-deps.sh — so the C holder does not run)');
+      for (const client of clients) {
+        for (const n of wakeCounts) {
+          for (let w = 0; w < (opts.warmups ?? 1); w++) await runWake(cluster, layout.label, holdOn, leader, n, (l) => log(`  (warm-up) ${l}`), client, `-warmup${w}`);
+          results.push(await runWake(cluster, layout.label, holdOn, leader, n, log, client));
+        }
       }
     } finally {
       await cluster.teardown(graceMs);
