@@ -401,7 +401,14 @@ export async function holdAll(origin: string, serverPid: number, paths: string[]
   let connections = 0;
   const holders: AnyHolder[] = Array.from({ length: n }, () => (o.client === 'c' ? new CHolder() : new Holder()));
   const t0 = performance.now();
-  const fd0 = fdCount(serverPid);
+  // The connections of an earlier case may still be closing on the server: count from a settled number.
+  let fd0 = fdCount(serverPid);
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const now = fdCount(serverPid);
+    if (now === fd0) break;
+    fd0 = now;
+  }
   let lastLog = performance.now();
   try {
     for (let i = 0; i < n; i++) await holders[i]!.hold(origin, paths, shares[i]!, localAddress(), pipelining, o.client ?? 'undici');
