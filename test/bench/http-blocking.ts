@@ -5,8 +5,7 @@
 import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
@@ -38,7 +37,10 @@ function cHolder(): string | undefined {
   if (cHolderBinary !== null) return cHolderBinary;
   const source = fileURLToPath(new URL('./wake-holder.c', import.meta.url));
   const hash = createHash('sha256').update(readFileSync(source)).digest('hex').slice(0, 16);
-  const bin = join(tmpdir(), `sider-wake-holder-${hash}`);
+  // In the project's own cache directory, not a shared temp directory someone else could write to.
+  const dir = fileURLToPath(new URL('../../node_modules/.cache/sider-bench/', import.meta.url));
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const bin = join(dir, `wake-holder-${hash}`);
   if (!existsSync(bin)) {
     const cc = spawnSync('cc', ['-O2', '-o', `${bin}.tmp`, source], { encoding: 'utf8' });
     if (cc.error || cc.status !== 0) {
