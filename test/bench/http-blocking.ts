@@ -303,7 +303,6 @@ interface AnyHolder {
 class CHolder implements AnyHolder {
   #child: ReturnType<typeof spawn> | null = null;
   #exited: Promise<void> = Promise.resolve();
-  #lines: string[] = [];
   #waiting: { op: string; resolve: (m: FromHolder) => void }[] = [];
 
   get pid(): number {
