@@ -362,7 +362,7 @@ export class RaftNode {
       ...st,
       applied: this.#applied,
       clusterId: this.clusterId,
-      lastContactMs: st.role === 'leader' ? 0 : Date.now() - this.#lastContact,
+      lastContactMs: this.lastContactMs(),
     };
   }
 
@@ -371,15 +371,15 @@ export class RaftNode {
     return this.#core.leader();
   }
 
-  /** status().lastContactMs, cheaply. */
+  /** Milliseconds since the leader was last heard from (0 on the leader itself). */
   lastContactMs(): number {
     return this.#core.leader() === this.id ? 0 : Date.now() - this.#lastContact;
   }
 
   /** Raft address of the current leader ('' when unknown). */
   leaderAddr(): string {
-    const st = this.#core.status();
-    return st.leader ? (st.membership.addrs[st.leader] ?? '') : '';
+    const leader = this.#core.leader();
+    return leader ? (this.#core.membership().addrs[leader] ?? '') : '';
   }
 
   on(listener: (ev: RaftEvent) => void): () => void {

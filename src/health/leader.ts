@@ -164,8 +164,7 @@ export class LeaderHealth implements CheckRenewer {
       this.#o.state.takeCheckChanges();
       this.#table.start(this.#ttlInfos(), this.#leaderSince);
       this.#syncedIndex = this.#o.state.index();
-      this.#reapable.clear();
-      this.#o.state.forEachCheck((c) => this.#trackReapable(ttlKey(c.Namespace, c.CheckID), c));
+      this.#rebuildReapable();
       if (this.#o.scheduler) {
         this.#scheduler = this.#o.scheduler((key, status, output) => this.#onTransition(epoch, key, status, output));
         this.#syncProbes();
@@ -390,8 +389,7 @@ export class LeaderHealth implements CheckRenewer {
     const changes = this.#o.state.takeCheckChanges();
     if (changes.all) {
       this.#table.sync(this.#ttlInfos());
-      this.#reapable.clear();
-      this.#o.state.forEachCheck((c) => this.#trackReapable(ttlKey(c.Namespace, c.CheckID), c));
+      this.#rebuildReapable();
       this.#syncProbes();
       return;
     }
@@ -411,6 +409,12 @@ export class LeaderHealth implements CheckRenewer {
         this.#o.log?.('error', 'health: probe scheduler refused the checks', { error: (err as Error).message });
       }
     }
+  }
+
+  /** The DeregisterCriticalServiceAfter candidates from every check (on taking over, after a restore). */
+  #rebuildReapable(): void {
+    this.#reapable.clear();
+    this.#o.state.forEachCheck((c) => this.#trackReapable(ttlKey(c.Namespace, c.CheckID), c));
   }
 
   #trackReapable(key: string, c: Check): void {

@@ -42,6 +42,8 @@ const COPY_SLICE_BYTES = 4 * 1024 * 1024;
 class Output {
   /** Filled chunks, then the one being written (#buf). Growing never copies what is written. */
   #done: Buffer[] = [];
+  /** Bytes in #done. */
+  #doneBytes = 0;
   #buf: Buffer;
   #len = 0;
   /** Short texts gathered before one write into the buffer. */
@@ -91,7 +93,7 @@ class Output {
   async finish(): Promise<Buffer> {
     this.#flush();
     const parts = [...this.#done, this.#buf.subarray(0, this.#len)];
-    const total = parts.reduce((n, b) => n + b.length, 0);
+    const total = this.#doneBytes + this.#len;
     // The snapshot is kept in memory: do not keep much unused room with it.
     if (parts.length === 1 && this.#buf.length - this.#len <= this.#len >> 2) return parts[0]!;
     const out = Buffer.allocUnsafe(total);
@@ -118,7 +120,8 @@ class Output {
     if (this.#len + need > this.#buf.length) {
       // A new chunk (as large as everything so far): what is written stays where it is.
       this.#done.push(this.#buf.subarray(0, this.#len));
-      this.#buf = Buffer.allocUnsafe(Math.max(this.#buf.length, this.#done.reduce((n, b) => n + b.length, 0), need));
+      this.#doneBytes += this.#len;
+      this.#buf = Buffer.allocUnsafe(Math.max(this.#buf.length, this.#doneBytes, need));
       this.#len = 0;
     }
     this.#len += this.#buf.write(s, this.#len, 'utf8');
