@@ -231,87 +231,38 @@ function holderMain(): void {
   process.on('disconnect', () => process.exit(0));
 }
 
-/** Parent side of one holder child. */
-class Holder {
-  readonly child: ChildProcess;
-  readonly exited: Promise<void>;
-  #waiting: { op: string; resolve: (m: FromHolder) => void }[] = [];
+type Question = 'stats' | 'report' | 'close';
 
-  constructor() {
-    this.child = fork(THIS_FILE, ['--holder'], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.child.on('message', (m: FromHolder) => {
-      const i = this.#waiting.findIndex((w) => w.op === m.op);
-      if (i >= 0) this.#waiting.splice(i, 1)[0]!.resolve(m);
-    });
-    this.exited = new Promise((r) => this.child.once('exit', () => r()));
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  #ask<T extends FromHolder>(m: ToHolder, timeoutMs = 30_000): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`holder ${this.pid} did not answer ${m.op}`)), timeoutMs);
-      this.#waiting.push({
-        op: m.op,
-        resolve: (r) => {
-          clearTimeout(timer);
-          resolve(r as T);
-        },
-      });
-      this.child.send(m);
-    });
-  }
-
-  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void> {
-    await this.#ask({ op: 'hold', origin, paths, count, localAddress, pipelining, client });
-  }
-
-  stats(): Promise<HolderStats> {
-    return this.#ask<HolderStats>({ op: 'stats' });
-  }
-
-  async report(): Promise<number[]> {
-    return (await this.#ask<HolderReport>({ op: 'report' }, 60_000)).times;
-  }
-
-  /** Closes its connections and exits; SIGKILL (its own PID only) if it does not within 10 s. */
-  async close(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
-    try {
-      await this.#ask({ op: 'close' }, 10_000);
-    } catch {
-      // killed by the timer
-    }
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
-/** The part of a holder that holdAll and runWake use. */
-interface AnyHolder {
-  readonly pid: number;
-  hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void>;
-  stats(): Promise<HolderStats>;
-  report(): Promise<number[]>;
-  close(): Promise<void>;
-}
-
-/** A holder that is the C program (client "c"): the same messages as JSON lines on its stdin/stdout. */
-class CHolder implements AnyHolder {
-  #child: ReturnType<typeof spawn> | null = null;
+/** What both kinds of holder share: answers matched to questions by op, stats, report, closing. */
+abstract class HolderBase {
+  protected child: ChildProcess | null = null;
   #exited: Promise<void> = Promise.resolve();
   #waiting: { op: string; resolve: (m: FromHolder) => void }[] = [];
 
+  abstract hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void>;
+
+  /** Puts a question to the child. */
+  protected abstract send(op: Question): void;
+
   get pid(): number {
-    return this.#child?.pid ?? 0;
+    return this.child?.pid ?? 0;
   }
 
-  #ask<T extends FromHolder>(op: string, timeoutMs = 30_000): Promise<T> {
+  protected attach(child: ChildProcess): void {
+    this.child = child;
+    this.#exited = new Promise((r) => child.once('exit', () => r()));
+  }
+
+  /** An answer from the child: settles the oldest question of its op. */
+  protected deliver(m: FromHolder): void {
+    const i = this.#waiting.findIndex((w) => w.op === m.op);
+    if (i >= 0) this.#waiting.splice(i, 1)[0]!.resolve(m);
+  }
+
+  /** Waits for the answer of op (`send` puts the question; 'hold' is answered unasked by the C holder). */
+  protected ask<T extends FromHolder>(op: string, timeoutMs: number, send: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`C holder ${this.pid} did not answer ${op}`)), timeoutMs);
+      const timer = setTimeout(() => reject(new Error(`holder ${this.pid} did not answer ${op}`)), timeoutMs);
       this.#waiting.push({
         op,
         resolve: (r) => {
@@ -319,8 +270,55 @@ class CHolder implements AnyHolder {
           resolve(r as T);
         },
       });
-      if (op !== 'hold') this.#child!.stdin!.write(`${op}\n`);
+      send();
     });
+  }
+
+  stats(): Promise<HolderStats> {
+    return this.ask<HolderStats>('stats', 30_000, () => this.send('stats'));
+  }
+
+  async report(): Promise<number[]> {
+    return (await this.ask<HolderReport>('report', 60_000, () => this.send('report'))).times;
+  }
+
+  /** Closes its connections and exits; SIGKILL (its own PID only) if it does not within 10 s. */
+  async close(): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    try {
+      await this.ask('close', 10_000, () => this.send('close'));
+    } catch {
+      // killed by the timer
+    }
+    await this.#exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Parent side of one Node holder child (this file run with --holder), over IPC. */
+class Holder extends HolderBase {
+  constructor() {
+    super();
+    const child = fork(THIS_FILE, ['--holder'], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.attach(child);
+    child.on('message', (m: FromHolder) => this.deliver(m));
+  }
+
+  protected send(op: Question): void {
+    this.child!.send({ op });
+  }
+
+  async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number, client: WakeClient): Promise<void> {
+    await this.ask('hold', 30_000, () => this.child!.send({ op: 'hold', origin, paths, count, localAddress, pipelining, client } satisfies ToHolder));
+  }
+}
+
+/** A holder that is the C program (client "c"): the same messages as JSON lines on its stdin/stdout. */
+class CHolder extends HolderBase {
+  protected send(op: Question): void {
+    this.child!.stdin!.write(`${op}\n`);
   }
 
   async hold(origin: string, paths: string[], count: number, localAddress: string, pipelining: number): Promise<void> {
@@ -329,42 +327,18 @@ class CHolder implements AnyHolder {
     if (paths.length !== 1 || pipelining !== 1) throw new Error('the C holder holds one path, one request per connection');
     const url = new URL(origin);
     const child = spawn(bin, [url.hostname, url.port, localAddress, String(count), paths[0]!], { stdio: ['pipe', 'pipe', 'inherit'] });
-    this.#child = child;
-    this.#exited = new Promise((r) => child.once('exit', () => r()));
+    this.attach(child);
     let partial = '';
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       partial += chunk;
       let nl: number;
       while ((nl = partial.indexOf('\n')) >= 0) {
-        const m = JSON.parse(partial.slice(0, nl)) as FromHolder;
+        this.deliver(JSON.parse(partial.slice(0, nl)) as FromHolder);
         partial = partial.slice(nl + 1);
-        const i = this.#waiting.findIndex((w) => w.op === m.op);
-        if (i >= 0) this.#waiting.splice(i, 1)[0]!.resolve(m);
       }
     });
-    await this.#ask('hold', 120_000);
-  }
-
-  stats(): Promise<HolderStats> {
-    return this.#ask<HolderStats>('stats');
-  }
-
-  async report(): Promise<number[]> {
-    return (await this.#ask<HolderReport>('report', 60_000)).times;
-  }
-
-  /** Asks it to exit; SIGKILL (its own PID only) if it does not within 10 s. */
-  async close(): Promise<void> {
-    const child = this.#child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    try {
-      await this.#ask('close', 10_000);
-    } catch {
-      // killed by the timer
-    }
-    await this.#exited;
-    clearTimeout(timer);
+    // It says {"op":"hold"} by itself once every request is on a connection.
+    await this.ask('hold', 120_000, () => {});
   }
 }
 
@@ -380,7 +354,7 @@ function sumInto(into: Record<string, number>, from: Record<string, number>): vo
 }
 
 export interface HeldSet {
-  holders: AnyHolder[];
+  holders: HolderBase[];
   /** Connections opened to the server. */
   connections: number;
   /** Seconds from the first request sent until all were held. */
@@ -402,7 +376,7 @@ export async function holdAll(origin: string, serverPid: number, paths: string[]
   const n = Math.max(o.children ?? 1, Math.ceil(count / pipelining / PER_HOLDER));
   const shares = Array.from({ length: n }, (_, i) => Math.floor(count / n) + (i < count % n ? 1 : 0));
   let connections = 0;
-  const holders: AnyHolder[] = Array.from({ length: n }, () => (o.client === 'c' ? new CHolder() : new Holder()));
+  const holders: HolderBase[] = Array.from({ length: n }, () => (o.client === 'c' ? new CHolder() : new Holder()));
   const t0 = performance.now();
   // The connections of an earlier case may still be closing on the server: count from a settled number.
   let fd0 = fdCount(serverPid);
