@@ -24,6 +24,7 @@ import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
 import { badRequest, parseDeregisterBody, parseId, parseRaftJoinBody, parseRaftRemoveBody, parseRequestId, parseServiceName, pickNamespace } from './register-parse.ts';
 import { registerCommand, registerFastPath } from './register-fast.ts';
+import { fastPathTaken } from './metrics.ts';
 import {
   AGENT_SERVICE_SCHEMA,
   CATALOG_SERVICE_SCHEMA,
@@ -630,7 +631,9 @@ function withFastPath(app: Koa): (req: IncomingMessage, res: ServerResponse) => 
   const fast = fastPathOf(app);
   if (!fast) return handler;
   return (req, res) => {
-    if (!fast(req, res)) void handler(req, res);
+    const route = fast(req, res);
+    if (route === false) void handler(req, res);
+    else fastPathTaken(res, route);
   };
 }
 

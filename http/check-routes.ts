@@ -161,8 +161,11 @@ export function addCheckRoutes(router: Router, opts: CheckRoutesOptions): void {
 // ---------------------------------------------------------------------------------------------
 // The renewal fast path
 
-/** A handler that answers a request before Koa, or returns false to leave it to Koa. */
-export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
+/**
+ * A handler that answers a request before Koa and returns the route template it answered as (the
+ * request metrics' label), or returns false to leave the request to Koa.
+ */
+export type FastPath = (req: IncomingMessage, res: ServerResponse) => string | false;
 
 const fastPaths = new WeakMap<Koa, FastPath>();
 
@@ -237,7 +240,7 @@ export function registerRenewalFastPath(app: Koa, opts: { renewer: CheckRenewer;
         send(code, message);
       },
     );
-    return true;
+    return `/v1/agent/check/${m[1]!}/:id`;
   };
   addFastPath(app, fast);
 }

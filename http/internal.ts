@@ -166,7 +166,7 @@ export function internalRenewFastPath(opts: Pick<InternalApiOptions, 'clusterKey
         answer(res, e.status, { code: e.code, message: e.message });
       },
     );
-    return true;
+    return INTERNAL_RENEW;
   };
 }
 

@@ -24,9 +24,6 @@ export const CLIENT_LEFT = '499';
 
 /** Paths answered before the router (internal API, signed membership changes): their own labels. */
 const FIXED_PATHS = new Set([INTERNAL_APPLY, INTERNAL_APPLY_BATCH, INTERNAL_JOIN, INTERNAL_REMOVE, INTERNAL_RENEW, '/v1/raft/join', '/v1/raft/remove']);
-const RENEW_FAST = /^\/v1\/agent\/check\/(pass|warn|fail)\//;
-/** The registration fast path's route (http/register-fast.ts). */
-const REGISTER_ROUTE = '/v1/agent/service/register';
 /** Routes whose blocking queries watch one service (the `:name` parameter). */
 const SERVICE_ROUTES = new Set(['/v1/catalog/service/:name', '/v1/health/service/:name', '/v1/health/checks/:name']);
 
@@ -59,7 +56,6 @@ export interface ObservabilityOptions {
   logRequests?: boolean;
 }
 
-const kKoa = Symbol('sider.metrics.koa');
 const kHeld = Symbol('sider.metrics.held');
 const kStart = Symbol('sider.metrics.start');
 interface Held {
@@ -67,8 +63,9 @@ interface Held {
   route: string;
   service: string;
 }
-type Marked = ServerResponse & { [kKoa]?: true; [kHeld]?: Held | undefined; [kStart]?: number; [kMetrics]?: ServerMetrics };
 const kMetrics = Symbol('sider.metrics.registry');
+const kRoute = Symbol('sider.metrics.route');
+type Marked = ServerResponse & { [kHeld]?: Held | undefined; [kStart]?: number; [kMetrics]?: ServerMetrics; [kRoute]?: string };
 
 function clientAddress(raw: string | undefined): string {
   if (!raw) return 'unknown';
@@ -101,16 +98,10 @@ function onHeldClose(this: Marked): void {
   h.metrics.httpRequests.inc({ path: h.route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
 }
 
-function isRegisterUrl(url: string): boolean {
-  return url.startsWith(REGISTER_ROUTE) && (url.length === REGISTER_ROUTE.length || url[REGISTER_ROUTE.length] === '?');
-}
-
 function onFastPathClose(this: Marked): void {
   const metrics = this[kMetrics];
-  if (this[kKoa] || !metrics) return;
-  const url = this.req.url ?? '';
-  const verb = RENEW_FAST.exec(url)?.[1];
-  const route = verb ? `/v1/agent/check/${verb}/:id` : isRegisterUrl(url) ? REGISTER_ROUTE : url === INTERNAL_RENEW ? INTERNAL_RENEW : UNMATCHED;
+  const route = this[kRoute];
+  if (!metrics || route === undefined) return;
   metrics.httpRequests.inc({ path: route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
   if (this.writableFinished) metrics.httpDuration.observe({ path: route }, (performance.now() - (this[kStart] ?? 0)) / 1000);
 }
@@ -169,7 +160,6 @@ export function observability(opts: ObservabilityOptions): Middleware {
   const log = opts.logRequests ? opts.log : undefined;
   return async (ctx, next) => {
     const res = ctx.res as Marked;
-    res[kKoa] = true;
     const start = performance.now();
     let route: string | false = false;
     let status = 500;
@@ -177,7 +167,7 @@ export function observability(opts: ObservabilityOptions): Middleware {
       route = await serveOwn(ctx, opts);
       if (route === false) {
         if (ctx.method === 'GET' || ctx.method === 'HEAD') await next();
-        else await requestInfo.run({ remote: clientAddress(ctx.req.socket.remoteAddress) }, next);
+        else await runAsRequest(ctx.req, next);
         route = routeOf(ctx);
       }
       status = ctx.status;
@@ -216,19 +206,27 @@ export function observability(opts: ObservabilityOptions): Middleware {
 }
 
 /**
+ * A fast path (listenHttp) answers this request as `route`: counted and timed under that label
+ * when the response closes, if the server is instrumented (instrumentHttpServer).
+ */
+export function fastPathTaken(res: ServerResponse, route: string): void {
+  const m = res as Marked;
+  if (!m[kMetrics]) return;
+  m[kRoute] = route;
+  res.once('close', onFastPathClose);
+}
+
+/**
  * Counts what the Koa middleware cannot see: requests the fast paths (TTL renewals, registrations)
  * answer before Koa (listenHttp), and open connections per client address. Call once, right after listening.
  */
 export function instrumentHttpServer(server: Server, metrics: ServerMetrics): void {
-  // Before the app's own listener, so the start time is taken first.
-  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
-    // The fast paths: TTL renewals, registrations, and forwarded batches of renewals on the leader.
-    const url = req.url ?? '';
-    if (req.method === 'PUT' ? !RENEW_FAST.test(url) && !isRegisterUrl(url) : req.method !== 'POST' || url !== INTERNAL_RENEW) return;
+  // Before the app's own listener, so the start time is taken first; counted only if a fast path
+  // takes the request (fastPathTaken).
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
     const m = res as Marked;
     m[kStart] = performance.now();
     m[kMetrics] = metrics;
-    res.once('close', onFastPathClose);
   });
   server.on('connection', (socket) => {
     const client = clientAddress(socket.remoteAddress);

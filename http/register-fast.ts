@@ -122,6 +122,6 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
         send(status, message);
       },
     );
-    return true;
+    return REGISTER_PATH;
   };
 }
