@@ -28,6 +28,8 @@ export interface RenewResult extends LoopResult {
   cpuUsPerOp: Record<string, number>;
   /** wrk's think time per connection (ms), when one was set. */
   thinkMs?: number;
+  /** Load sent before the measured window (ms). */
+  warmupMs: number;
   /** Client-side latency per server the requests went to (name → ops, p50, p99, max in ms). */
   perTarget: Record<string, { ops: number; p50Ms: number; p99Ms: number; maxMs: number }>;
   /** The undici client's event-loop delay over the run, ms: its own share of the latencies. */
@@ -105,6 +107,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
           target: c.target,
           connections: conns,
           checks,
+          warmupMs,
           indexBefore,
           indexAfter,
           ...r,
@@ -154,7 +157,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
           perTarget[names[i]!] = { ops: l.length, p50Ms: percentile(l, 50), p99Ms: percentile(l, 99), maxMs: l.at(-1) ?? 0 };
         });
         const indexAfter = await globalIndex(cluster.http(leader));
-        const rr: RenewResult = { client: 'undici', target: c.target, connections, checks, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r), perTarget, clientLoopDelayMs };
+        const rr: RenewResult = { client: 'undici', target: c.target, connections, checks, warmupMs, indexBefore, indexAfter, ...r, cpuUsPerOp: cpuUsPerOp(r), perTarget, clientLoopDelayMs };
         results.push(rr);
         log(formatRenew(rr));
       } finally {
@@ -172,7 +175,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
 export function formatRenew(r: RenewResult): string {
   const errs = formatErrors(r.errors);
   return (
-    `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns${r.thinkMs ? ` (think ${r.thinkMs} ms)` : ''}, ${r.checks} checks: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
+    `renew (${r.client}) → ${r.target.padEnd(10)} ${r.connections} conns${r.thinkMs ? ` (think ${r.thinkMs} ms)` : ''}, ${r.checks} checks, warm-up ${r.warmupMs / 1000} s: ${r.opsPerSec.toFixed(0).padStart(6)} /s  ` +
     `${formatLatency(r)}  index ${r.indexBefore}→${r.indexAfter}` +
     `${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)} | µs/op: ${formatUsPerOp(r.cpuUsPerOp)}` +
     (r.clientLoopDelayMs
@@ -189,7 +192,7 @@ export function formatRenew(r: RenewResult): string {
 if (import.meta.main) {
   // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--think-ms N (wrk)] [--connections N] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({
-    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, 'think-ms': { type: 'string' }, connections: { type: 'string' } },
+    options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, 'warmup-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, 'think-ms': { type: 'string' }, connections: { type: 'string' } },
   });
   const thinkMs = values['think-ms'] === undefined ? undefined : Number(values['think-ms']);
   if (thinkMs !== undefined && !(Number.isInteger(thinkMs) && thinkMs >= 1 && thinkMs <= 1_000)) throw new Error(`--think-ms must be an integer in [1, 1000], got ${values['think-ms']}`);
@@ -207,6 +210,7 @@ if (import.meta.main) {
     ...(thinkMs ? { thinkMs } : {}),
     ...(values.connections ? { connections: Number(values.connections) } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
+    ...(values['warmup-ms'] ? { warmupMs: Number(values['warmup-ms']) } : {}),
     ...(values.checks ? { checks: Number(values.checks) } : {}),
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
   });

@@ -46,9 +46,9 @@ t.test('10,000 concurrent renewals travel in a handful of requests', async (t) =
   t.equal(fwd.requests, leader.batches.length);
 });
 
-t.test('a renewal alone leaves at once; renewals arriving while two batches travel wait for the next', async (t) => {
+t.test('with the defaults a renewal alone leaves at once; renewals arriving while two batches travel wait for the next', async (t) => {
   const leader = new FakeLeader();
-  const fwd = new RenewalForwarder({ send: leader.send, maxInFlight: 2, minIntervalMs: 0 });
+  const fwd = new RenewalForwarder({ send: leader.send });
   const a = fwd.renew('default', 'a', 'passing', '');
   await turn();
   t.equal(leader.batches.length, 1, 'sent without waiting for company');
