@@ -44,7 +44,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   const warmupMs = opts.warmupMs ?? 1_000;
   const clients = opts.clients ?? 64;
   const log = opts.log ?? ((line: string) => console.log(line));
-  const nodeArgs = [...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []), ...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [])];
+  const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
   const cluster = await SiderCluster.start({ size: 3, nodeArgs, log });
   const results: RegisterResult[] = [];
@@ -113,7 +113,7 @@ export function formatRegister(r: RegisterResult): string {
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--cpu-prof-dir DIR]`.
+  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({ options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, 'warmup-ms': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
   const client = values.client;
   if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);

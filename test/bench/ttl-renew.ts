@@ -190,7 +190,7 @@ export function formatRenew(r: RenewResult): string {
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--think-ms N (wrk)] [--connections N] [--duration-ms N] [--checks N] [--cpu-prof-dir DIR]`.
+  // Direct runs: `node test/bench/ttl-renew.ts [--case all|leader] [--client undici|wrk] [--rate N] [--think-ms N (wrk)] [--connections N] [--duration-ms N] [--warmup-ms N] [--checks N] [--cpu-prof-dir DIR]`.
   const { values } = parseArgs({
     options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, 'warmup-ms': { type: 'string' }, checks: { type: 'string' }, 'cpu-prof-dir': { type: 'string' }, rate: { type: 'string' }, 'think-ms': { type: 'string' }, connections: { type: 'string' } },
   });
