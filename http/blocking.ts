@@ -10,6 +10,7 @@ import type { Context } from 'koa';
 import { SiderError } from '../raft/errors.ts';
 import { queryValue } from './consistency.ts';
 import { parseDurationNs } from './duration.ts';
+import { TickHeap } from '../src/tick-heap.ts';
 
 export const DEFAULT_WAIT_MS = 5 * 60_000;
 export const MAX_WAIT_MS = 10 * 60_000;
@@ -139,47 +140,6 @@ interface Waiter {
 
 const kWaiter = Symbol('sider.parkedWaiter');
 type WithWaiter = { [kWaiter]?: Waiter | undefined };
-
-/** Min-heap of bucket ticks (lazy: a tick whose bucket emptied stays until popped). */
-class TickHeap {
-  #a: number[] = [];
-
-  peek(): number | undefined {
-    return this.#a[0];
-  }
-
-  push(v: number): void {
-    const a = this.#a;
-    let i = a.length;
-    a.push(v);
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]! <= v) break;
-      a[i] = a[p]!;
-      i = p;
-    }
-    a[i] = v;
-  }
-
-  pop(): number | undefined {
-    const a = this.#a;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length === 0 || last === undefined) return top;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= a.length) break;
-      const r = l + 1;
-      const c = r < a.length && a[r]! < a[l]! ? r : l;
-      if (a[c]! >= last) break;
-      a[i] = a[c]!;
-      i = c;
-    }
-    a[i] = last;
-    return top;
-  }
-}
 
 /**
  * Parks blocking requests and counts them (the count is the metric). One per server; several apps

@@ -4,6 +4,10 @@
 // method takes the time from its caller (the leader's clock, ms), so tests drive it with numbers.
 
 import { checkChangeKey } from '../registry/model.ts';
+import { TickHeap } from '../tick-heap.ts';
+
+/** Width of one deadline bucket (ms): the expiry scan visits buckets, not every check. */
+export const TTL_BUCKET_MS = 100;
 
 /** One TTL check as the table learns it from the replicated state. */
 export interface TtlCheckInfo {
@@ -69,6 +73,7 @@ export function failoverDeadline(info: TtlCheckInfo, leaderSince: number, opts: 
 }
 
 interface Entry {
+  readonly key: string;
   readonly ns: string;
   readonly checkId: string;
   ttlMs: number;
@@ -80,6 +85,12 @@ interface Entry {
   deadline: number;
   /** An expiry was reported for the current deadline and not yet renewed or retried. */
   expiring: boolean;
+  /**
+   * The bucket this entry waits in (NaN: in none — it is expiring). Lazy: a renewal only moves
+   * `deadline` later, and the entry moves to its new bucket when the old one comes due, so a
+   * renewal costs no bucket work and an entry is re-bucketed about once per TTL.
+   */
+  slot: number;
 }
 
 /** The largest of the last two observed intervals: a conservative estimate of the client's period. */
@@ -92,6 +103,12 @@ export class TtlTable {
   readonly #entries = new Map<string, Entry>();
   /** Keys renewed since the last checkpoint was taken. */
   #renewed = new Set<string>();
+  /** Entries by deadline bucket (floor(deadline / TTL_BUCKET_MS)); may hold stale ones (see Entry.slot). */
+  #buckets = new Map<number, Entry[]>();
+  /** The bucket numbers in #buckets, smallest first. */
+  #ticks = new TickHeap();
+  /** References in #buckets to entries that no longer wait there (see #leftBucket). */
+  #stale = 0;
 
   constructor(opts: TtlTableOptions) {
     if (!(opts.checkpointMs > 0) || !(opts.graceMs >= 0) || (opts.slackMs !== undefined && !(opts.slackMs >= 0))) {
@@ -106,11 +123,11 @@ export class TtlTable {
 
   /** Replaces the table on becoming leader: every deadline by the failover rule. */
   start(checks: Iterable<TtlCheckInfo>, leaderSince: number): void {
-    this.#entries.clear();
-    this.#renewed.clear();
+    this.clear();
     for (const c of checks) {
       const key = ttlKey(c.ns, c.checkId);
-      this.#entries.set(key, {
+      const e: Entry = {
+        key,
         ns: c.ns,
         checkId: c.checkId,
         ttlMs: c.ttlMs,
@@ -119,7 +136,10 @@ export class TtlTable {
         interval2: 0,
         deadline: failoverDeadline(c, leaderSince, this.#opts),
         expiring: false,
-      });
+        slot: NaN,
+      };
+      this.#entries.set(key, e);
+      this.#schedule(e);
     }
   }
 
@@ -143,12 +163,14 @@ export class TtlTable {
    * when it is gone or no longer a TTL check (its entry is dropped).
    */
   update(key: string, c: TtlCheckInfo | undefined): void {
+    const e = this.#entries.get(key);
     if (!c) {
+      if (!e) return;
       this.#entries.delete(key);
       this.#renewed.delete(key);
+      if (!Number.isNaN(e.slot)) this.#leftBucket();
       return;
     }
-    const e = this.#entries.get(key);
     if (!e) {
       this.add(c);
       return;
@@ -162,6 +184,8 @@ export class TtlTable {
       e.ttlMs = c.ttlMs;
       e.deadline = e.lastRenewal + c.ttlMs;
     }
+    // The deadline may have moved earlier (a shorter TTL) or the entry may have left its bucket.
+    if (!e.expiring) this.#schedule(e);
   }
 
   has(key: string): boolean {
@@ -172,7 +196,8 @@ export class TtlTable {
   add(c: TtlCheckInfo): void {
     const key = ttlKey(c.ns, c.checkId);
     if (this.#entries.has(key)) return;
-    this.#entries.set(key, {
+    const e: Entry = {
+      key,
       ns: c.ns,
       checkId: c.checkId,
       ttlMs: c.ttlMs,
@@ -181,7 +206,10 @@ export class TtlTable {
       interval2: 0,
       deadline: c.renewedAt + c.ttlMs,
       expiring: false,
-    });
+      slot: NaN,
+    };
+    this.#entries.set(key, e);
+    this.#schedule(e);
   }
 
   /** A renewal at `now`: deadline = now + TTL. Returns false when the table does not know the key. */
@@ -195,29 +223,91 @@ export class TtlTable {
     e.lastRenewal = Math.max(e.lastRenewal, now);
     e.deadline = e.lastRenewal + e.ttlMs;
     e.expiring = false;
+    // Already in a bucket at or before the new deadline's: it moves when that bucket comes due.
+    this.#schedule(e);
     this.#renewed.add(key);
     return true;
   }
 
   /**
    * Keys overdue at `now` that have not been reported yet; each is marked as expiring and is not
-   * reported again until renewed (or `retry`). At most `limit` keys.
+   * reported again until renewed (or `retry`). At most `limit` keys. Visits only the buckets that
+   * came due, so its cost follows the checks whose (possibly old) deadline passed, not the table.
    */
   due(now: number, limit = Infinity): string[] {
     const out: string[] = [];
-    for (const [key, e] of this.#entries) {
+    const current = Math.floor(now / TTL_BUCKET_MS);
+    /** Entries of buckets visited now that are not due yet but belong at or before `current`. */
+    const keep: Entry[] = [];
+    for (let tick = this.#ticks.peek(); tick !== undefined && tick <= current; tick = this.#ticks.peek()) {
+      this.#ticks.pop();
+      const list = this.#buckets.get(tick);
+      if (!list) continue;
+      this.#buckets.delete(tick);
+      for (const e of list) {
+        if (e.slot !== tick || this.#entries.get(e.key) !== e) {
+          this.#stale--; // moved or gone: the reference this bucket held is dropped now
+          continue;
+        }
+        e.slot = NaN;
+        if (e.expiring) continue;
+        if (e.deadline > now || out.length >= limit) {
+          if (Math.floor(e.deadline / TTL_BUCKET_MS) <= current) keep.push(e);
+          else this.#schedule(e);
+          continue;
+        }
+        e.expiring = true;
+        out.push(e.key);
+      }
       if (out.length >= limit) break;
-      if (e.expiring || e.deadline > now) continue;
-      e.expiring = true;
-      out.push(key);
     }
+    for (const e of keep) this.#schedule(e);
     return out;
+  }
+
+  /** Puts `e` into the bucket of its deadline unless it already waits in that bucket or an earlier one. */
+  #schedule(e: Entry): void {
+    const tick = Math.floor(e.deadline / TTL_BUCKET_MS);
+    if (e.slot <= tick) return;
+    if (!Number.isNaN(e.slot)) this.#leftBucket();
+    e.slot = tick;
+    const list = this.#buckets.get(tick);
+    if (list) {
+      list.push(e);
+    } else {
+      this.#buckets.set(tick, [e]);
+      this.#ticks.push(tick);
+    }
+  }
+
+  /**
+   * An entry left a bucket without it coming due (removed, or moved to an earlier bucket), leaving
+   * a stale reference there until then — possibly a long TTL away. When the stale ones outnumber
+   * the table, every bucket is rebuilt (amortized O(1) per change).
+   */
+  #leftBucket(): void {
+    if (++this.#stale <= Math.max(1024, this.#entries.size)) return;
+    this.#buckets.clear();
+    this.#ticks = new TickHeap();
+    this.#stale = 0;
+    for (const e of this.#entries.values()) {
+      e.slot = NaN;
+      if (!e.expiring) this.#schedule(e);
+    }
+  }
+
+  /** Stale bucket references (for tests). */
+  get staleInBuckets(): number {
+    return this.#stale;
   }
 
   /** The expiry of `key` was not applied (e.g. the proposal failed): report it again on a later scan. */
   retry(key: string): void {
     const e = this.#entries.get(key);
-    if (e) e.expiring = false;
+    if (e?.expiring) {
+      e.expiring = false;
+      this.#schedule(e);
+    }
   }
 
   isExpiring(key: string): boolean {
@@ -253,5 +343,8 @@ export class TtlTable {
   clear(): void {
     this.#entries.clear();
     this.#renewed.clear();
+    this.#buckets.clear();
+    this.#ticks = new TickHeap();
+    this.#stale = 0;
   }
 }

@@ -33,6 +33,8 @@ t.test('a renewal moves the deadline to now + TTL; an overdue check is reported 
   table.renew(k, 21_000);
   t.notOk(table.isExpiring(k));
   t.equal(table.deadline(k), 31_000);
+  t.same(table.due(30_999), []);
+  t.same(table.due(31_000), [k], 'a renewed check that had expired is watched again');
   t.notOk(table.renew(ttlKey('default', 'nope'), 1), 'an unknown key is refused');
 });
 
@@ -185,4 +187,96 @@ t.test('property: a client that stopped renewing is expired within the documente
 t.test('bad options are refused', async (t) => {
   t.throws(() => new TtlTable({ checkpointMs: 0, graceMs: 1 }), RangeError);
   t.throws(() => new TtlTable({ checkpointMs: 1, graceMs: -1 }), RangeError);
+});
+
+type TableOp =
+  | { op: 'add'; k: number; back: number; ttl: number }
+  | { op: 'renew'; k: number }
+  | { op: 'update'; k: number; back: number; ttl: number }
+  | { op: 'remove'; k: number }
+  | { op: 'retry'; k: number }
+  | { op: 'due'; limit: number }
+  | { op: 'start' }
+  | { op: 'wait'; ms: number };
+
+const tableOp: fc.Arbitrary<TableOp> = fc.oneof(
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('add' as const), k: fc.nat(5), back: fc.nat(6_000), ttl: fc.constantFrom(1, 50, 100, 250, 1_000, 5_000, 3_600_000) }) },
+  { weight: 3, arbitrary: fc.record({ op: fc.constant('renew' as const), k: fc.nat(5) }) },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant('update' as const), k: fc.nat(5), back: fc.nat(6_000), ttl: fc.constantFrom(50, 100, 250, 1_000, 5_000, 3_600_000) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('remove' as const), k: fc.nat(5) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('retry' as const), k: fc.nat(5) }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('due' as const), limit: fc.constantFrom(Infinity, Infinity, 1, 3) }) },
+  { weight: 1, arbitrary: fc.constant({ op: 'start' as const }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('wait' as const), ms: fc.constantFrom(0, 1, 49, 99, 100, 101, 250, 1_000, 6_000) }) },
+);
+
+t.test('property: the bucketed expiry scan reports exactly the overdue, unreported checks a full walk would', async (t) => {
+  fc.assert(
+    fc.property(fc.array(tableOp, { minLength: 1, maxLength: 120 }), (ops) => {
+      const table = new TtlTable(OPTS);
+      const known = new Set<string>();
+      let now = 10_000;
+      for (const o of ops) {
+        switch (o.op) {
+          case 'add':
+            table.add(info(`c${o.k}`, { renewedAt: now - o.back, ttlMs: o.ttl }));
+            known.add(ttlKey('default', `c${o.k}`));
+            break;
+          case 'renew':
+            table.renew(ttlKey('default', `c${o.k}`), now);
+            break;
+          case 'update':
+            table.update(ttlKey('default', `c${o.k}`), info(`c${o.k}`, { renewedAt: now - o.back, ttlMs: o.ttl }));
+            known.add(ttlKey('default', `c${o.k}`));
+            break;
+          case 'remove':
+            table.update(ttlKey('default', `c${o.k}`), undefined);
+            break;
+          case 'retry':
+            table.retry(ttlKey('default', `c${o.k}`));
+            break;
+          case 'start':
+            table.start(
+              [...known].filter((k) => table.has(k)).map((k) => info(splitTtlKey(k)[1], { renewedAt: now - 1_000, ttlMs: 2_000 })),
+              now,
+            );
+            break;
+          case 'wait':
+            now += o.ms;
+            break;
+          case 'due': {
+            // What a walk over every entry finds (the deadline and flag are read from the entries).
+            const expected = [...known].filter((k) => table.has(k) && !table.isExpiring(k) && table.deadline(k)! <= now).sort();
+            const got = table.due(now, o.limit);
+            const sorted = [...got].sort();
+            if (o.limit === Infinity) {
+              if (JSON.stringify(sorted) !== JSON.stringify(expected)) throw new Error(`at ${now}: due ${JSON.stringify(sorted)}, a full walk ${JSON.stringify(expected)}`);
+            } else {
+              if (got.length !== Math.min(o.limit, expected.length)) throw new Error(`at ${now}: ${got.length} with limit ${o.limit}, ${expected.length} due`);
+              if (!got.every((k) => expected.includes(k))) throw new Error(`at ${now}: reported ${JSON.stringify(got)}, not all due (${JSON.stringify(expected)})`);
+              if (new Set(got).size !== got.length) throw new Error('a key reported twice');
+            }
+            for (const k of got) if (!table.isExpiring(k)) throw new Error(`${k} reported but not marked expiring`);
+            break;
+          }
+        }
+        if (table.staleInBuckets < 0) throw new Error(`stale count ${table.staleInBuckets}`);
+      }
+      return true;
+    }),
+    { numRuns: 20_000 },
+  );
+  t.pass('property held');
+});
+
+t.test('removed long-TTL checks do not pile up in the deadline buckets', async (t) => {
+  const table = new TtlTable(OPTS);
+  for (let round = 0; round < 5; round++) {
+    for (let i = 0; i < 3_000; i++) table.add(info(`r${round}-${i}`, { renewedAt: 0, ttlMs: 86_400_000 }));
+    for (let i = 0; i < 3_000; i++) table.update(ttlKey('default', `r${round}-${i}`), undefined);
+    t.ok(table.staleInBuckets <= 1_024, `round ${round}: ${table.staleInBuckets} stale references`);
+  }
+  t.equal(table.size, 0);
+  table.add(info('live', { renewedAt: 0, ttlMs: 1_000 }));
+  t.same(table.due(1_000), [ttlKey('default', 'live')], 'still finds what is due after rebuilds');
 });
