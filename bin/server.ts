@@ -206,6 +206,8 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     enableScriptChecks: cfg.enableScriptChecks,
     renewer,
     blocking,
+    // 5xx answers and handler errors are logged (the bodies say only "internal error").
+    log,
   });
   // Ahead of the public routes: request metrics and the metrics/readiness endpoints, the signed
   // internal API, and the signature check on membership changes.

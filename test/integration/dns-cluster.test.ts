@@ -60,4 +60,12 @@ t.test('every server answers DNS from its own state, and a server cut off from i
   await waitFor(`${survivor} to lose its leader`, async () => (await cluster.http.leader(cluster.addr(survivor))) === '', 20_000, 100);
   t.same(await a(resolvers.get(survivor)!, 'api.default.sider'), ['10.0.0.5'], 'answered from local state without a leader');
   t.same(await a(resolvers.get(survivor)!, 'nope.default.sider'), 'ENOTFOUND');
+
+  // A write there cannot reach a leader: 503, and the server logs the failed request (it did not
+  // before bin/server.ts handed the HTTP app its logger).
+  const w = await cluster.http.call(cluster.addr(survivor), 'PUT', '/v1/agent/service/register', { body: { Name: 'late', Port: 1 } });
+  t.equal(w.status, 503, `a write without a leader: ${w.text}`);
+  const proc = cluster.procs.get(survivor)!;
+  await waitFor('the failed request in the log', async () => /http request failed/.test(proc.output), 5_000, 50);
+  t.match(proc.output, /http request failed.*SIDER_NO_LEADER|SIDER_NO_LEADER.*http request failed/, 'logged with its code');
 });
