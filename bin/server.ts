@@ -233,7 +233,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   try {
     dns = await startDns(cfg, state, registry, log, metrics);
     http = await listenHttp(app, host, port);
-    instrumentHttpServer(http, metrics);
+    instrumentHttpServer(http, metrics, cfg.logLevel === 'debug' ? { logRequests: log } : {});
   } catch (err) {
     await dns?.close();
     readiness.close();

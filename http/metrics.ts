@@ -65,7 +65,8 @@ interface Held {
 }
 const kMetrics = Symbol('sider.metrics.registry');
 const kRoute = Symbol('sider.metrics.route');
-type Marked = ServerResponse & { [kHeld]?: Held | undefined; [kStart]?: number; [kMetrics]?: ServerMetrics; [kRoute]?: string };
+const kLog = Symbol('sider.metrics.requestLog');
+type Marked = ServerResponse & { [kHeld]?: Held | undefined; [kStart]?: number; [kMetrics]?: ServerMetrics; [kRoute]?: string; [kLog]?: HttpLogger };
 
 function clientAddress(raw: string | undefined): string {
   if (!raw) return 'unknown';
@@ -102,8 +103,19 @@ function onFastPathClose(this: Marked): void {
   const metrics = this[kMetrics];
   const route = this[kRoute];
   if (!metrics || route === undefined) return;
-  metrics.httpRequests.inc({ path: route, status: this.writableFinished ? String(this.statusCode) : CLIENT_LEFT });
-  if (this.writableFinished) metrics.httpDuration.observe({ path: route }, (performance.now() - (this[kStart] ?? 0)) / 1000);
+  const status = this.writableFinished ? String(this.statusCode) : CLIENT_LEFT;
+  const seconds = (performance.now() - (this[kStart] ?? 0)) / 1000;
+  metrics.httpRequests.inc({ path: route, status });
+  if (this.writableFinished) metrics.httpDuration.observe({ path: route }, seconds);
+  // The line the Koa middleware writes for the requests it handles (debug level only).
+  this[kLog]?.('debug', 'http request', {
+    method: this.req.method,
+    path: (this.req.url ?? '').split('?', 1)[0],
+    route,
+    status: Number(status),
+    ms: Math.round(seconds * 10_000) / 10,
+    remote: clientAddress(this.req.socket.remoteAddress),
+  });
 }
 
 /** Prometheus asks with `Accept: application/openmetrics-text;version=1.0.0,…;q=…`. */
@@ -220,13 +232,15 @@ export function fastPathTaken(res: ServerResponse, route: string): void {
  * Counts what the Koa middleware cannot see: requests the fast paths (TTL renewals, registrations)
  * answer before Koa (listenHttp), and open connections per client address. Call once, right after listening.
  */
-export function instrumentHttpServer(server: Server, metrics: ServerMetrics): void {
-  // Before the app's own listener, so the start time is taken first; counted only if a fast path
-  // takes the request (fastPathTaken).
+export function instrumentHttpServer(server: Server, metrics: ServerMetrics, opts: { logRequests?: HttpLogger } = {}): void {
+  const log = opts.logRequests;
+  // Before the app's own listener, so the start time is taken first; counted (and with
+  // `logRequests`, logged at debug like observability() does) only if a fast path takes the request.
   server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
     const m = res as Marked;
     m[kStart] = performance.now();
     m[kMetrics] = metrics;
+    if (log) m[kLog] = log;
   });
   server.on('connection', (socket) => {
     const client = clientAddress(socket.remoteAddress);

@@ -106,7 +106,7 @@ interface Side {
 }
 
 /** createHttpApp over an in-memory registry, with the request metrics and write logging of `sider server`. */
-async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAppOptions> = {}): Promise<Side> {
+async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAppOptions> = {}, logRequests = false): Promise<Side> {
   const reg = new LocalRegistry();
   const metrics = new ServerMetrics({ nodeId: 'node-1', reader: reg.reader, defaultMetrics: false });
   const logs: Side['logs'] = [];
@@ -116,12 +116,12 @@ async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAp
   const observed = observeWrites(reg, { metrics, log, who: () => currentRequest()?.remote });
   const koa: Koa = createHttpApp(observed, { log, ...app });
   const s = { reg, metrics, logs, koaSeen: 0, port: 0 };
-  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log }), async (_ctx, next) => {
+  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log, logRequests }), async (_ctx, next) => {
     s.koaSeen++;
     await next();
   });
   const { server, port } = await listenForTest(tt, koa);
-  instrumentHttpServer(server, metrics);
+  instrumentHttpServer(server, metrics, logRequests ? { logRequests: log } : {});
   s.port = port;
   return s;
 }
@@ -216,6 +216,20 @@ t.test('the fast path answers, writes, logs and counts exactly as the Koa route'
     { level: 'info', fields: { ns: 'default', service: 'api', id: 'api-1', remote: '127.0.0.1', index: Number } },
     'a registration is logged with its client',
   );
+});
+
+t.test('with request logging (-log-level debug) the fast path writes the same request line as Koa', async (t) => {
+  const fast = await side(t, { jsonLimit: JSON_LIMIT }, true);
+  const koa = await side(t, { jsonLimit: JSON_LIMIT }, true);
+  for (const [, req] of CASES) {
+    await rawRequest(fast.port, wire(req));
+    await rawRequest(koa.port, wire(viaKoa(req)));
+  }
+  t.equal(fast.koaSeen, 0, 'all answered by the fast path');
+  const lines = (s: Side): unknown[] => s.logs.filter((l) => l.msg === 'http request').map((l) => ({ ...l, fields: { ...l.fields, ms: typeof l.fields?.ms } }));
+  t.equal(lines(fast).length, CASES.length, 'one line per request');
+  t.same(lines(fast), lines(koa), 'the same lines (but the time)');
+  t.match(lines(fast)[0], { level: 'debug', fields: { method: 'PUT', path: '/v1/agent/service/register', route: '/v1/agent/service/register', status: 200, ms: 'number', remote: '127.0.0.1' } });
 });
 
 t.test('failed writes: 503 without a leader, 500 for anything unexpected (logged)', async (t) => {
