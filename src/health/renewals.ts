@@ -56,7 +56,8 @@ export interface RenewalForwarderOptions {
   /**
    * With a value > 0: also at most one batch per this interval on average (default 0 = no interval).
    * A 2 ms interval was the default until measurements showed it cost ~0.8 ms of p99 at 20,000
-   * renewals/s (README, "Performance") for no fewer requests than maxInFlight 2 alone.
+   * renewals/s (README, "Performance") to save ~15 % of the requests (≈ 470 vs 550 per second per
+   * follower at 7,000 renewals/s).
    */
   minIntervalMs?: number;
   /** With minIntervalMs: batches that may leave back to back (a token bucket refilled one per interval; default 4). */

@@ -223,7 +223,8 @@ export class TtlTable {
     e.lastRenewal = Math.max(e.lastRenewal, now);
     e.deadline = e.lastRenewal + e.ttlMs;
     e.expiring = false;
-    // Already in a bucket at or before the new deadline's: it moves when that bucket comes due.
+    // A no-op when it already waits in an earlier bucket (it moves on when that one comes due);
+    // only an entry that had expired (in no bucket) is put back.
     this.#schedule(e);
     this.#renewed.add(key);
     return true;
