@@ -10,10 +10,12 @@ import type { Logger, LogLevel } from '../raft/node.ts';
 export type { Logger, LogLevel };
 
 /**
- * Field paths whose values are replaced by `[redacted]` (pino's redaction, applied before either
- * format). Top level and one level down (`*.x`), e.g. a request's `headers.authorization`.
+ * Field names whose values are replaced by `[redacted]` before either format, at the top level and
+ * one level down (e.g. a request's `headers.authorization`). Done here rather than with pino's
+ * `redact` paths: its wildcard paths (`*.token`) cost ~10 µs per line, which at the default level
+ * was a fifth of a registration's CPU on the leader (one `registered service instance` line each).
  */
-export const REDACTED_PATHS: readonly string[] = [
+export const REDACTED_KEYS: ReadonlySet<string> = new Set([
   'clusterKey',
   'cluster_key',
   'token',
@@ -21,20 +23,35 @@ export const REDACTED_PATHS: readonly string[] = [
   'secret',
   'signature',
   'authorization',
-  '["x-sider-auth"]',
-  '["x-consul-token"]',
-  '*.clusterKey',
-  '*.cluster_key',
-  '*.token',
-  '*.password',
-  '*.secret',
-  '*.signature',
-  '*.authorization',
-  '*["x-sider-auth"]',
-  '*["x-consul-token"]',
-];
+  'x-sider-auth',
+  'x-consul-token',
+]);
 
 export const REDACTED = '[redacted]';
+
+/** An object literal (or null-prototype object): descended into. Arrays, Buffers, Errors are not. */
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * `fields` with the values of REDACTED_KEYS replaced, at the top level and one level down. Returns
+ * `fields` itself when nothing needs replacing (no copy in the common case).
+ */
+export function redactFields(fields: Record<string, unknown>, depth = 0): Record<string, unknown> {
+  let out = fields;
+  for (const k of Object.keys(fields)) {
+    const v = fields[k];
+    const nv = REDACTED_KEYS.has(k) ? REDACTED : depth === 0 && isPlainObject(v) ? redactFields(v, 1) : v;
+    if (nv !== v) {
+      if (out === fields) out = { ...fields };
+      out[k] = nv;
+    }
+  }
+  return out;
+}
 
 export interface LoggerOptions {
   level: LogLevel;
@@ -59,6 +76,48 @@ export function textLine(json: string): string {
 }
 
 /**
+ * Lines written during one event-loop turn leave in one synchronous write at its end (and at
+ * process exit), instead of one write(2) per line: at the default level a busy leader logs a line
+ * per registration, and the per-line syscall (and the wakeup of whatever reads the pipe) cost
+ * several µs each. A line is out within one turn; only a process killed outright (SIGKILL, a
+ * native crash) loses the lines of its last turn.
+ */
+function turnBatched(inner: DestinationStream): DestinationStream {
+  let parts: string[] = [];
+  let chars = 0;
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (parts.length === 0) return;
+    const data = parts.length === 1 ? parts[0]! : parts.join('');
+    parts = [];
+    chars = 0;
+    inner.write(data);
+  };
+  atExit.add(flush);
+  return {
+    write(s: string): void {
+      parts.push(s);
+      chars += s.length;
+      // A turn that logs a lot does not hold it all: beyond 64 KiB it goes at once.
+      if (chars >= MAX_BATCH_CHARS) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush).unref();
+      }
+    },
+  };
+}
+
+/** Characters of log lines held at most before they are written (see turnBatched). */
+const MAX_BATCH_CHARS = 64 * 1024;
+/** Flushes of every batched destination, run once at process exit (one listener for all). */
+const atExit = new Set<() => void>();
+process.once('exit', () => {
+  for (const f of atExit) f();
+});
+
+/**
  * The project's `Logger` function on a pino logger. Lines carry `level` (a name), `time` (ISO
  * 8601), `node`, `msg` and the call's fields.
  */
@@ -71,8 +130,7 @@ export function createLogger(opts: LoggerOptions): Logger {
   } else if (write) {
     dest = { write: (s: string) => write(s.endsWith('\n') ? s.slice(0, -1) : s) };
   } else {
-    // Synchronous, like process.stderr on a pipe: a line is out before the process exits.
-    dest = pino.destination({ fd: 2, sync: true });
+    dest = turnBatched(pino.destination({ fd: 2, sync: true }));
   }
   const logger = pino(
     {
@@ -80,13 +138,12 @@ export function createLogger(opts: LoggerOptions): Logger {
       base: null,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: [...REDACTED_PATHS], censor: REDACTED },
     },
     dest,
   );
   const node = opts.node;
   return (level, msg, fields) => {
     if (!logger.isLevelEnabled(level)) return;
-    logger[level](fields ? { node, ...fields } : { node }, msg);
+    logger[level](fields ? { node, ...redactFields(fields) } : { node }, msg);
   };
 }

@@ -5,7 +5,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { CLIENT_LEFT, wantsOpenMetrics } from '../../http/metrics.ts';
-import { REDACTED, createLogger, textLine } from '../../src/log.ts';
+import { REDACTED, createLogger, redactFields, textLine } from '../../src/log.ts';
 import { LeanHistogram, OTHER, ServerMetrics, capByCount, capInstanceSeries } from '../../src/metrics.ts';
 import type { DnsCounters, RaftStatusView } from '../../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../../src/observe.ts';
@@ -344,6 +344,35 @@ t.test('logs: JSON lines with level names, the node, and secrets redacted', asyn
   t.match(first, { level: 'info', node: 's1', msg: 'hello', clusterKey: REDACTED, token: REDACTED, nested: { authorization: REDACTED, 'x-sider-auth': REDACTED }, n: 1 });
   t.match(first.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   t.match(JSON.parse(out[1]!), { level: 'warn', msg: 'careful' });
+});
+
+t.test('logs: redaction replaces secret-named fields at the top level and one level down, and copies only then', async (t) => {
+  const plain = { ns: 'default', id: 'api-1', index: 3, nested: { a: 1 } };
+  t.equal(redactFields(plain), plain, 'nothing to redact: the same object');
+  const input = {
+    password: 'p',
+    cluster_key: 'k',
+    'x-consul-token': 't',
+    headers: { authorization: 'Bearer x', 'x-sider-auth': 'sig', host: 'h' },
+    deep: { inner: { token: 'two levels down' } },
+    list: [{ token: 'in an array' }],
+    buf: Buffer.from('secret'),
+    keep: 'k',
+  };
+  const out = redactFields(input);
+  t.not(out, input, 'copied');
+  t.same(out, {
+    password: REDACTED,
+    cluster_key: REDACTED,
+    'x-consul-token': REDACTED,
+    headers: { authorization: REDACTED, 'x-sider-auth': REDACTED, host: 'h' },
+    deep: { inner: { token: 'two levels down' } },
+    list: [{ token: 'in an array' }],
+    buf: Buffer.from('secret'),
+    keep: 'k',
+  }, 'as pino redacted the same names (top level and *.name)');
+  t.equal(input.password, 'p', 'the caller\'s object is not changed');
+  t.equal(input.headers.authorization, 'Bearer x');
 });
 
 t.test('logs: readable text with -log-format text', async (t) => {
