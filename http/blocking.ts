@@ -10,7 +10,7 @@ import type { Context } from 'koa';
 import { SiderError } from '../raft/errors.ts';
 import { queryValue } from './consistency.ts';
 import { parseDurationNs } from './duration.ts';
-import { TickHeap } from '../src/tick-heap.ts';
+import { TickBuckets } from '../src/tick-heap.ts';
 
 export const DEFAULT_WAIT_MS = 5 * 60_000;
 export const MAX_WAIT_MS = 10 * 60_000;
@@ -161,8 +161,7 @@ export class BlockingQueries {
   #held = 0;
   #kinds = new Map<string, Kind>();
 
-  #buckets = new Map<number, Waiter[]>();
-  #ticks = new TickHeap();
+  readonly #deadlines = new TickBuckets<Waiter>();
   #timer: NodeJS.Timeout | null = null;
   #timerTick = Infinity;
 
@@ -202,7 +201,7 @@ export class BlockingQueries {
   get stats(): { kinds: number; groups: number; buckets: number; queued: number } {
     let groups = 0;
     for (const k of this.#kinds.values()) groups += k.groups.size;
-    return { kinds: this.#kinds.size, groups, buckets: this.#buckets.size, queued: this.#queue.length - this.#head };
+    return { kinds: this.#kinds.size, groups, buckets: this.#deadlines.size, queued: this.#queue.length - this.#head };
   }
 
   /**
@@ -303,27 +302,21 @@ export class BlockingQueries {
 
   #addDeadline(w: Waiter, at: number): void {
     const tick = Math.ceil(at / DEADLINE_BUCKET_MS);
-    let bucket = this.#buckets.get(tick);
-    if (!bucket) {
-      bucket = [];
-      this.#buckets.set(tick, bucket);
-      this.#ticks.push(tick);
-      if (tick < this.#timerTick) this.#arm(tick);
-    }
     w.tick = tick;
-    w.slot = bucket.length;
-    bucket.push(w);
+    w.slot = this.#deadlines.add(tick, w);
+    // A new bucket (position 0: emptied ones are deleted) may be due before the armed timer.
+    if (w.slot === 0 && tick < this.#timerTick) this.#arm(tick);
   }
 
   #removeDeadline(w: Waiter): void {
     if (w.tick < 0) return;
-    const bucket = this.#buckets.get(w.tick)!;
+    const bucket = this.#deadlines.bucket(w.tick)!;
     const last = bucket.pop()!;
     if (last !== w) {
       bucket[w.slot] = last;
       last.slot = w.slot;
     }
-    if (bucket.length === 0) this.#buckets.delete(w.tick);
+    if (bucket.length === 0) this.#deadlines.delete(w.tick);
     w.tick = -1;
   }
 
@@ -340,24 +333,15 @@ export class BlockingQueries {
     this.#timerTick = Infinity;
     // Timers may fire up to a millisecond before the monotonic clock reaches the target.
     const due = Math.floor((performance.now() + 1) / DEADLINE_BUCKET_MS);
-    for (let tick = this.#ticks.peek(); tick !== undefined && tick <= due; tick = this.#ticks.peek()) {
-      this.#ticks.pop();
-      const bucket = this.#buckets.get(tick);
-      if (!bucket) continue;
-      this.#buckets.delete(tick);
-      for (const w of bucket) {
+    for (let b = this.#deadlines.takeDue(due); b; b = this.#deadlines.takeDue(due)) {
+      for (const w of b[1]) {
         w.tick = -1;
         this.#leaveGroup(w);
         this.#enqueue(w);
       }
     }
-    for (let tick = this.#ticks.peek(); tick !== undefined; tick = this.#ticks.peek()) {
-      if (this.#buckets.has(tick)) {
-        this.#arm(tick);
-        break;
-      }
-      this.#ticks.pop();
-    }
+    const next = this.#deadlines.firstTick();
+    if (next !== undefined) this.#arm(next);
   }
 
   // ---------------------------------------------------------------------------- answers

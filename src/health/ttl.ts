@@ -4,7 +4,7 @@
 // method takes the time from its caller (the leader's clock, ms), so tests drive it with numbers.
 
 import { checkChangeKey } from '../registry/model.ts';
-import { TickHeap } from '../tick-heap.ts';
+import { TickBuckets } from '../tick-heap.ts';
 
 /** Width of one deadline bucket (ms): the expiry scan visits buckets, not every check. */
 export const TTL_BUCKET_MS = 100;
@@ -104,9 +104,7 @@ export class TtlTable {
   /** Keys renewed since the last checkpoint was taken. */
   #renewed = new Set<string>();
   /** Entries by deadline bucket (floor(deadline / TTL_BUCKET_MS)); may hold stale ones (see Entry.slot). */
-  #buckets = new Map<number, Entry[]>();
-  /** The bucket numbers in #buckets, smallest first. */
-  #ticks = new TickHeap();
+  readonly #buckets = new TickBuckets<Entry>();
   /** References in #buckets to entries that no longer wait there (see #leftBucket). */
   #stale = 0;
 
@@ -240,11 +238,8 @@ export class TtlTable {
     const current = Math.floor(now / TTL_BUCKET_MS);
     /** Entries of buckets visited now that are not due yet but belong at or before `current`. */
     const keep: Entry[] = [];
-    for (let tick = this.#ticks.peek(); tick !== undefined && tick <= current; tick = this.#ticks.peek()) {
-      this.#ticks.pop();
-      const list = this.#buckets.get(tick);
-      if (!list) continue;
-      this.#buckets.delete(tick);
+    for (let b = this.#buckets.takeDue(current); b; b = this.#buckets.takeDue(current)) {
+      const [tick, list] = b;
       for (const e of list) {
         if (e.slot !== tick || this.#entries.get(e.key) !== e) {
           this.#stale--; // moved or gone: the reference this bucket held is dropped now
@@ -272,13 +267,7 @@ export class TtlTable {
     if (e.slot <= tick) return;
     if (!Number.isNaN(e.slot)) this.#leftBucket();
     e.slot = tick;
-    const list = this.#buckets.get(tick);
-    if (list) {
-      list.push(e);
-    } else {
-      this.#buckets.set(tick, [e]);
-      this.#ticks.push(tick);
-    }
+    this.#buckets.add(tick, e);
   }
 
   /**
@@ -289,7 +278,6 @@ export class TtlTable {
   #leftBucket(): void {
     if (++this.#stale <= Math.max(1024, this.#entries.size)) return;
     this.#buckets.clear();
-    this.#ticks = new TickHeap();
     this.#stale = 0;
     for (const e of this.#entries.values()) {
       e.slot = NaN;
@@ -345,7 +333,6 @@ export class TtlTable {
     this.#entries.clear();
     this.#renewed.clear();
     this.#buckets.clear();
-    this.#ticks = new TickHeap();
     this.#stale = 0;
   }
 }
