@@ -76,48 +76,6 @@ export function textLine(json: string): string {
 }
 
 /**
- * Lines written during one event-loop turn leave in one synchronous write at its end (and at
- * process exit), instead of one write(2) per line: at the default level a busy leader logs a line
- * per registration, and the per-line syscall (and the wakeup of whatever reads the pipe) cost
- * several µs each. A line is out within one turn; only a process killed outright (SIGKILL, a
- * native crash) loses the lines of its last turn.
- */
-function turnBatched(inner: DestinationStream): DestinationStream {
-  let parts: string[] = [];
-  let chars = 0;
-  let scheduled = false;
-  const flush = (): void => {
-    scheduled = false;
-    if (parts.length === 0) return;
-    const data = parts.length === 1 ? parts[0]! : parts.join('');
-    parts = [];
-    chars = 0;
-    inner.write(data);
-  };
-  atExit.add(flush);
-  return {
-    write(s: string): void {
-      parts.push(s);
-      chars += s.length;
-      // A turn that logs a lot does not hold it all: beyond 64 KiB it goes at once.
-      if (chars >= MAX_BATCH_CHARS) flush();
-      else if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush).unref();
-      }
-    },
-  };
-}
-
-/** Characters of log lines held at most before they are written (see turnBatched). */
-const MAX_BATCH_CHARS = 64 * 1024;
-/** Flushes of every batched destination, run once at process exit (one listener for all). */
-const atExit = new Set<() => void>();
-process.once('exit', () => {
-  for (const f of atExit) f();
-});
-
-/**
  * The project's `Logger` function on a pino logger. Lines carry `level` (a name), `time` (ISO
  * 8601), `node`, `msg` and the call's fields.
  */
@@ -130,7 +88,9 @@ export function createLogger(opts: LoggerOptions): Logger {
   } else if (write) {
     dest = { write: (s: string) => write(s.endsWith('\n') ? s.slice(0, -1) : s) };
   } else {
-    dest = turnBatched(pino.destination({ fd: 2, sync: true }));
+    // Synchronous, like process.stderr on a pipe: a line is out before the process exits, and
+    // before the answer to the request that logged it (tests and operators rely on that order).
+    dest = pino.destination({ fd: 2, sync: true });
   }
   const logger = pino(
     {

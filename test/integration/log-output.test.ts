@@ -1,6 +1,6 @@
-// The server's log destination (src/log.ts) in a real child process writing to a pipe: lines of
-// one event-loop turn leave together at its end, a turn that logs more than the batch limit is not
-// held, and lines logged just before process.exit() are not lost.
+// The server's log destination (src/log.ts) in a real child process writing to a pipe: every line
+// arrives whole and in order, also many in one turn and those logged just before process.exit(),
+// and secret-named fields never reach the pipe.
 
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -32,7 +32,7 @@ t.test('lines logged right before process.exit() are written', async (t) => {
   t.same(r.lines.map((l) => (JSON.parse(l) as { i: number }).i), [0, 1, 2]);
 });
 
-t.test('a turn that logs past the batch limit, then lines on later turns: all written, in order', async (t) => {
+t.test('many lines in one turn (~500 KB), then lines on later turns: all written, whole and in order', async (t) => {
   const r = await runChild(
     `for (let i = 0; i < 5000; i++) log('info', 'bulk', { i, pad: 'x'.repeat(40) });\n` +
       `setTimeout(() => { log('warn', 'later', { i: 5000 }); setTimeout(() => log('warn', 'last', { i: 5001 }), 5); }, 5);`,
