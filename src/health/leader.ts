@@ -101,8 +101,8 @@ export class LeaderHealth implements CheckRenewer {
   #inFlight = 0;
   #checkpointing = false;
   #reaping = new Set<string>();
-  /** Critical checks with DeregisterCriticalServiceAfter, by ttlKey, as of the last re-sync: what #reap looks at. */
-  #reapable = new Map<string, Check>();
+  /** Critical checks with DeregisterCriticalServiceAfter (ttlKeys) as of the last re-sync: what #reap looks at. */
+  #reapable = new Set<string>();
   #lastReap = 0;
   #lastResync = -Infinity;
   #closed = false;
@@ -338,8 +338,9 @@ export class LeaderHealth implements CheckRenewer {
    * Looks only at the critical checks that have one (kept by the re-sync), read afresh from the state.
    */
   #reap(now: number): void {
-    for (const [key, tracked] of this.#reapable) {
-      const c = this.#o.state.check(tracked.Namespace, tracked.CheckID);
+    for (const key of this.#reapable) {
+      const [keyNs, checkId] = splitTtlKey(key);
+      const c = this.#o.state.check(keyNs, checkId);
       if (!c || c.Status !== 'critical' || c.DeregisterCriticalServiceAfter === '') {
         this.#reapable.delete(key);
         continue;
@@ -418,7 +419,7 @@ export class LeaderHealth implements CheckRenewer {
   }
 
   #trackReapable(key: string, c: Check): void {
-    if (c.Status === 'critical' && c.DeregisterCriticalServiceAfter !== '') this.#reapable.set(key, c);
+    if (c.Status === 'critical' && c.DeregisterCriticalServiceAfter !== '') this.#reapable.add(key);
     else this.#reapable.delete(key);
   }
 
