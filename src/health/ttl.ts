@@ -122,23 +122,7 @@ export class TtlTable {
   /** Replaces the table on becoming leader: every deadline by the failover rule. */
   start(checks: Iterable<TtlCheckInfo>, leaderSince: number): void {
     this.clear();
-    for (const c of checks) {
-      const key = ttlKey(c.ns, c.checkId);
-      const e: Entry = {
-        key,
-        ns: c.ns,
-        checkId: c.checkId,
-        ttlMs: c.ttlMs,
-        lastRenewal: c.renewedAt,
-        interval1: c.renewIntervalMs,
-        interval2: 0,
-        deadline: failoverDeadline(c, leaderSince, this.#opts),
-        expiring: false,
-        slot: NaN,
-      };
-      this.#entries.set(key, e);
-      this.#schedule(e);
-    }
+    for (const c of checks) this.#insert(ttlKey(c.ns, c.checkId), c, failoverDeadline(c, leaderSince, this.#opts), c.renewIntervalMs);
   }
 
   /**
@@ -193,16 +177,20 @@ export class TtlTable {
   /** Adds one check the table does not know yet (registered since the last sync), as sync would. */
   add(c: TtlCheckInfo): void {
     const key = ttlKey(c.ns, c.checkId);
-    if (this.#entries.has(key)) return;
+    if (!this.#entries.has(key)) this.#insert(key, c, c.renewedAt + c.ttlMs, 0);
+  }
+
+  /** A new entry for `c` with this deadline and last known renewal interval, in its bucket. */
+  #insert(key: string, c: TtlCheckInfo, deadline: number, interval1: number): void {
     const e: Entry = {
       key,
       ns: c.ns,
       checkId: c.checkId,
       ttlMs: c.ttlMs,
       lastRenewal: c.renewedAt,
-      interval1: 0,
+      interval1,
       interval2: 0,
-      deadline: c.renewedAt + c.ttlMs,
+      deadline,
       expiring: false,
       slot: NaN,
     };
