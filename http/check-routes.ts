@@ -17,7 +17,7 @@ import { normalizeKeys } from './normalize.ts';
 import type { ObjectShape } from './normalize.ts';
 import { errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
-import { LIMITS, badRequest, parseCheckRegistration, parseId, parseNamespace } from './register-parse.ts';
+import { LIMITS, badRequest, parseCheckRegistration, parseId, pickNamespace } from './register-parse.ts';
 
 /** Consul's text when maintenance is enabled without a reason. */
 export const DEFAULT_MAINTENANCE_REASON = 'Maintenance mode is enabled for this service, but no reason was provided. This is a default message.';
@@ -198,7 +198,7 @@ export function registerRenewalFastPath(app: Koa, opts: { renewer: CheckRenewer;
     const cl = req.headers['content-length'];
     if (te !== undefined || (cl !== undefined && cl !== '0')) return false;
     let id: string;
-    let ns = opts.defaultNamespace;
+    let ns: string;
     let note = '';
     try {
       id = parseId(decodeURIComponent(m[2]!), 'check ID');
@@ -218,12 +218,10 @@ export function registerRenewalFastPath(app: Koa, opts: { renewer: CheckRenewer;
       }
       const header = req.headers['x-sider-namespace'];
       if (Array.isArray(header)) return false;
-      const fromQuery = nsQuery === undefined || nsQuery === '' ? undefined : parseNamespace(nsQuery, 'ns');
-      const fromHeader = header === undefined || header === '' ? undefined : parseNamespace(header, 'X-Sider-Namespace');
-      if (fromQuery !== undefined && fromHeader !== undefined && fromQuery !== fromHeader) return false;
-      ns = fromQuery ?? fromHeader ?? ns;
+      ns = pickNamespace(nsQuery, header ?? '', undefined, opts.defaultNamespace);
     } catch {
-      // Koa answers the same request with the error, from the same parsers.
+      // Koa answers the same request with the error (a bad name, or ?ns and the header disagreeing),
+      // from the same parsers.
       return false;
     }
     if (note.length > LIMITS.outputLength * 4) return false;
