@@ -60,7 +60,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
     ].filter((c) => wanted.includes(c.name as 'leader' | 'all'));
     for (const [ci, c] of cases.entries()) {
       if (opts.client === 'wrk') {
-        const r = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: `wrk${ci}` }, warmupMs, durationMs, pids });
+        const { result: r } = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: `wrk${ci}` }, warmupMs, durationMs, pids });
         completed += r.ops;
         const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
         results.push(rr);

@@ -91,7 +91,7 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
     for (const c of cases) {
       if (opts.client === 'wrk') {
         const indexBefore = await globalIndex(cluster.http(leader));
-        const r = await wrkLoop({
+        const { result: r, connections: conns } = await wrkLoop({
           script: WRK_SCRIPT,
           origins: c.origins,
           connections,
@@ -101,7 +101,6 @@ export async function runTtlRenew(opts: RenewOptions = {}): Promise<RenewResult[
           pids,
         });
         const indexAfter = await globalIndex(cluster.http(leader));
-        const conns = Math.floor(connections / c.origins.length) * c.origins.length;
         const rr: RenewResult = {
           client: 'wrk',
           target: c.target,

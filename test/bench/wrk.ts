@@ -27,10 +27,12 @@ export interface WrkOptions {
   pids: Record<string, number>;
 }
 
-export async function wrkLoop(o: WrkOptions): Promise<LoopResult> {
+/** The measured run, and the connections wrk opened (`connections` rounded down to a multiple of the targets). */
+export async function wrkLoop(o: WrkOptions): Promise<{ result: LoopResult; connections: number }> {
+  const threads = o.origins.length;
+  const connections = Math.floor(o.connections / threads) * threads;
   const run = async (ms: number, measure: boolean, env: Record<string, string>): Promise<LoopResult> => {
-    const threads = o.origins.length;
-    const args = ['-t', String(threads), '-c', String(Math.floor(o.connections / threads) * threads), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', o.script, `http://${o.origins[0]}`];
+    const args = ['-t', String(threads), '-c', String(connections), '-d', `${Math.max(1, Math.round(ms / 1000))}s`, '--timeout', '15s', '-s', o.script, `http://${o.origins[0]}`];
     const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WRK_TARGETS: o.origins.join(','), WRK_COMMON: COMMON, ...env } });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
@@ -62,5 +64,5 @@ export async function wrkLoop(o: WrkOptions): Promise<LoopResult> {
   };
   // The warm-up run is told so (WRK_WARMUP=1): scripts that must not repeat a request (unique IDs) use it.
   await run(o.warmupMs, false, { ...o.env, WRK_WARMUP: '1' });
-  return run(o.durationMs, true, { ...o.env, WRK_WARMUP: '0' });
+  return { result: await run(o.durationMs, true, { ...o.env, WRK_WARMUP: '0' }), connections };
 }
