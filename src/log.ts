@@ -29,8 +29,11 @@ export const REDACTED_KEYS: ReadonlySet<string> = new Set([
 
 export const REDACTED = '[redacted]';
 
-/** An object literal (or null-prototype object): descended into. Arrays, Buffers, Errors are not. */
-function isPlainObject(v: unknown): v is Record<string, unknown> {
+/**
+ * An object literal (or null-prototype object): descended into. Stricter than the parsers'
+ * isPlainObject (register-parse.ts): Buffers, Errors and class instances are not walked key by key.
+ */
+function isObjectLiteral(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null) return false;
   const proto = Object.getPrototypeOf(v) as unknown;
   return proto === Object.prototype || proto === null;
@@ -44,7 +47,7 @@ export function redactFields(fields: Record<string, unknown>, depth = 0): Record
   let out = fields;
   for (const k of Object.keys(fields)) {
     const v = fields[k];
-    const nv = REDACTED_KEYS.has(k) ? REDACTED : depth === 0 && isPlainObject(v) ? redactFields(v, 1) : v;
+    const nv = REDACTED_KEYS.has(k) ? REDACTED : depth === 0 && isObjectLiteral(v) ? redactFields(v, 1) : v;
     if (nv !== v) {
       if (out === fields) out = { ...fields };
       out[k] = nv;
