@@ -35,7 +35,7 @@ export interface CoreConfig {
   maxEntriesPerMsg?: number;
   /** Bytes per AppendEntries message (at least one entry is always sent). */
   maxBytesPerMsg?: number;
-  /** AppendEntries messages in flight per follower in the replicate state. */
+  /** AppendEntries messages in flight per follower in the replicate state. Default 4. */
   maxInflight?: number;
   /** Proposals fail fast with SIDER_TOO_MANY_UNCOMMITTED beyond this many uncommitted bytes. */
   maxUncommittedBytes?: number;
@@ -167,7 +167,7 @@ export class RaftCore {
     this.#random = cfg.random;
     this.#maxEntries = cfg.maxEntriesPerMsg ?? 512;
     this.#maxBytes = cfg.maxBytesPerMsg ?? 1 << 20;
-    this.#maxInflight = cfg.maxInflight ?? 2;
+    this.#maxInflight = cfg.maxInflight ?? 4;
     this.#maxUncommitted = cfg.maxUncommittedBytes ?? 64 << 20;
     this.#maxPendingReads = cfg.maxPendingReads ?? 100_000;
     this.#autoPromote = cfg.autoPromote ?? true;

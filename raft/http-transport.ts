@@ -39,7 +39,7 @@ export interface HttpTransportOptions {
   log?: TransportLog;
   /** Largest request body accepted (and the largest snapshot that can travel). Default 64 MiB. */
   maxBodyBytes?: number;
-  /** Connections per peer for `app` and `snap` traffic. Default 2. */
+  /** Connections per peer for `app` and `snap` traffic, each carrying one request at a time. Default 4. */
   bulkConnections?: number;
   /** Messages queued per peer and lane before the oldest is dropped. Default 4096. */
   maxQueuedMessages?: number;
@@ -64,8 +64,8 @@ const DEFAULT_MAX_BODY = 64 * MiB;
 const MAX_BATCH_BYTES = 4 * MiB;
 const MAX_BATCH_MESSAGES = 1024;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
-/** Requests held open per sender waiting for a reply (the sender has at most 3 in flight). */
-const MAX_PARKED_PER_PEER = 4;
+/** Requests held open per sender waiting for a reply (a sender has at most 16 bulk + 1 control in flight). */
+const MAX_PARKED_PER_PEER = 17;
 /** Request header by which a sender says it reads messages from a 200 response. */
 const REPLY_HEADER = 'x-sider-reply';
 /** Messages that call for an answer: a request carrying one is held open for it. */
@@ -177,8 +177,9 @@ function approxSize(m: Message): number {
  * limitations").
  *
  * Per peer there are two undici pools: the control lane (one connection, one request in flight)
- * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, at most 2
- * requests in flight), so heartbeats and votes never wait behind appends or snapshots. Messages sent
+ * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, default 4,
+ * one request in flight on each: as many as the Raft core's appends in flight per follower), so
+ * heartbeats and votes never wait behind appends or snapshots. Messages sent
  * while a lane is busy are batched into its next request; a `snap` message always travels alone.
  *
  * Replies: a request carrying messages that call for an answer (appends, heartbeats, votes, read
@@ -266,7 +267,7 @@ export class HttpTransport implements Transport {
     }
     this.#log = opts.log ?? (() => {});
     this.#maxBody = boundedInt(opts.maxBodyBytes, DEFAULT_MAX_BODY, 1024, 1024 * MiB, 'maxBodyBytes');
-    this.#bulkConnections = boundedInt(opts.bulkConnections, 2, 1, 16, 'bulkConnections');
+    this.#bulkConnections = boundedInt(opts.bulkConnections, 4, 1, 16, 'bulkConnections');
     this.#maxQueued = boundedInt(opts.maxQueuedMessages, 4096, 1, 1_000_000, 'maxQueuedMessages');
     this.#timeouts = {
       control: boundedInt(opts.controlTimeoutMs, 1000, 1, 600_000, 'controlTimeoutMs'),
@@ -426,7 +427,7 @@ export class HttpTransport implements Transport {
       id,
       addr,
       control: lane('control', 1, 1),
-      bulk: lane('bulk', this.#bulkConnections, 2),
+      bulk: lane('bulk', this.#bulkConnections, this.#bulkConnections),
       retired: false,
       failing: false,
     };

@@ -198,7 +198,8 @@ t.test('advertise_addr becomes Node.Address; a registration under another node i
     20_000,
     100,
   );
-  const retaken = reRegistrations(agent).some((l) => l.reason === 'node');
+  // The agent logs the re-registration after its reply, which may come after the health read above.
+  const retaken = await waitFor('the re-registration log line', async () => reRegistrations(agent).some((l) => l.reason === 'node'), 5_000, 50).catch(() => false);
   t.ok(retaken, 'the agent re-registered because the node differed');
   if (!retaken) t.comment(agent.output.slice(-3000));
   t.same(await agent.signal('SIGTERM'), { code: 0, signal: null });
