@@ -3,7 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import type { ChildProcessByStdio } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -111,6 +111,8 @@ export interface SiderNodeSpec {
   nofile?: number;
   /** -log-level (default warn); the last 64 KiB of output are kept in `log`. */
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** Also append all of the child's output to this file, each chunk after a line `@<epoch ms>` (diagnostics). */
+  logFile?: string;
 }
 
 /** Children still running, killed if the benchmark process exits without tearing down. */
@@ -163,6 +165,7 @@ export class SiderProc {
       s.setEncoding('utf8');
       s.on('data', (chunk: string) => {
         this.#log += chunk;
+        if (spec.logFile) appendFileSync(spec.logFile, `@${Date.now()}\n${chunk}`);
         if (this.#log.length > LOG_KEEP * 2) this.#log = this.#log.slice(-LOG_KEEP);
       });
     }
@@ -195,6 +198,8 @@ export interface ClusterOptions {
   nodeArgs?: string[];
   nofile?: number;
   logLevel?: SiderNodeSpec['logLevel'];
+  /** Each server's whole output also goes to `<logDir>/<id>.log` (see SiderNodeSpec.logFile). */
+  logDir?: string;
   log?: (line: string) => void;
 }
 
@@ -294,6 +299,7 @@ export class SiderCluster {
         ...(this.#opts.nodeArgs ? { nodeArgs: this.#opts.nodeArgs } : {}),
         ...(this.#opts.nofile ? { nofile: this.#opts.nofile } : {}),
         ...(this.#opts.logLevel ? { logLevel: this.#opts.logLevel } : {}),
+        ...(this.#opts.logDir ? { logFile: join(this.#opts.logDir, `${id}.log`) } : {}),
       };
       const p = new SiderProc(spec);
       this.procs.set(id, p);

@@ -1,6 +1,7 @@
 // Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
+import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
@@ -32,6 +33,10 @@ export interface RegisterOptions {
   warmupMs?: number;
   clients?: number;
   cpuProfDir?: string;
+  /** More options for node on each server, e.g. ['--trace-gc'] (diagnostics). */
+  nodeArgs?: string[];
+  /** Each server's whole output also goes to `<dir>/<id>.log`, chunks stamped `@<epoch ms>`. */
+  serverLogDir?: string;
   /** Run only these cases (default both). */
   cases?: ('leader' | 'all')[];
   log?: (line: string) => void;
@@ -44,9 +49,10 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   const warmupMs = opts.warmupMs ?? 1_000;
   const clients = opts.clients ?? 64;
   const log = opts.log ?? ((line: string) => console.log(line));
-  const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
+  const nodeArgs = [...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []), ...(opts.nodeArgs ?? [])];
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
-  const cluster = await SiderCluster.start({ size: 3, nodeArgs, log });
+  if (opts.serverLogDir) await mkdir(opts.serverLogDir, { recursive: true });
+  const cluster = await SiderCluster.start({ size: 3, nodeArgs, log, ...(opts.serverLogDir ? { logDir: opts.serverLogDir } : {}) });
   const results: RegisterResult[] = [];
   /** Registrations answered 200 over the whole run (warm-up included), to relate profiles to work. */
   let completed = 0;
@@ -113,8 +119,19 @@ export function formatRegister(r: RegisterResult): string {
 }
 
 if (import.meta.main) {
-  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N] [--cpu-prof-dir DIR]`.
-  const { values } = parseArgs({ options: { case: { type: 'string' }, client: { type: 'string' }, 'duration-ms': { type: 'string' }, 'warmup-ms': { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
+  // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N]
+  // [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR]` (--node-args needs the '=').
+  const { values } = parseArgs({
+    options: {
+      case: { type: 'string' },
+      client: { type: 'string' },
+      'duration-ms': { type: 'string' },
+      'warmup-ms': { type: 'string' },
+      'cpu-prof-dir': { type: 'string' },
+      'node-args': { type: 'string' },
+      'server-log-dir': { type: 'string' },
+    },
+  });
   const client = values.client;
   if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);
   const only = values.case;
@@ -125,5 +142,7 @@ if (import.meta.main) {
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values['warmup-ms'] ? { warmupMs: Number(values['warmup-ms']) } : {}),
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
+    ...(values['node-args'] ? { nodeArgs: values['node-args'].split(/\s+/).filter(Boolean) } : {}),
+    ...(values['server-log-dir'] ? { serverLogDir: values['server-log-dir'] } : {}),
   });
 }
