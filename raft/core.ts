@@ -23,6 +23,9 @@ import type {
   SoftState,
 } from './types.ts';
 
+/** AppendEntries in flight per follower unless `CoreConfig.maxInflight` says otherwise; HttpTransport opens as many bulk connections per peer. */
+export const DEFAULT_MAX_INFLIGHT = 4;
+
 export interface CoreConfig {
   id: NodeId;
   /** Ticks between heartbeats (default 1; with a 100 ms tick that is DESIGN's 100 ms). */
@@ -35,7 +38,7 @@ export interface CoreConfig {
   maxEntriesPerMsg?: number;
   /** Bytes per AppendEntries message (at least one entry is always sent). */
   maxBytesPerMsg?: number;
-  /** AppendEntries messages in flight per follower in the replicate state. Default 4. */
+  /** AppendEntries messages in flight per follower in the replicate state. Default DEFAULT_MAX_INFLIGHT. */
   maxInflight?: number;
   /** Proposals fail fast with SIDER_TOO_MANY_UNCOMMITTED beyond this many uncommitted bytes. */
   maxUncommittedBytes?: number;
@@ -167,7 +170,7 @@ export class RaftCore {
     this.#random = cfg.random;
     this.#maxEntries = cfg.maxEntriesPerMsg ?? 512;
     this.#maxBytes = cfg.maxBytesPerMsg ?? 1 << 20;
-    this.#maxInflight = cfg.maxInflight ?? 4;
+    this.#maxInflight = cfg.maxInflight ?? DEFAULT_MAX_INFLIGHT;
     this.#maxUncommitted = cfg.maxUncommittedBytes ?? 64 << 20;
     this.#maxPendingReads = cfg.maxPendingReads ?? 100_000;
     this.#autoPromote = cfg.autoPromote ?? true;

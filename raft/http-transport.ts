@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIPv4, isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import { decodeMessages, encodeMessages, entrySize } from './codec.ts';
+import { DEFAULT_MAX_INFLIGHT } from './core.ts';
 import { deadline } from './deadline.ts';
 import { SiderError } from './errors.ts';
 import type { Transport, TransportReport } from './ports.ts';
@@ -39,7 +40,7 @@ export interface HttpTransportOptions {
   log?: TransportLog;
   /** Largest request body accepted (and the largest snapshot that can travel). Default 64 MiB. */
   maxBodyBytes?: number;
-  /** Connections per peer for `app` and `snap` traffic, each carrying one request at a time. Default 4. */
+  /** Connections per peer for `app` and `snap` traffic, each carrying one request at a time. Default: the core's DEFAULT_MAX_INFLIGHT. */
   bulkConnections?: number;
   /** Messages queued per peer and lane before the oldest is dropped. Default 4096. */
   maxQueuedMessages?: number;
@@ -64,8 +65,9 @@ const DEFAULT_MAX_BODY = 64 * MiB;
 const MAX_BATCH_BYTES = 4 * MiB;
 const MAX_BATCH_MESSAGES = 1024;
 const ID_PATTERN = /^[\x21-\x7e]{1,128}$/;
-/** Requests held open per sender waiting for a reply (a sender has at most 16 bulk + 1 control in flight). */
-const MAX_PARKED_PER_PEER = 17;
+const MAX_BULK_CONNECTIONS = 16;
+/** Requests held open per sender waiting for a reply (a sender has at most its bulk connections + 1 control in flight). */
+const MAX_PARKED_PER_PEER = MAX_BULK_CONNECTIONS + 1;
 /** Request header by which a sender says it reads messages from a 200 response. */
 const REPLY_HEADER = 'x-sider-reply';
 /** Messages that call for an answer: a request carrying one is held open for it. */
@@ -177,8 +179,8 @@ function approxSize(m: Message): number {
  * limitations").
  *
  * Per peer there are two undici pools: the control lane (one connection, one request in flight)
- * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, default 4,
- * one request in flight on each: as many as the Raft core's appends in flight per follower), so
+ * carries everything but `app` and `snap`, which go on the bulk lane (`bulkConnections`, one request
+ * in flight on each; by default as many as the Raft core's appends in flight per follower), so
  * heartbeats and votes never wait behind appends or snapshots. Messages sent
  * while a lane is busy are batched into its next request; a `snap` message always travels alone.
  *
@@ -267,7 +269,7 @@ export class HttpTransport implements Transport {
     }
     this.#log = opts.log ?? (() => {});
     this.#maxBody = boundedInt(opts.maxBodyBytes, DEFAULT_MAX_BODY, 1024, 1024 * MiB, 'maxBodyBytes');
-    this.#bulkConnections = boundedInt(opts.bulkConnections, 4, 1, 16, 'bulkConnections');
+    this.#bulkConnections = boundedInt(opts.bulkConnections, DEFAULT_MAX_INFLIGHT, 1, MAX_BULK_CONNECTIONS, 'bulkConnections');
     this.#maxQueued = boundedInt(opts.maxQueuedMessages, 4096, 1, 1_000_000, 'maxQueuedMessages');
     this.#timeouts = {
       control: boundedInt(opts.controlTimeoutMs, 1000, 1, 600_000, 'controlTimeoutMs'),

@@ -3,8 +3,8 @@
 
 import { spawn } from 'node:child_process';
 import type { ChildProcessByStdio } from 'node:child_process';
-import { appendFileSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream, readFileSync, readdirSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -161,15 +161,17 @@ export class SiderProc {
     if (this.child.pid === undefined) throw new Error(`could not spawn sider server ${spec.id}`);
     this.pid = this.child.pid;
     track(this);
+    const file = spec.logFile ? createWriteStream(spec.logFile, { flags: 'a' }) : null;
     for (const s of [this.child.stdout, this.child.stderr]) {
       s.setEncoding('utf8');
       s.on('data', (chunk: string) => {
         this.#log += chunk;
-        if (spec.logFile) appendFileSync(spec.logFile, `@${Date.now()}\n${chunk}`);
+        file?.write(`@${Date.now()}\n${chunk}`);
         if (this.#log.length > LOG_KEEP * 2) this.#log = this.#log.slice(-LOG_KEEP);
       });
     }
     this.exited = new Promise((resolve) => this.child.once('exit', () => resolve()));
+    if (file) this.child.once('close', () => file.end());
     void this.exited.then(() => live.delete(this));
   }
 
@@ -251,6 +253,7 @@ export class SiderCluster {
   }
 
   static async start(opts: ClusterOptions): Promise<SiderCluster> {
+    if (opts.logDir) await mkdir(opts.logDir, { recursive: true });
     const c = new SiderCluster(await mkdtemp(join(tmpdir(), 'sider-bench-')), opts);
     try {
       await c.#form();

@@ -1,7 +1,6 @@
 // Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
-import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
@@ -51,7 +50,6 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   const log = opts.log ?? ((line: string) => console.log(line));
   const nodeArgs = [...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []), ...(opts.nodeArgs ?? [])];
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
-  if (opts.serverLogDir) await mkdir(opts.serverLogDir, { recursive: true });
   const cluster = await SiderCluster.start({ size: 3, nodeArgs, log, ...(opts.serverLogDir ? { logDir: opts.serverLogDir } : {}) });
   const results: RegisterResult[] = [];
   /** Registrations answered 200 over the whole run (warm-up included), to relate profiles to work. */

@@ -5,7 +5,7 @@
 // connection anywhere on the machine could take it (EADDRINUSE, seen in CI). So the ports come from
 // below that range, where only listeners live. Each test process walks its own slice of it (chosen
 // by PID, starting at a random offset) so that concurrently running test files rarely try the same
-// port, and a port is handed out at most once per process. Every candidate is checked by binding it.
+// port, and a port of the slice is handed out at most once per process. Every candidate is checked by binding it.
 
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -54,7 +54,6 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   }
   const port = await bindAndRelease(0, host);
   if (port === null) throw new Error(`no free port on ${host}`);
-  handedOut.add(port);
   return port;
 }
 
