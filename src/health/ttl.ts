@@ -98,6 +98,10 @@ function intervalOf(e: Entry): number {
   return Math.max(e.interval1, e.interval2);
 }
 
+function byDeadlineThenKey(a: Entry, b: Entry): number {
+  return a.deadline - b.deadline || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+}
+
 export class TtlTable {
   readonly #opts: TtlTableOptions;
   readonly #entries = new Map<string, Entry>();
@@ -220,10 +224,12 @@ export class TtlTable {
    * Keys overdue at `now` that have not been reported yet; each is marked as expiring and is not
    * reported again until renewed (or `retry`). At most `limit` keys. Visits only the buckets that
    * came due, so its cost follows the checks whose (possibly old) deadline passed, not the table.
+   * The keys come in deadline order, ties by key: the expiries a scan proposes do not depend on the
+   * order the table learnt its checks in (a full re-sync and a changed-checks one propose the same).
    */
   due(now: number, limit = Infinity): string[] {
-    const out: string[] = [];
     const current = Math.floor(now / TTL_BUCKET_MS);
+    const overdue: Entry[] = [];
     /** Entries of buckets visited now that are not due yet but belong at or before `current`. */
     const keep: Entry[] = [];
     for (let b = this.#buckets.takeDue(current); b; b = this.#buckets.takeDue(current)) {
@@ -235,15 +241,24 @@ export class TtlTable {
         }
         e.slot = NaN;
         if (e.expiring) continue;
-        if (e.deadline > now || out.length >= limit) {
+        if (e.deadline > now) {
           if (Math.floor(e.deadline / TTL_BUCKET_MS) <= current) keep.push(e);
           else this.#schedule(e);
           continue;
         }
-        e.expiring = true;
-        out.push(e.key);
+        overdue.push(e);
       }
-      if (out.length >= limit) break;
+      if (overdue.length >= limit) break;
+    }
+    overdue.sort(byDeadlineThenKey);
+    const out: string[] = [];
+    for (const e of overdue) {
+      if (out.length >= limit) {
+        keep.push(e); // overdue still: back into a bucket at or before `current`, for the next scan
+        continue;
+      }
+      e.expiring = true;
+      out.push(e.key);
     }
     for (const e of keep) this.#schedule(e);
     return out;

@@ -45,6 +45,20 @@ t.test('due() honours its limit', async (t) => {
   t.equal(table.due(1e9, 2).length, 1, 'the rest on the next scan');
 });
 
+t.test('due() reports in deadline order, ties by key, whatever order the checks were learnt in', async (t) => {
+  const checks = [info('b', { renewedAt: 1_000 }), info('c', { renewedAt: 950 }), info('a', { renewedAt: 1_000 }), info('d', { renewedAt: 1_020 })];
+  const key = (id: string) => ttlKey('default', id);
+  for (const order of [checks, [...checks].reverse()]) {
+    const table = new TtlTable(OPTS);
+    for (const c of order) table.add(c);
+    t.same(table.due(11_050), ['c', 'a', 'b', 'd'].map(key), 'one bucket, sorted');
+    const limited = new TtlTable(OPTS);
+    limited.sync(order);
+    t.same(limited.due(11_050, 2), ['c', 'a'].map(key), 'the earliest under a limit');
+    t.same(limited.due(11_050, 2), ['b', 'd'].map(key), 'the rest, in order, on the next scan');
+  }
+});
+
 t.test('sync adds new checks, drops vanished ones, follows TTL changes and newer replicated renewals', async (t) => {
   const table = new TtlTable(OPTS);
   table.sync([info('a', { renewedAt: 0, ttlMs: 5_000 }), info('b')]);
