@@ -1,17 +1,45 @@
 // Snapshot serialization that neither blocks the event loop nor re-encodes what has not changed: the
 // same bytes as JSON.stringify of the snapshot document, produced in slices with a yield between
-// them, reusing the encoding of each unchanged instance (with its checks) across snapshots.
+// them, copying the bytes of each unchanged instance (with its checks) from the previous snapshot.
 
 import { performance } from 'node:perf_hooks';
 import type { SnapshotData } from './command-codec.ts';
 
+/**
+ * Where each cached element's encoding sits in the previous snapshot's bytes, so the next snapshot
+ * copies those bytes instead of encoding the element again. Valid only because the elements are
+ * never mutated once made: the registry hands the same element object for an instance until the
+ * instance or its checks change, and then a new one. Every encode replaces both fields at its end
+ * (one pair, so a cache is always consistent): elements of the new snapshot only, located in its
+ * bytes — which Raft keeps in memory as its latest snapshot anyway, so the cache adds no JS string
+ * per instance to the heap (it used to hold each element's JSON, about as much heap again as the
+ * registry itself).
+ */
+export class SnapshotCache implements CachePositions {
+  /** The bytes of the snapshot the positions point into. */
+  bytes: Buffer = Buffer.alloc(0);
+  /** element → start × LENGTH_SPAN + byte length, in `bytes`. */
+  at = new WeakMap<object, number>();
+
+  clear(): void {
+    this.bytes = Buffer.alloc(0);
+    this.at = new WeakMap();
+  }
+}
+
+interface CachePositions {
+  readonly bytes: Buffer;
+  readonly at: WeakMap<object, number>;
+}
+
+/** Positions pack as start × LENGTH_SPAN + length: longer elements (2 MiB) are not cached. */
+const LENGTH_SPAN = 2 ** 21;
+/** Nor are elements starting this far in (4 GiB): the packed number stays an exact integer. */
+const START_LIMIT = 2 ** 32;
+
 export interface SnapshotEncodeOptions {
-  /**
-   * Encodings kept between snapshots for the elements of `instances` arrays (element → its JSON).
-   * Valid only because those elements are never mutated once made: the registry hands the same
-   * element object for an instance until the instance or its checks change, and then a new one.
-   */
-  cache?: WeakMap<object, string>;
+  /** Positions of the previous snapshot's elements of `instances` arrays (see SnapshotCache). */
+  cache?: SnapshotCache;
   /** Longest stretch of synchronous work before yielding to the event loop. Default 4 ms. */
   sliceMs?: number;
   /**
@@ -116,7 +144,12 @@ class Output {
   /** Encodes straight into the output: no intermediate joined string or buffer. */
   #write(s: string): void {
     // A UTF-16 unit becomes at most 3 bytes of UTF-8.
-    const need = s.length * 3;
+    this.#room(s.length * 3);
+    this.#len += this.#buf.write(s, this.#len, 'utf8');
+  }
+
+  /** Makes room for `need` more bytes in the current chunk. */
+  #room(need: number): void {
     if (this.#len + need > this.#buf.length) {
       // A new chunk (as large as everything so far): what is written stays where it is.
       this.#done.push(this.#buf.subarray(0, this.#len));
@@ -124,7 +157,17 @@ class Output {
       this.#buf = Buffer.allocUnsafe(Math.max(this.#buf.length, this.#doneBytes, need));
       this.#len = 0;
     }
-    this.#len += this.#buf.write(s, this.#len, 'utf8');
+  }
+
+  /** Writes one cached element (its JSON, or its bytes copied from `from`) and returns where it went (packed, see SnapshotCache). */
+  element(json: string | null, from: Buffer, start: number, end: number): number {
+    this.#flush();
+    if (json === null) this.#room(end - start);
+    else this.#room(json.length * 3);
+    const at = this.#doneBytes + this.#len;
+    this.#len += json === null ? from.copy(this.#buf, this.#len, start, end) : this.#buf.write(json, this.#len, 'utf8');
+    const length = this.#doneBytes + this.#len - at;
+    return length < LENGTH_SPAN && at < START_LIMIT ? at * LENGTH_SPAN + length : -1;
   }
 }
 
@@ -137,17 +180,27 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** An element's JSON from the cache, or encoded and remembered. */
-function cachedJson(v: object, cache: WeakMap<object, string>): string {
-  let s = cache.get(v);
-  if (s === undefined) {
-    s = JSON.stringify(v);
-    cache.set(v, s);
+/** Writes a cached element: its bytes from the previous snapshot when it has not changed since, its JSON otherwise; remembers where it went. */
+function writeCached(out: Output, el: object, prev: CachePositions, next: WeakMap<object, number>): void {
+  const packed = prev.at.get(el);
+  let at: number;
+  if (packed === undefined) {
+    at = out.element(JSON.stringify(el), prev.bytes, 0, 0);
+  } else {
+    const start = Math.floor(packed / LENGTH_SPAN);
+    at = out.element(null, prev.bytes, start, start + (packed % LENGTH_SPAN));
   }
-  return s;
+  if (at >= 0) next.set(el, at);
 }
 
-async function writeArray(out: Output, key: string, arr: readonly unknown[], o: SnapshotEncodeOptions): Promise<void> {
+interface Walk extends SnapshotEncodeOptions {
+  /** The positions this encode records (becomes the cache's `at` when it ends). */
+  next?: WeakMap<object, number>;
+  /** The cache as it was when this encode began. */
+  prev?: CachePositions;
+}
+
+async function writeArray(out: Output, key: string, arr: readonly unknown[], o: Walk): Promise<void> {
   out.text('[');
   if (DESCEND.has(key)) {
     // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
@@ -156,7 +209,10 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], o: 
       if (i > 0) out.text(',');
       const el = arr[i];
       if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
-      else if (leaves) out.text(o.cache ? cachedJson(el, o.cache) : JSON.stringify(el));
+      else if (leaves) {
+        if (o.prev && o.next) writeCached(out, el, o.prev, o.next);
+        else out.text(JSON.stringify(el));
+      }
       else await writeObject(out, el, o);
       const pause = out.unit();
       if (pause) await pause;
@@ -174,7 +230,7 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], o: 
 }
 
 /** An object whose array members are walked element by element, with yields between elements. */
-async function writeObject(out: Output, obj: Record<string, unknown>, o: SnapshotEncodeOptions): Promise<void> {
+async function writeObject(out: Output, obj: Record<string, unknown>, o: Walk): Promise<void> {
   out.text('{');
   let first = true;
   for (const key of Object.keys(obj)) {
@@ -198,9 +254,18 @@ async function writeObject(out: Output, obj: Record<string, unknown>, o: Snapsho
 /**
  * The snapshot document's JSON as UTF-8 bytes, identical to `JSON.stringify(data)`, produced in
  * slices of at most about `sliceMs` of work with the event loop free (for `pauseMs`) in between.
+ * With a cache, unchanged elements are copied from the previous snapshot's bytes, and the cache
+ * then points into these bytes (which must not be modified afterwards).
  */
 export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
   const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
-  await writeObject(out, data as unknown as Record<string, unknown>, opts);
-  return await out.finish();
+  const cache = opts.cache;
+  const walk: Walk = cache ? { ...opts, prev: { bytes: cache.bytes, at: cache.at }, next: new WeakMap() } : opts;
+  await writeObject(out, data as unknown as Record<string, unknown>, walk);
+  const bytes = await out.finish();
+  if (cache && walk.next) {
+    cache.bytes = bytes;
+    cache.at = walk.next;
+  }
+  return bytes;
 }

@@ -25,7 +25,7 @@ import type {
 } from './model.ts';
 import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
-import { encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
+import { SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
@@ -286,8 +286,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   #index = 0;
   /** rid → result, in apply order (Map iteration order is insertion order: first = oldest). */
   #dedup = new Map<string, ApplyResult>();
-  /** Encoded instances and check lists, reused by the next snapshot while they are unchanged. */
-  #snapshotCache = new WeakMap<object, string>();
+  /** Where the last snapshot holds each instance with its checks: copied by the next while unchanged. */
+  readonly #snapshotCache = new SnapshotCache();
   /** Size of the last snapshot written and its instance count, to size the next one's buffer. */
   #snapshotSize = { bytes: 0, instances: 0 };
   #watchers: Watchers;
@@ -384,6 +384,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     this.#serversView = null;
     this.#index = snap.index;
     this.#dedup = new Map(snap.dedup);
+    // Every record is new: nothing the cache points at can come again (and its bytes can go).
+    this.#snapshotCache.clear();
     this.#touched.clear();
     this.#everyCheckChanged();
     this.#watchers.fireAll();

@@ -7,7 +7,7 @@ import { encodeCommand } from '../../src/registry/command-codec.ts';
 import type { SnapshotData } from '../../src/registry/command-codec.ts';
 import type { RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
-import { encodeSnapshotSliced } from '../../src/registry/snapshot-encoder.ts';
+import { SnapshotCache, encodeSnapshotSliced } from '../../src/registry/snapshot-encoder.ts';
 import { checkSpec } from '../../src/registry/specs.ts';
 
 function reg(service: string, id: string, n: number, status: '' | 'passing' = ''): RegistryCommand {
@@ -69,10 +69,24 @@ t.test('any JSON document encodes to the bytes JSON.stringify gives', async (t) 
     fc.asyncProperty(doc, async (d) => {
       const expected = JSON.stringify(d);
       const cold = await encodeSnapshotSliced(d as unknown as SnapshotData, { sliceMs: 0 });
-      const cache = new WeakMap<object, string>();
+      const cache = new SnapshotCache();
       const warm1 = await encodeSnapshotSliced(d as unknown as SnapshotData, { cache });
       const warm2 = await encodeSnapshotSliced(d as unknown as SnapshotData, { cache });
-      return cold.toString('utf8') === expected && warm1.toString('utf8') === expected && warm2.toString('utf8') === expected;
+      // The same elements elsewhere (reversed, one dropped) beside new ones: copied from their old places.
+      const moved = {
+        ...d,
+        namespaces: d.namespaces.map((ns) => ({
+          ...ns,
+          services: ns.services.map((svc, i) => ({ ...svc, instances: [{ instance: i, checks: [] }, ...svc.instances.slice(1).reverse()] })),
+        })),
+      };
+      const warm3 = await encodeSnapshotSliced(moved as unknown as SnapshotData, { cache, sizeHint: 1 });
+      return (
+        cold.toString('utf8') === expected &&
+        warm1.toString('utf8') === expected &&
+        warm2.toString('utf8') === expected &&
+        warm3.toString('utf8') === JSON.stringify(moved)
+      );
     }),
     { numRuns: 100 },
   );
@@ -108,6 +122,43 @@ t.test('a warm cache gives the same snapshot as a cold one after registrations, 
   const restored = new RegistryStateMachine();
   restored.restore(second, { index: 304, term: 1, membership: { voters: [], learners: [], addrs: {}, removed: [] } });
   t.equal(restored.digest(), warm.digest(), 'the snapshot restores to the same state');
+});
+
+t.test('a warm snapshot copies unchanged instances from the last one, across output chunks', async (t) => {
+  const sm = new RegistryStateMachine();
+  const log: RegistryCommand[] = [];
+  for (let n = 0; n < 2_000; n++) log.push(reg(`svc-${n % 13}`, `i-${n}`, n));
+  applyAll(sm, log, 1);
+  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  const cache = new SnapshotCache();
+  // No size hint: the output grows chunk by chunk, so elements land in several chunks.
+  const first = await encodeSnapshotSliced(doc, { cache, sliceMs: 1 });
+  t.ok(first.toString('utf8') === JSON.stringify(doc), 'cold: the bytes JSON.stringify gives');
+  const element = doc.namespaces[0]!.services[0]!.instances[0]!;
+  const packed = cache.at.get(element);
+  t.type(packed, 'number', 'each element is located in the output');
+  const start = Math.floor(packed! / 2 ** 21);
+  t.equal(cache.bytes, first, 'the cache points into this snapshot');
+  t.equal(first.subarray(start, start + (packed! % 2 ** 21)).toString('utf8'), JSON.stringify(element), 'at its place');
+  // The registry changed a little: one service's instances, in a new order, one replaced.
+  const svc = doc.namespaces[0]!.services[1]!;
+  svc.instances = [...svc.instances].reverse();
+  svc.instances[0] = { ...svc.instances[0]!, checks: [] };
+  const second = await encodeSnapshotSliced(doc, { cache, sliceMs: 1, sizeHint: 1 });
+  t.ok(second.toString('utf8') === JSON.stringify(doc), 'warm: the same bytes');
+  t.equal(cache.bytes, second, 'the cache moves to the newest snapshot');
+  t.not(first.toString('utf8'), second.toString('utf8'));
+});
+
+t.test('a restore drops the snapshot cache', async (t) => {
+  const sm = new RegistryStateMachine();
+  const log: RegistryCommand[] = [];
+  for (let n = 0; n < 50; n++) log.push(reg(`svc-${n % 3}`, `i-${n}`, n));
+  applyAll(sm, log, 1);
+  const bytes = Buffer.from(await sm.snapshot()());
+  sm.restore(bytes, { index: 50, term: 1, membership: { voters: [], learners: [], addrs: {}, removed: [] } });
+  const again = Buffer.from(await sm.snapshot()());
+  t.ok(again.equals(bytes), 'the snapshot after a restore is the restored one, encoded afresh');
 });
 
 t.test('the event loop runs while a large snapshot is encoded', async (t) => {
