@@ -263,7 +263,14 @@ export function decodeHardState(buf: Uint8Array): HardState {
   return hs;
 }
 
-const MESSAGE_VERSION = 1;
+/**
+ * Raised whenever servers of the new version must not talk to older ones: a format of the messages,
+ * or of the entries' data, the older ones cannot read (they would refuse entries the others apply).
+ * 2: the registry's compact register entries (src/registry/command-codec.ts). A server refuses a
+ * message of another version as bad input, so during a rolling upgrade the upgraded servers and the
+ * others each form their own side, and the side with a majority goes on.
+ */
+const MESSAGE_VERSION = 2;
 
 export function writeMessage(w: Writer, m: Message): void {
   w.u8(MESSAGE_VERSION)

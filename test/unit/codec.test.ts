@@ -27,3 +27,11 @@ t.test('a forged entry count larger than the input is still refused', async (t) 
   buf.writeUInt32BE(1_000_000, buf.length - 5);
   t.throws(() => decodeMessages(buf), { code: 'SIDER_BAD_REQUEST' });
 });
+
+t.test('a message of another version is refused, naming it (servers of different versions do not talk)', async (t) => {
+  const buf = Buffer.from(encodeMessages([emptyMessage('app', 'a', 'b', 1)]));
+  // The version byte follows the message count.
+  t.equal(buf[4], 2, 'this version writes 2 (compact registry entries)');
+  buf[4] = 1;
+  t.throws(() => decodeMessages(buf), { code: 'SIDER_BAD_REQUEST', message: /unsupported message version 1/ });
+});

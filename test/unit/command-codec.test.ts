@@ -1,0 +1,151 @@
+// Registry commands as entry data: registrations take the compact form (a JSON array by position),
+// which must decode to exactly the command the object form gives — the object form is what older
+// logs hold and what every other command uses — and bad compact data is refused, naming the field.
+
+import { isDeepStrictEqual } from 'node:util';
+import t from 'tap';
+import fc from 'fast-check';
+import { registerCommand } from '../../http/register-fast.ts';
+import { decodeCommand, encodeCommand } from '../../src/registry/command-codec.ts';
+import type { CheckSpec, RegistryCommand } from '../../src/registry/model.ts';
+import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
+
+const checkArb: fc.Arbitrary<CheckSpec> = fc.record({
+  CheckID: fc.string({ minLength: 1 }),
+  Name: fc.string(),
+  Type: fc.constantFrom('ttl', 'http', 'tcp', 'grpc', 'cmd', 'maintenance'),
+  Status: fc.constantFrom('', 'passing', 'warning', 'critical'),
+  Notes: fc.string(),
+  Output: fc.string(),
+  Interval: fc.string(),
+  Timeout: fc.string(),
+  TTL: fc.string(),
+  DeregisterCriticalServiceAfter: fc.string(),
+  SuccessBeforePassing: fc.nat(),
+  FailuresBeforeCritical: fc.nat(),
+  HTTP: fc.string(),
+  Method: fc.string(),
+  Header: fc.dictionary(fc.string(), fc.array(fc.string(), { maxLength: 3 }), { maxKeys: 3 }),
+  TCP: fc.string(),
+  GRPC: fc.string(),
+  GRPCUseTLS: fc.boolean(),
+  TLSSkipVerify: fc.boolean(),
+  Args: fc.array(fc.string(), { maxLength: 3 }),
+});
+
+const registerArb: fc.Arbitrary<RegistryCommand> = fc
+  .record(
+    {
+      ns: fc.string({ minLength: 1 }),
+      node: fc.string(),
+      nodeAddress: fc.string(),
+      instance: fc.record({
+        Service: fc.string({ minLength: 1 }),
+        ID: fc.string(),
+        Address: fc.string(),
+        Port: fc.nat(65535),
+        Tags: fc.array(fc.string(), { maxLength: 4 }),
+        Meta: fc.dictionary(fc.string(), fc.string(), { maxKeys: 4 }),
+        Weights: fc.record({ Passing: fc.nat(), Warning: fc.nat() }),
+        TaggedAddresses: fc.dictionary(fc.string(), fc.record({ Address: fc.string(), Port: fc.nat(65535) }), { maxKeys: 2 }),
+        EnableTagOverride: fc.boolean(),
+      }),
+      checks: fc.array(checkArb, { maxLength: 3 }),
+      replaceExistingChecks: fc.boolean(),
+      now: fc.oneof(fc.nat(), fc.double({ noNaN: true, noDefaultInfinity: true })),
+    },
+    { requiredKeys: ['ns', 'node', 'instance', 'checks', 'replaceExistingChecks', 'now'] },
+  )
+  .map((r) => ({ type: 'register' as const, ...r }));
+
+const objectForm = (cmd: RegistryCommand): Buffer => Buffer.from(JSON.stringify(cmd), 'utf8');
+
+t.test('property: a registration decodes from its compact form to what its object form gives', async (t) => {
+  await fc.assert(
+    fc.property(registerArb, (cmd) => {
+      const data = encodeCommand(cmd);
+      if (data[0] !== 0x5b) return false; // '[': the compact form
+      const compact = decodeCommand(data);
+      const object = decodeCommand(objectForm(cmd));
+      return compact.ok && object.ok && isDeepStrictEqual(compact.command, object.command) && JSON.stringify(compact.command) === JSON.stringify(object.command);
+    }),
+    { numRuns: 2_000 },
+  );
+  t.pass('2,000 random registrations');
+});
+
+t.test('the two forms of the same registrations give the same state', async (t) => {
+  const cmds = fc.sample(registerArb, { numRuns: 300, seed: 42 });
+  // Few distinct names, so that registrations replace and extend one another.
+  const narrowed = cmds.map((c, n) => (c.type === 'register' ? { ...c, ns: `ns${n % 2}`, instance: { ...c.instance, Service: `s${n % 3}`, ID: `i${n % 5}` }, checks: c.checks.map((k, j) => ({ ...k, CheckID: `c${(n + j) % 7}` })) } : c));
+  const a = new RegistryStateMachine();
+  const b = new RegistryStateMachine();
+  for (const [n, cmd] of narrowed.entries()) {
+    const ra = a.apply({ index: n + 1, term: 1, type: 'normal', rid: '', data: encodeCommand(cmd) });
+    const rb = b.apply({ index: n + 1, term: 1, type: 'normal', rid: '', data: objectForm(cmd) });
+    if (!isDeepStrictEqual(ra, rb)) t.fail(`entry ${n + 1}: ${JSON.stringify(ra)} != ${JSON.stringify(rb)}`);
+  }
+  t.equal(a.digest(), b.digest());
+  t.ok(a.index() > 0, 'something was applied');
+});
+
+t.test('the benchmark registration is under 40 % of its object form', async (t) => {
+  const body = { Name: 'bench-reg-7', ID: 'wrk-1-123', Address: '10.0.0.7', Port: 8080, Tags: ['v1', 'http'], Meta: { version: '1.2.3' }, Check: { TTL: '10m' } };
+  const cmd = registerCommand(body, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const compact = encodeCommand(cmd).length;
+  const object = objectForm(cmd).length;
+  t.ok(compact < object * 0.4, `${compact} bytes against ${object}`);
+});
+
+t.test('bad compact data is refused, naming the field, and never throws', async (t) => {
+  const cmd = registerCommand({ Name: 'api', ID: 'a1', Port: 80, Check: { TTL: '10s' } }, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const good = JSON.parse(Buffer.from(encodeCommand(cmd)).toString('utf8')) as unknown[];
+  const refuse = (mutate: (a: any) => void): string => {
+    const a = structuredClone(good) as any;
+    mutate(a);
+    const r = decodeCommand(Buffer.from(JSON.stringify(a)));
+    return r.ok ? 'accepted' : r.error;
+  };
+  t.equal(refuse((a) => (a[0] = 'r2')), 'command: an array command must start with "r1"');
+  t.equal(refuse((a) => a.push(1)), 'command: must be an array of 8 elements');
+  t.equal(refuse((a) => a[4].pop()), 'instance: must be an array of 10 elements');
+  t.equal(refuse((a) => (a[5] = {})), 'checks: must be an array');
+  t.equal(refuse((a) => a[5][0].pop()), 'checks[0]: must be an array of 20 elements');
+  t.equal(refuse((a) => (a[1] = '')), 'ns: must not be empty');
+  t.equal(refuse((a) => (a[3] = 5)), 'nodeAddress: must be a string');
+  t.equal(refuse((a) => (a[4][3] = 70_000)), 'instance.Port: must be an integer in [0, 65535]', 'the object form’s message');
+  t.equal(refuse((a) => (a[4][6] = -1)), 'instance.Weights.Passing: must be an integer in [0, 9007199254740991]');
+  t.equal(refuse((a) => (a[5][0][2] = 'exec')), 'checks[0].Type: must be one of ttl, http, tcp, grpc, cmd, maintenance');
+  t.equal(refuse((a) => (a[5][0][14] = [])), 'checks[0].Header: must be an object');
+  t.equal(refuse((a) => (a[7] = '1')), 'now: must be a finite number');
+  t.equal(decodeCommand(Buffer.from('[]')).ok, false);
+  t.equal(decodeCommand(Buffer.from('[null]')).ok, false);
+
+  // Any value anywhere in the compact form: refused or accepted, never a throw.
+  await fc.assert(
+    fc.property(fc.nat(7), fc.nat(20), fc.jsonValue(), (i, j, v) => {
+      const a = structuredClone(good) as any;
+      if (Array.isArray(a[i]) && a[i].length > 0) a[i][j % a[i].length] = v;
+      else a[i] = v;
+      const r = decodeCommand(Buffer.from(JSON.stringify(a)));
+      return r.ok || r.error.length > 0;
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+t.test('a __proto__ key in the compact form stays an ordinary own property', async (t) => {
+  const cmd = registerCommand({ Name: 'api', ID: 'a1', Port: 80 }, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const text = Buffer.from(encodeCommand(cmd)).toString('utf8').replace('{}', '{"__proto__":"x"}');
+  const d = decodeCommand(Buffer.from(text));
+  t.ok(d.ok);
+  if (d.ok && d.command.type === 'register') {
+    t.equal(Object.getPrototypeOf(d.command.instance.Meta), Object.prototype, 'no prototype pollution');
+    t.equal(Object.getOwnPropertyDescriptor(d.command.instance.Meta, '__proto__')?.value, 'x');
+  }
+});
+
+t.test('other commands keep the object form', async (t) => {
+  const cmd: RegistryCommand = { type: 'deregister', ns: 'default', service: 'api', id: 'a1', now: 5 };
+  t.equal(Buffer.from(encodeCommand(cmd)).toString('utf8'), JSON.stringify(cmd));
+});
