@@ -43,6 +43,18 @@ function applyAll(sm: RegistryStateMachine, cmds: RegistryCommand[], from: numbe
   for (const [i, cmd] of cmds.entries()) sm.apply({ index: from + i, term: 1, type: 'normal', rid: `rid-${from + i}`, data: encodeCommand(cmd) });
 }
 
+/** A registry of `count` instances spread over `services` services. */
+function registry(count: number, services: number): RegistryStateMachine {
+  const sm = new RegistryStateMachine();
+  applyAll(sm, Array.from({ length: count }, (_, n) => reg(`svc-${n % services}`, `i-${n}`, n)), 1);
+  return sm;
+}
+
+/** The snapshot document of registry(count, services). */
+async function registryDocument(count: number, services: number): Promise<SnapshotData> {
+  return JSON.parse(Buffer.from(await registry(count, services).snapshot()()).toString('utf8')) as SnapshotData;
+}
+
 t.test('any JSON document encodes to the bytes JSON.stringify gives', async (t) => {
   const doc = fc.record({
     format: fc.constant('sider-registry'),
@@ -125,11 +137,7 @@ t.test('a warm cache gives the same snapshot as a cold one after registrations, 
 });
 
 t.test('a warm snapshot copies unchanged instances from the last one, across output chunks', async (t) => {
-  const sm = new RegistryStateMachine();
-  const log: RegistryCommand[] = [];
-  for (let n = 0; n < 2_000; n++) log.push(reg(`svc-${n % 13}`, `i-${n}`, n));
-  applyAll(sm, log, 1);
-  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  const doc = await registryDocument(2_000, 13);
   const cache = new SnapshotCache();
   // No size hint: the output grows chunk by chunk, so elements land in several chunks.
   const first = await encodeSnapshotSliced(doc, { cache, sliceMs: 1 });
@@ -151,10 +159,7 @@ t.test('a warm snapshot copies unchanged instances from the last one, across out
 });
 
 t.test('a restore drops the snapshot cache', async (t) => {
-  const sm = new RegistryStateMachine();
-  const log: RegistryCommand[] = [];
-  for (let n = 0; n < 50; n++) log.push(reg(`svc-${n % 3}`, `i-${n}`, n));
-  applyAll(sm, log, 1);
+  const sm = registry(50, 3);
   const bytes = Buffer.from(await sm.snapshot()());
   sm.restore(bytes, { index: 50, term: 1, membership: { voters: [], learners: [], addrs: {}, removed: [] } });
   const again = Buffer.from(await sm.snapshot()());
@@ -180,11 +185,7 @@ t.test('the event loop runs while a large snapshot is encoded', async (t) => {
 });
 
 t.test('the output is the same whether it fits the size hint, outgrows it in chunks, or is far smaller', async (t) => {
-  const sm = new RegistryStateMachine();
-  const log: RegistryCommand[] = [];
-  for (let n = 0; n < 3_000; n++) log.push(reg(`svc-${n % 40}`, `i-${n}`, n));
-  applyAll(sm, log, 1);
-  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  const doc = await registryDocument(3_000, 40);
   // One text longer than any chunk so far: a chunk is made to fit it.
   (doc.servers as unknown[]).push({ ID: 'x'.repeat(300_000) });
   const expected = JSON.stringify(doc);
