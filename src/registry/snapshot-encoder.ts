@@ -159,16 +159,27 @@ class Output {
     }
   }
 
-  /** Writes one cached element (its JSON, or its bytes copied from `from`) and returns where it went (packed, see SnapshotCache). */
-  element(json: string | null, from: Buffer, start: number, end: number): number {
+  /** Writes one cached element's JSON; returns where it went (packed, see SnapshotCache; -1: too far or too long to cache). */
+  elementJson(json: string): number {
     this.#flush();
-    if (json === null) this.#room(end - start);
-    else this.#room(json.length * 3);
+    this.#room(json.length * 3);
     const at = this.#doneBytes + this.#len;
-    this.#len += json === null ? from.copy(this.#buf, this.#len, start, end) : this.#buf.write(json, this.#len, 'utf8');
-    const length = this.#doneBytes + this.#len - at;
-    return length < LENGTH_SPAN && at < START_LIMIT ? at * LENGTH_SPAN + length : -1;
+    this.#len += this.#buf.write(json, this.#len, 'utf8');
+    return packPosition(at, this.#doneBytes + this.#len - at);
   }
+
+  /** Writes one cached element's bytes, copied from `from` (the previous snapshot); returns where they went, as elementJson does. */
+  elementBytes(from: Buffer, start: number, end: number): number {
+    this.#flush();
+    this.#room(end - start);
+    const at = this.#doneBytes + this.#len;
+    this.#len += from.copy(this.#buf, this.#len, start, end);
+    return packPosition(at, end - start);
+  }
+}
+
+function packPosition(start: number, length: number): number {
+  return length < LENGTH_SPAN && start < START_LIMIT ? start * LENGTH_SPAN + length : -1;
 }
 
 /** Lets other work run: for `ms` milliseconds, or (0) until pending events have run. */
@@ -185,10 +196,10 @@ function writeCached(out: Output, el: object, prev: CachePositions, next: WeakMa
   const packed = prev.at.get(el);
   let at: number;
   if (packed === undefined) {
-    at = out.element(JSON.stringify(el), prev.bytes, 0, 0);
+    at = out.elementJson(JSON.stringify(el));
   } else {
     const start = Math.floor(packed / LENGTH_SPAN);
-    at = out.element(null, prev.bytes, start, start + (packed % LENGTH_SPAN));
+    at = out.elementBytes(prev.bytes, start, start + (packed % LENGTH_SPAN));
   }
   if (at >= 0) next.set(el, at);
 }

@@ -158,6 +158,19 @@ t.test('a warm snapshot copies unchanged instances from the last one, across out
   t.not(first.toString('utf8'), second.toString('utf8'));
 });
 
+t.test('an element too long to locate (2 MiB) is encoded afresh each time, the others still copied', async (t) => {
+  const doc = await registryDocument(20, 2);
+  const big = { instance: { ID: 'big', Meta: { blob: 'x'.repeat(2 ** 21) } }, checks: [] };
+  (doc.namespaces[0]!.services[0]!.instances as unknown[]).push(big);
+  const cache = new SnapshotCache();
+  for (const round of ['cold', 'warm']) {
+    const bytes = await encodeSnapshotSliced(doc, { cache });
+    t.ok(bytes.toString('utf8') === JSON.stringify(doc), `${round}: the bytes JSON.stringify gives`);
+  }
+  t.equal(cache.at.get(big), undefined, 'the long element is not located');
+  t.type(cache.at.get(doc.namespaces[0]!.services[0]!.instances[0]!), 'number', 'a short one is');
+});
+
 t.test('a restore drops the snapshot cache', async (t) => {
   const sm = registry(50, 3);
   const bytes = Buffer.from(await sm.snapshot()());
