@@ -92,7 +92,8 @@ export interface ServerInfo {
 
 /**
  * The commands proposed through Raft. `now` is the leader's clock (ms) stamped at proposal time:
- * apply() never reads a clock. Data carried in an entry is JSON of one command.
+ * apply() never reads a clock. Data carried in an entry is JSON of one command (a registration in
+ * the compact array form of command-codec.ts).
  */
 export type RegistryCommand =
   | {
