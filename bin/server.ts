@@ -29,7 +29,7 @@ import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
 import { Readiness } from '../src/readiness.ts';
 import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
-import { encodeCommand } from '../src/registry/command-codec.ts';
+import { REGISTRY_DATA_VERSION, encodeCommand } from '../src/registry/command-codec.ts';
 import { LeaderHealth } from '../src/health/leader.ts';
 import { INTERNAL_RENEW, RenewalForwarder } from '../src/health/renewals.ts';
 import type { CheckRenewer, RenewResult } from '../src/health/renewals.ts';
@@ -140,6 +140,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
         clusterId: cid,
         listen: cfg.raftBind,
         advertise: raftAddr,
+        dataVersion: REGISTRY_DATA_VERSION,
         ...(cfg.clusterKey ? { clusterKey: cfg.clusterKey } : { allowInsecureLoopback: true }),
         log: (level, msg, fields) => log(level, msg, fields),
       }),

@@ -264,16 +264,14 @@ export function decodeHardState(buf: Uint8Array): HardState {
 }
 
 /**
- * Raised whenever servers of the new version must not talk to older ones: a format of the messages,
- * or of the entries' data, the older ones cannot read (they would refuse entries the others apply).
- * 2: the registry's compact register entries (src/registry/command-codec.ts). A server refuses a
- * message of another version as bad input, so during a rolling upgrade the upgraded servers and the
- * others each form their own side, and the side with a majority goes on.
+ * The message format's version. 2: every message also names the application's entry data version
+ * (see encodeMessages). A server refuses a message of another version as bad input.
  */
 const MESSAGE_VERSION = 2;
 
-export function writeMessage(w: Writer, m: Message): void {
+export function writeMessage(w: Writer, m: Message, dataVersion = 0): void {
   w.u8(MESSAGE_VERSION)
+    .u32(dataVersion)
     .u8(enumIndex(messageTypes, m.type, 'message type'))
     .str(m.from)
     .str(m.to)
@@ -296,9 +294,11 @@ export function writeMessage(w: Writer, m: Message): void {
   }
 }
 
-export function readMessage(r: Reader): Message {
+export function readMessage(r: Reader, dataVersion = 0): Message {
   const version = r.u8('message version');
   if (version !== MESSAGE_VERSION) throw bad(`unsupported message version ${version}`);
+  const theirs = r.u32('entry data version');
+  if (theirs !== dataVersion) throw bad(`entry data version ${theirs}, this server's is ${dataVersion}`);
   const type = enumValue(messageTypes, r.u8('message type'), 'message type');
   const from = r.str('from');
   const to = r.str('to');
@@ -321,17 +321,23 @@ export function readMessage(r: Reader): Message {
 }
 
 /** A batch of messages for one HTTP request body. */
-export function encodeMessages(ms: Message[]): Buffer {
+/**
+ * A batch of messages. `dataVersion` is the application's format of entry data (0 unless it says
+ * otherwise): decodeMessages refuses messages of another, so servers that could not read each
+ * other's entries never exchange any — the application raises it when it writes entries its older
+ * versions cannot read (they would refuse what the others apply).
+ */
+export function encodeMessages(ms: Message[], dataVersion = 0): Buffer {
   const w = new Writer(256);
   w.u32(ms.length);
-  for (const m of ms) writeMessage(w, m);
+  for (const m of ms) writeMessage(w, m, dataVersion);
   return w.finish();
 }
 
-export function decodeMessages(buf: Uint8Array): Message[] {
+export function decodeMessages(buf: Uint8Array, dataVersion = 0): Message[] {
   const r = new Reader(buf);
   const out: Message[] = [];
-  for (let n = r.count('messages', 60); n > 0; n--) out.push(readMessage(r));
+  for (let n = r.count('messages', 64); n > 0; n--) out.push(readMessage(r, dataVersion));
   r.end('message batch');
   return out;
 }

@@ -40,6 +40,11 @@ export interface HttpTransportOptions {
   log?: TransportLog;
   /** Largest request body accepted (and the largest snapshot that can travel). Default 64 MiB. */
   maxBodyBytes?: number;
+  /**
+   * The application's entry data version (codec.ts encodeMessages; default 0): a server whose
+   * version differs refuses this one's messages, and this one refuses its.
+   */
+  dataVersion?: number;
   /** Connections per peer for `app` and `snap` traffic, each carrying one request at a time. Default: the core's DEFAULT_MAX_INFLIGHT. */
   bulkConnections?: number;
   /** Messages queued per peer and lane before the oldest is dropped. Default 4096. */
@@ -203,6 +208,7 @@ export class HttpTransport implements Transport {
   readonly #insecure: boolean;
   readonly #log: TransportLog;
   readonly #maxBody: number;
+  readonly #dataVersion: number;
   readonly #bulkConnections: number;
   readonly #maxQueued: number;
   readonly #timeouts: Record<'control' | 'bulk' | 'snapshot', number>;
@@ -269,6 +275,7 @@ export class HttpTransport implements Transport {
     }
     this.#log = opts.log ?? (() => {});
     this.#maxBody = boundedInt(opts.maxBodyBytes, DEFAULT_MAX_BODY, 1024, 1024 * MiB, 'maxBodyBytes');
+    this.#dataVersion = boundedInt(opts.dataVersion, 0, 0, 0xffff_ffff, 'dataVersion');
     this.#bulkConnections = boundedInt(opts.bulkConnections, DEFAULT_MAX_INFLIGHT, 1, MAX_BULK_CONNECTIONS, 'bulkConnections');
     this.#maxQueued = boundedInt(opts.maxQueuedMessages, 4096, 1, 1_000_000, 'maxQueuedMessages');
     this.#timeouts = {
@@ -482,7 +489,7 @@ export class HttpTransport implements Transport {
     let ok = false;
     let failure = '';
     try {
-      const body = encodeMessages(batch);
+      const body = encodeMessages(batch, this.#dataVersion);
       const timestamp = String(Date.now());
       const headers: Record<string, string> = {
         'content-type': 'application/octet-stream',
@@ -620,7 +627,7 @@ export class HttpTransport implements Transport {
       }
       let messages: Message[];
       try {
-        messages = decodeMessages(Buffer.concat(chunks, received));
+        messages = decodeMessages(Buffer.concat(chunks, received), this.#dataVersion);
       } catch (err) {
         return this.#reject(req, res, 400, 'undecodable body', { from, error: (err as Error).message });
       }
@@ -731,7 +738,7 @@ export class HttpTransport implements Transport {
       for (const m of batch) this.#sendOnLane(m);
       return;
     }
-    const body = encodeMessages(batch);
+    const body = encodeMessages(batch, this.#dataVersion);
     const headers: Record<string, string> = {
       'content-type': 'application/octet-stream',
       'content-length': String(body.length),
@@ -786,7 +793,7 @@ export class HttpTransport implements Transport {
     }
     let messages: Message[];
     try {
-      messages = decodeMessages(buf);
+      messages = decodeMessages(buf, this.#dataVersion);
     } catch (err) {
       return `undecodable reply: ${(err as Error).message}`;
     }

@@ -20,11 +20,19 @@ export type DecodeResult = { ok: true; command: RegistryCommand } | { ok: false;
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
 /**
+ * The format of the registry's entry data, which a server gives its Raft transport (dataVersion):
+ * servers of different versions refuse each other's messages, so none is sent entries it cannot
+ * read. 1: registrations in the compact form (before it, servers knew no data version and spoke an
+ * older Raft message format, which this one refuses too).
+ */
+export const REGISTRY_DATA_VERSION = 1;
+
+/**
  * A command as entry data. Registrations, the bulk of the log, take the compact form (a JSON array
  * by position, see compactRegister): a third of the bytes of the object form, cheaper to stringify
  * and parse, and fewer log bytes also mean fewer snapshots (taken by log bytes). Every other command
  * is the JSON of its object. Servers that read only the object form must not receive compact
- * entries: the Raft message version went up with it (raft/codec.ts), so they refuse each other.
+ * entries: see REGISTRY_DATA_VERSION.
  */
 export function encodeCommand(cmd: RegistryCommand): Uint8Array {
   return Buffer.from(JSON.stringify(cmd.type === 'register' ? compactRegister(cmd) : cmd), 'utf8');

@@ -169,6 +169,21 @@ t.test('a request signed with the wrong key is rejected with 401 and nothing is 
   t.same(b.delivered, [], 'nothing was delivered');
 });
 
+t.test('nodes of different entry data versions refuse each other (400), nodes of the same one talk', async (t) => {
+  const b = await startNode(t, { id: 'b', dataVersion: 1 });
+  const a = await startNode(t, { id: 'a' });
+  a.transport.setPeers({ b: b.transport.address() });
+  a.transport.send(heartbeat('a', 'b'));
+  await until('unreachable report', () => a.reports.some((r) => r.kind === 'unreachable' && r.to === 'b'));
+  t.ok(rejected(b, 400), 'the receiver logged a 400');
+  t.same(b.delivered, [], 'nothing was delivered');
+  const c = await startNode(t, { id: 'c', dataVersion: 1 });
+  c.transport.setPeers({ b: b.transport.address() });
+  c.transport.send(heartbeat('c', 'b'));
+  await until('delivery', () => b.delivered.length === 1);
+  t.equal(b.delivered[0]?.from, 'c');
+});
+
 t.test('a request naming another cluster id is rejected with 403', async (t) => {
   const b = await startNode(t, { id: 'b' });
   const body = encodeMessages([heartbeat('a', 'b')]);

@@ -35,3 +35,10 @@ t.test('a message of another version is refused, naming it (servers of different
   buf[4] = 1;
   t.throws(() => decodeMessages(buf), { code: 'SIDER_BAD_REQUEST', message: /unsupported message version 1/ });
 });
+
+t.test("a message of another entry data version is refused, naming both (an application's older servers are not sent entries they cannot read)", async (t) => {
+  const buf = encodeMessages([emptyMessage('app', 'a', 'b', 1)], 1);
+  t.equal(decodeMessages(buf, 1).length, 1, 'the same data version reads it');
+  t.throws(() => decodeMessages(buf), { code: 'SIDER_BAD_REQUEST', message: /entry data version 1, this server's is 0/ });
+  t.throws(() => decodeMessages(encodeMessages([emptyMessage('app', 'a', 'b', 1)]), 1), { message: /entry data version 0, this server's is 1/ });
+});
