@@ -192,7 +192,7 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
 }
 
 /** Writes a cached element: its bytes from the previous snapshot when it has not changed since, its JSON otherwise; remembers where it went. */
-function writeCached(out: Output, el: object, prev: CachePositions, next: WeakMap<object, number>): void {
+function writeCached(out: Output, el: object, { prev, next }: Positions): void {
   const packed = prev.at.get(el);
   let at: number;
   if (packed === undefined) {
@@ -204,14 +204,13 @@ function writeCached(out: Output, el: object, prev: CachePositions, next: WeakMa
   if (at >= 0) next.set(el, at);
 }
 
-interface Walk extends SnapshotEncodeOptions {
-  /** The positions this encode records (becomes the cache's `at` when it ends). */
-  next?: WeakMap<object, number>;
-  /** The cache as it was when this encode began. */
-  prev?: CachePositions;
+/** With a cache: where the last snapshot holds each element (as the cache was when this encode began), and where this one puts them. */
+interface Positions {
+  prev: CachePositions;
+  next: WeakMap<object, number>;
 }
 
-async function writeArray(out: Output, key: string, arr: readonly unknown[], o: Walk): Promise<void> {
+async function writeArray(out: Output, key: string, arr: readonly unknown[], positions: Positions | null): Promise<void> {
   out.text('[');
   if (DESCEND.has(key)) {
     // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
@@ -221,10 +220,10 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], o: 
       const el = arr[i];
       if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
       else if (leaves) {
-        if (o.prev && o.next) writeCached(out, el, o.prev, o.next);
+        if (positions) writeCached(out, el, positions);
         else out.text(JSON.stringify(el));
       }
-      else await writeObject(out, el, o);
+      else await writeObject(out, el, positions);
       const pause = out.unit();
       if (pause) await pause;
     }
@@ -241,7 +240,7 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], o: 
 }
 
 /** An object whose array members are walked element by element, with yields between elements. */
-async function writeObject(out: Output, obj: Record<string, unknown>, o: Walk): Promise<void> {
+async function writeObject(out: Output, obj: Record<string, unknown>, positions: Positions | null): Promise<void> {
   out.text('{');
   let first = true;
   for (const key of Object.keys(obj)) {
@@ -249,7 +248,7 @@ async function writeObject(out: Output, obj: Record<string, unknown>, o: Walk): 
     const name = first ? `${JSON.stringify(key)}:` : `,${JSON.stringify(key)}:`;
     if (Array.isArray(v) && (DESCEND.has(key) || v.length > ARRAY_SLICE)) {
       out.text(name);
-      await writeArray(out, key, v, o);
+      await writeArray(out, key, v, positions);
     } else {
       // JSON.stringify semantics: a member whose value does not serialize (undefined) is left out.
       const s = JSON.stringify(v) as string | undefined;
@@ -271,12 +270,12 @@ async function writeObject(out: Output, obj: Record<string, unknown>, o: Walk): 
 export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
   const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
   const cache = opts.cache;
-  const walk: Walk = cache ? { ...opts, prev: { bytes: cache.bytes, at: cache.at }, next: new WeakMap() } : opts;
-  await writeObject(out, data as unknown as Record<string, unknown>, walk);
+  const positions = cache ? { prev: { bytes: cache.bytes, at: cache.at }, next: new WeakMap<object, number>() } : null;
+  await writeObject(out, data as unknown as Record<string, unknown>, positions);
   const bytes = await out.finish();
-  if (cache && walk.next) {
+  if (cache && positions) {
     cache.bytes = bytes;
-    cache.at = walk.next;
+    cache.at = positions.next;
   }
   return bytes;
 }
