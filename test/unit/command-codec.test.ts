@@ -59,6 +59,8 @@ const registerArb: fc.Arbitrary<RegistryCommand> = fc
   .map((r) => ({ type: 'register' as const, ...r }));
 
 const objectForm = (cmd: RegistryCommand): Buffer => Buffer.from(JSON.stringify(cmd), 'utf8');
+/** The command the HTTP API builds from a registration body. */
+const fromBody = (body: unknown): RegistryCommand => registerCommand(body, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
 
 t.test('property: a registration decodes from its compact form to what its object form gives', async (t) => {
   await fc.assert(
@@ -91,14 +93,14 @@ t.test('the two forms of the same registrations give the same state', async (t) 
 
 t.test('the benchmark registration is under 40 % of its object form', async (t) => {
   const body = { Name: 'bench-reg-7', ID: 'wrk-1-123', Address: '10.0.0.7', Port: 8080, Tags: ['v1', 'http'], Meta: { version: '1.2.3' }, Check: { TTL: '10m' } };
-  const cmd = registerCommand(body, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const cmd = fromBody(body);
   const compact = encodeCommand(cmd).length;
   const object = objectForm(cmd).length;
   t.ok(compact < object * 0.4, `${compact} bytes against ${object}`);
 });
 
 t.test('bad compact data is refused, naming the field, and never throws', async (t) => {
-  const cmd = registerCommand({ Name: 'api', ID: 'a1', Port: 80, Check: { TTL: '10s' } }, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const cmd = fromBody({ Name: 'api', ID: 'a1', Port: 80, Check: { TTL: '10s' } });
   const good = JSON.parse(Buffer.from(encodeCommand(cmd)).toString('utf8')) as unknown[];
   const refuse = (mutate: (a: any) => void): string => {
     const a = structuredClone(good) as any;
@@ -135,7 +137,7 @@ t.test('bad compact data is refused, naming the field, and never throws', async 
 });
 
 t.test('a __proto__ key in the compact form stays an ordinary own property', async (t) => {
-  const cmd = registerCommand({ Name: 'api', ID: 'a1', Port: 80 }, {}, '', { enableScriptChecks: false, defaultNamespace: 'default', nodeName: 'n1' });
+  const cmd = fromBody({ Name: 'api', ID: 'a1', Port: 80 });
   const text = Buffer.from(encodeCommand(cmd)).toString('utf8').replace('{}', '{"__proto__":"x"}');
   const d = decodeCommand(Buffer.from(text));
   t.ok(d.ok);
