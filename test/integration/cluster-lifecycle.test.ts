@@ -37,6 +37,8 @@ t.test('three servers started together with -bootstrap-expect 3 form one cluster
   const c = (await expectCluster()).teardownWith(t);
   const procs = c.ids.map((id) => c.spawn(id));
   await c.waitVoters(['s1', 's2', 's3'], 60_000);
+  // A server may be a voter a moment before it logs its start.
+  await waitFor('every server to log its start', () => procs.every((p) => startedLines(p).length > 0), 30_000, 50);
 
   const started = procs.map((p) => startedLines(p)[0]);
   t.ok(started.every((l) => l !== undefined), 'every server logged its start');

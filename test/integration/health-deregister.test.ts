@@ -17,11 +17,12 @@ t.test('an instance critical for longer than DeregisterCriticalServiceAfter is d
   const ids = async (): Promise<string[]> =>
     (JSON.parse((await http.call(addr, 'GET', '/v1/catalog/service/reaped')).text) as CatalogEntry[]).map((e) => e.ServiceID).sort();
 
+  // Before the request: the leader counts the minute from when it proposed the registration, no earlier.
+  const registered = Date.now();
   let r = await http.call(addr, 'PUT', '/v1/agent/service/register', {
     body: { Name: 'reaped', ID: 'gone-1', Port: 80, Check: { CheckID: 'gone-1', TTL: '30s', DeregisterCriticalServiceAfter: '1s' } },
   });
   t.equal(r.status, 200, r.text);
-  const registered = Date.now();
   r = await http.call(addr, 'PUT', '/v1/agent/service/register', {
     body: { Name: 'reaped', ID: 'kept-1', Port: 81, Check: { CheckID: 'kept-1', TTL: '30s' } },
   });

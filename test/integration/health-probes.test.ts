@@ -161,8 +161,11 @@ t.test('HTTP probe of a hanging target is critical at the timeout and drops the 
   t.teardown(() => server.closeAll());
   const url = `http://127.0.0.1:${listening(server)}/`;
 
-  const r = await runProbe({ type: 'http', http: url }, { timeoutMs: 200 });
-  t.same(r, { status: 'critical', output: `HTTP GET ${url}: timed out after 200 ms` });
+  // Long enough for the request to reach the server even if this process stalls for a while.
+  const probe = runProbe({ type: 'http', http: url }, { timeoutMs: 1_500 });
+  await waitFor('the server to see the probe request', () => state.hangs.length >= 1, 5_000);
+  const r = await probe;
+  t.same(r, { status: 'critical', output: `HTTP GET ${url}: timed out after 1500 ms` });
   t.equal(state.hangs.length, 1);
   await waitFor('the server to see the probe connection close', () => state.hangs[0]!.socket.destroyed, 5_000);
 
@@ -451,9 +454,20 @@ t.test('a sleeping script and its children are killed at the timeout', async (t)
     require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, process.pid + ' ' + g.pid);
     process.stdout.write('started');
     setTimeout(() => {}, 60000);`;
-  const r = await runProbe({ type: 'cmd', args: [NODE, '-e', code] }, { timeoutMs: 1_500, allowScripts: true });
-  t.same(r, { status: 'critical', output: 'Timed out (1500 ms) running check\nstarted' });
-  const pids = readFileSync(pidFile, 'utf8').split(' ').map(Number);
+  // The timeout covers Node's start-up, the grandchild's spawn and the PID file on a loaded machine.
+  const probe = runProbe({ type: 'cmd', args: [NODE, '-e', code] }, { timeoutMs: 5_000, allowScripts: true });
+  const pids = await waitFor(
+    'the script to record both PIDs',
+    () => {
+      const text = readFileSync(pidFile, 'utf8');
+      const got = text.split(' ').map(Number);
+      if (got.length !== 2 || !got.every((p) => Number.isInteger(p) && p > 0)) throw new Error(`the PID file holds ${JSON.stringify(text)}`);
+      return got;
+    },
+    30_000,
+  );
+  const r = await probe;
+  t.same(r, { status: 'critical', output: 'Timed out (5000 ms) running check\nstarted' });
   t.equal(pids.length, 2);
   await waitFor('the script and its child to be gone', () => pids.every((p) => !alive(p)), 10_000);
   t.pass('both processes are dead');
