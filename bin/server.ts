@@ -21,7 +21,6 @@ import { agentLeave, internalApi, internalRenewFastPath, operatorAuth } from '..
 import { addFastPath } from '../http/check-routes.ts';
 import { formCluster } from './formation.ts';
 import { postInternal } from './internal-post.ts';
-import { missingNodeFlags } from './node-flags.ts';
 import { snapshotRoutes } from '../http/snapshot-routes.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { isWildcard, parseHostPort } from '../src/config.ts';
@@ -279,8 +278,6 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   void publish();
 
   log('info', 'sider server started', { http: httpAddr, raft: raftAddr, dir: cfg.raftDir, clusterId: raft.clusterId, bootstrapped: bootstrap });
-  const missing = missingNodeFlags();
-  if (missing.length > 0) log('info', 'node was started without the recommended flags (README, "Runtime flags")', { missing: missing.join(' ') });
   let closing: Promise<void> | undefined;
   const srv: SiderServer = {
     config: cfg,

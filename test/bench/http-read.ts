@@ -13,7 +13,6 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Agent, Pool, request } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
-import { SIDER_NODE_FLAGS } from '../../bin/node-flags.ts';
 import { SIDER_BIN } from '../support/server-process.ts';
 import { percentile } from './level-fsync.ts';
 
@@ -149,7 +148,7 @@ export class SiderProc {
 
   constructor(spec: SiderNodeSpec) {
     this.spec = spec;
-    const args = [...SIDER_NODE_FLAGS, ...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
+    const args = [...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
     if (spec.bootstrap) args.push('-bootstrap');
     if (spec.join) args.push('-join', spec.join);
     const env: NodeJS.ProcessEnv = {};

