@@ -1,6 +1,8 @@
 // Registration benchmark (issue #3): PUT /v1/agent/service/register with unique IDs and a TTL check
 // through HTTP on a 3-node loopback cluster (fsync on), 64 concurrent clients, to the leader and spread.
 
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
@@ -36,6 +38,8 @@ export interface RegisterOptions {
   nodeArgs?: string[];
   /** Each server's whole output also goes to `<dir>/<id>.log`, chunks stamped `@<epoch ms>`. */
   serverLogDir?: string;
+  /** Each server's `/metrics` after the last case goes to `<dir>/<id>.prom` (histograms cover the whole run). */
+  metricsDir?: string;
   /** Run only these cases (default both). */
   cases?: ('leader' | 'all')[];
   log?: (line: string) => void;
@@ -99,12 +103,21 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
         await Promise.all(pools.map((p) => p.close()));
       }
     }
+    if (opts.metricsDir) await saveMetrics(cluster, opts.metricsDir);
   } catch (err) {
     throw new Error(`${(err as Error).message}\n${cluster.logTails(2000)}`);
   } finally {
     await cluster.teardown(graceMs);
   }
   return results;
+}
+
+async function saveMetrics(cluster: SiderCluster, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const id of cluster.ids) {
+    const res = await fetch(`http://${cluster.http(id)}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    await writeFile(join(dir, `${id}.prom`), await res.text());
+  }
 }
 
 export function formatRegister(r: RegisterResult): string {
@@ -118,7 +131,7 @@ export function formatRegister(r: RegisterResult): string {
 
 if (import.meta.main) {
   // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N]
-  // [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR]` (--node-args needs the '=').
+  // [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR] [--metrics-dir DIR]` (--node-args needs the '=').
   const { values } = parseArgs({
     options: {
       case: { type: 'string' },
@@ -128,6 +141,7 @@ if (import.meta.main) {
       'cpu-prof-dir': { type: 'string' },
       'node-args': { type: 'string' },
       'server-log-dir': { type: 'string' },
+      'metrics-dir': { type: 'string' },
     },
   });
   const client = values.client;
@@ -142,5 +156,6 @@ if (import.meta.main) {
     ...(values['cpu-prof-dir'] ? { cpuProfDir: values['cpu-prof-dir'] } : {}),
     ...(values['node-args'] ? { nodeArgs: values['node-args'].split(/\s+/).filter(Boolean) } : {}),
     ...(values['server-log-dir'] ? { serverLogDir: values['server-log-dir'] } : {}),
+    ...(values['metrics-dir'] ? { metricsDir: values['metrics-dir'] } : {}),
   });
 }
