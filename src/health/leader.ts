@@ -70,6 +70,14 @@ export interface LeaderHealthOptions {
 const DEFAULT_PROBE_TIMEOUT_MS = 10_000;
 /** Entries per ttlCheckpoint command (keeps one entry well under the transport's message limit). */
 const CHECKPOINT_CHUNK = 2048;
+/**
+ * Changed checks a re-sync takes in one turn of the event loop; the rest follow in later turns
+ * (setImmediate), so that a second of registrations (thousands of new checks) does not hold the
+ * loop and every request waiting on it for tens of milliseconds: 1 – 4 ms of work per turn here.
+ */
+export const RESYNC_SLICE = 128;
+/** Distinct duration texts #ms remembers. */
+const DURATIONS_KEPT = 1024;
 
 interface Pending {
   status: CheckStatus;
@@ -105,6 +113,12 @@ export class LeaderHealth implements CheckRenewer {
   #reapable = new Set<string>();
   #lastReap = 0;
   #lastResync = -Infinity;
+  /** Changed checks a re-sync has still to look at (a long re-sync goes on in later turns). */
+  #resyncQueue: string[] = [];
+  #resyncNext = 0;
+  #resyncDraining = false;
+  /** #ms's answers by text (at most DURATIONS_KEPT; emptied when full). */
+  #durations = new Map<string, number | undefined>();
   #closed = false;
 
   constructor(opts: LeaderHealthOptions) {
@@ -192,6 +206,8 @@ export class LeaderHealth implements CheckRenewer {
     this.#reapable.clear();
     this.#syncedIndex = -1;
     this.#lastResync = -Infinity;
+    this.#resyncQueue = [];
+    this.#resyncNext = 0;
     if (wasActive) this.#o.log?.('info', 'health: leader checks stopped', {});
   }
 
@@ -389,13 +405,50 @@ export class LeaderHealth implements CheckRenewer {
     this.#syncedIndex = this.#o.state.index();
     const changes = this.#o.state.takeCheckChanges();
     if (changes.all) {
+      // Everything is read afresh: what an unfinished re-sync had left is in it.
+      this.#resyncQueue = [];
+      this.#resyncNext = 0;
       this.#table.sync(this.#ttlInfos());
       this.#rebuildReapable();
       this.#syncProbes();
       return;
     }
+    if (this.#resyncNext >= this.#resyncQueue.length) {
+      this.#resyncQueue = changes.keys;
+      this.#resyncNext = 0;
+    } else {
+      // A key may now be listed twice: each look reads the check's current state, so that is harmless.
+      for (const key of changes.keys) this.#resyncQueue.push(key);
+    }
+    this.#drainResync();
+  }
+
+  /**
+   * Looks at up to RESYNC_SLICE queued checks now, and at the rest in later turns of the event
+   * loop; a later re-sync (scan) appends to the same queue. Ends when leadership does (stop()
+   * empties the queue).
+   */
+  #drainResync(): void {
+    const queue = this.#resyncQueue;
+    const end = Math.min(queue.length, this.#resyncNext + RESYNC_SLICE);
+    const keys = queue.slice(this.#resyncNext, end);
+    this.#resyncNext = end;
+    if (end >= queue.length) {
+      this.#resyncQueue = [];
+      this.#resyncNext = 0;
+    } else if (!this.#resyncDraining) {
+      this.#resyncDraining = true;
+      setImmediate(() => {
+        this.#resyncDraining = false;
+        if (this.#active && this.#resyncNext < this.#resyncQueue.length) this.#drainResync();
+      });
+    }
+    this.#resyncKeys(keys);
+  }
+
+  #resyncKeys(keys: readonly string[]): void {
     const probes: { key: string; check: ScheduledCheck | undefined }[] = [];
-    for (const key of changes.keys) {
+    for (const key of keys) {
       const [ns, checkId] = splitTtlKey(key);
       const c = this.#o.state.check(ns, checkId);
       this.#table.update(key, c && this.#ttlInfo(c));
@@ -488,13 +541,22 @@ export class LeaderHealth implements CheckRenewer {
     return { ns: c.Namespace, checkId: c.CheckID, ttlMs, renewedAt, renewIntervalMs: times?.renewIntervalMs ?? 0 };
   }
 
-  /** A stored duration in ms, or undefined when it is not a positive one (never for stored checks). */
+  /**
+   * A stored duration in ms, or undefined when it is not a positive one (never for stored checks).
+   * Remembered by text: checks share a few TTLs and intervals, and a re-sync looks at thousands.
+   */
   #ms(s: string): number | undefined {
+    const known = this.#durations.get(s);
+    if (known !== undefined || this.#durations.has(s)) return known;
+    let ms: number | undefined;
     try {
-      const ms = this.#o.durationMs(s);
-      return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+      const v = this.#o.durationMs(s);
+      ms = Number.isFinite(v) && v > 0 ? v : undefined;
     } catch {
-      return undefined;
+      ms = undefined;
     }
+    if (this.#durations.size >= DURATIONS_KEPT) this.#durations.clear();
+    this.#durations.set(s, ms);
+    return ms;
   }
 }

@@ -7,7 +7,7 @@ import { isDeepStrictEqual } from 'node:util';
 import fc from 'fast-check';
 import t from 'tap';
 import { parseDurationMs } from '../../http/duration.ts';
-import { LeaderHealth, TTL_EXPIRED_OUTPUT } from '../../src/health/leader.ts';
+import { LeaderHealth, RESYNC_SLICE, TTL_EXPIRED_OUTPUT } from '../../src/health/leader.ts';
 import type { LeaderHealthOptions, ProbeScheduler } from '../../src/health/leader.ts';
 import type { ScheduledCheck, TransitionFn } from '../../src/health/types.ts';
 import { encodeCommand } from '../../src/registry/command-codec.ts';
@@ -417,6 +417,38 @@ t.test('probe checks go to the scheduler, re-synced once per scan when the state
     'script checks with the flag',
   );
   h2.stop();
+});
+
+t.test('a long re-sync takes RESYNC_SLICE changed checks per turn of the event loop; stop() ends it', async (t) => {
+  const w = new World();
+  w.register('a', []);
+  const parsed: string[] = [];
+  const h = w.health({ durationMs: (s) => (parsed.push(s), parseDurationMs(s)) });
+  await h.start();
+  const n = RESYNC_SLICE * 2 + 10;
+  for (let i = 0; i < n; i++) w.register(`i${i}`, [checkSpec(`c${i}`, { TTL: '30s' })]);
+  h.scan();
+  t.equal(h.ttlChecks, RESYNC_SLICE, 'the first slice at once');
+  t.equal(h.deadline('default', 'c0'), w.clock + 30_000);
+  t.equal(h.deadline('default', `c${n - 1}`), undefined, 'the last one not yet');
+  await flush();
+  t.equal(h.ttlChecks, RESYNC_SLICE * 2, 'the second slice in the next turn');
+  // A re-sync before the queue is empty appends its changes to it.
+  w.register('late', [checkSpec('late', { TTL: '30s' })]);
+  w.clock += 1_000;
+  h.scan();
+  t.equal(h.ttlChecks, n + 1, 'the rest, then the later change, within one slice');
+  t.equal(h.deadline('default', 'late'), w.clock - 1_000 + 30_000);
+
+  for (let i = 0; i < n; i++) w.register(`j${i}`, [checkSpec(`d${i}`, { TTL: '30s' })]);
+  w.clock += 1_000;
+  h.scan();
+  t.equal(h.ttlChecks, n + 1 + RESYNC_SLICE);
+  h.stop();
+  await flush();
+  await flush();
+  t.equal(h.ttlChecks, 0, 'a stopped leader builds nothing more');
+  t.same(parsed, ['30s'], 'a TTL text is parsed once');
 });
 
 t.test('property: re-syncing only the changed checks ends where re-syncing every check does', async (t) => {
