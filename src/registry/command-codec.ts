@@ -13,6 +13,7 @@ import type {
   RegistryCommand,
   ServerInfo,
   TaggedAddress,
+  Weights,
 } from './model.ts';
 
 export type DecodeResult = { ok: true; command: RegistryCommand } | { ok: false; error: string };
@@ -161,14 +162,30 @@ function nat(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER): number {
   return n;
 }
 
+// Shared, frozen values for what most stored records hold (no tags, no meta, no header, default
+// weights): one object instead of one per record means fewer objects for the garbage collector to
+// copy. Records are never mutated once stored (the snapshot cache relies on that too); frozen, a
+// mutation would throw (modules are strict) instead of changing every record at once.
+const NO_STRINGS: string[] = Object.freeze([]) as unknown as string[];
+const NO_ENTRIES: Record<string, never> = Object.freeze({});
+const DEFAULT_WEIGHTS: Weights = Object.freeze({ Passing: 1, Warning: 1 });
+
 function strArray(v: unknown, path: string): string[] {
   if (!Array.isArray(v)) bad(path, 'must be an array');
+  if (v.length === 0) return NO_STRINGS;
   return v.map((x, i) => str(x, `${path}[${i}]`));
 }
 
 function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T): Record<string, T> {
   const o = obj(v, path);
-  return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, item(x, `${path}.${k}`)]));
+  const entries = Object.entries(o);
+  if (entries.length === 0) return NO_ENTRIES;
+  return Object.fromEntries(entries.map(([k, x]) => [k, item(x, `${path}.${k}`)]));
+}
+
+function weights(passing: unknown, warning: unknown, path: string): Weights {
+  const w = { Passing: nat(passing, `${path}.Passing`), Warning: nat(warning, `${path}.Warning`) };
+  return w.Passing === 1 && w.Warning === 1 ? DEFAULT_WEIGHTS : w;
 }
 
 const checkStatuses: readonly string[] = ['passing', 'warning', 'critical'];
@@ -208,7 +225,7 @@ function instanceSpecFrom(f: readonly unknown[], path: string): InstanceSpec {
     Port: nat(f[3], `${path}.Port`, 65535),
     Tags: strArray(f[4], `${path}.Tags`),
     Meta: record(f[5], `${path}.Meta`, str),
-    Weights: { Passing: nat(f[6], `${path}.Weights.Passing`), Warning: nat(f[7], `${path}.Weights.Warning`) },
+    Weights: weights(f[6], f[7], `${path}.Weights`),
     TaggedAddresses: record(f[8], `${path}.TaggedAddresses`, readTaggedAddress),
     EnableTagOverride: bool(f[9], `${path}.EnableTagOverride`),
   };

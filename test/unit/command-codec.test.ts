@@ -147,6 +147,33 @@ t.test('a __proto__ key in the compact form stays an ordinary own property', asy
   }
 });
 
+t.test('empty tags, meta, addresses, headers and args and default weights decode to shared frozen values', async (t) => {
+  const decode = (body: unknown): Extract<RegistryCommand, { type: 'register' }> => {
+    const r = decodeCommand(encodeCommand(fromBody(body)));
+    if (!r.ok || r.command.type !== 'register') throw new Error('not a registration');
+    return r.command;
+  };
+  const plain = { Name: 'api', Check: { TTL: '10s' } };
+  const [a, b] = [decode({ ...plain, ID: 'a' }), decode({ ...plain, ID: 'b' })];
+  for (const name of ['Tags', 'Meta', 'Weights', 'TaggedAddresses'] as const) {
+    t.equal(a.instance[name], b.instance[name], `instance ${name} shared`);
+    t.ok(Object.isFrozen(a.instance[name]), `instance ${name} frozen`);
+  }
+  t.same(a.instance.Weights, { Passing: 1, Warning: 1 });
+  for (const name of ['Header', 'Args'] as const) {
+    t.equal(a.checks[0]![name], b.checks[0]![name], `check ${name} shared`);
+    t.ok(Object.isFrozen(a.checks[0]![name]), `check ${name} frozen`);
+  }
+  t.throws(() => (a.instance.Tags as string[]).push('x'), TypeError, 'a shared value cannot be changed');
+  t.same(b.instance.Tags, []);
+
+  const own = decode({ Name: 'api', ID: 'c', Tags: ['v1'], Meta: { k: 'v' }, Weights: { Passing: 3, Warning: 1 } });
+  t.not(own.instance.Tags, a.instance.Tags, 'given values are the record\'s own');
+  t.not(own.instance.Weights, a.instance.Weights);
+  t.same(own.instance.Weights, { Passing: 3, Warning: 1 });
+  t.notOk(Object.isFrozen(own.instance.Meta));
+});
+
 t.test('other commands keep the object form', async (t) => {
   const cmd: RegistryCommand = { type: 'deregister', ns: 'default', service: 'api', id: 'a1', now: 5 };
   t.equal(Buffer.from(encodeCommand(cmd)).toString('utf8'), JSON.stringify(cmd));
