@@ -83,6 +83,9 @@ t.test("a follower's own snapshot that finishes after an installed newer one doe
   });
   t.teardown(() => n1.close());
   await waitFor('n1 to lead', () => n1.status().leader === 'n1', 10_000);
+  // A leader takes membership changes only once an entry of its term is committed (its no-op comes
+  // first: this one resolves after it).
+  await n1.propose(Buffer.from('first'));
   const store = new GatedStore();
   const m2 = new ListMachine();
   const n2 = await RaftNode.open({ id: 'n2', storage: new MemoryStorage(), snapshots: store, stateMachine: m2, transport: () => joinerTransport(net, 'n2'), clusterId: n1.clusterId, ...common });
