@@ -5,7 +5,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, httpError, registration, spreadPools } from './http-read.ts';
+import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, getText, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { wrkLoop } from './wrk.ts';
 
@@ -115,8 +115,8 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
 async function saveMetrics(cluster: SiderCluster, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   for (const id of cluster.ids) {
-    const res = await fetch(`http://${cluster.http(id)}/metrics`, { signal: AbortSignal.timeout(10_000) });
-    await writeFile(join(dir, `${id}.prom`), await res.text());
+    const { text } = await getText(`http://${cluster.http(id)}/metrics`, 10_000);
+    await writeFile(join(dir, `${id}.prom`), text);
   }
 }
 
