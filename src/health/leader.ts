@@ -113,9 +113,8 @@ export class LeaderHealth implements CheckRenewer {
   #reapable = new Set<string>();
   #lastReap = 0;
   #lastResync = -Infinity;
-  /** Changed checks a re-sync has still to look at (a long re-sync goes on in later turns). */
-  #resyncQueue: string[] = [];
-  #resyncNext = 0;
+  /** Changed checks a re-sync has still to look at, in order (a long re-sync goes on in later turns). */
+  #resyncPending = new Set<string>();
   #resyncDraining = false;
   /** #ms's answers by text (at most DURATIONS_KEPT; emptied when full). */
   #durations = new Map<string, number | undefined>();
@@ -206,8 +205,7 @@ export class LeaderHealth implements CheckRenewer {
     this.#reapable.clear();
     this.#syncedIndex = -1;
     this.#lastResync = -Infinity;
-    this.#resyncQueue = [];
-    this.#resyncNext = 0;
+    this.#resyncPending.clear();
     if (wasActive) this.#o.log?.('info', 'health: leader checks stopped', {});
   }
 
@@ -406,41 +404,34 @@ export class LeaderHealth implements CheckRenewer {
     const changes = this.#o.state.takeCheckChanges();
     if (changes.all) {
       // Everything is read afresh: what an unfinished re-sync had left is in it.
-      this.#resyncQueue = [];
-      this.#resyncNext = 0;
+      this.#resyncPending.clear();
       this.#table.sync(this.#ttlInfos());
       this.#rebuildReapable();
       this.#syncProbes();
       return;
     }
-    if (this.#resyncNext >= this.#resyncQueue.length) {
-      this.#resyncQueue = changes.keys;
-      this.#resyncNext = 0;
-    } else {
-      // A key may now be listed twice: each look reads the check's current state, so that is harmless.
-      for (const key of changes.keys) this.#resyncQueue.push(key);
-    }
+    // A key still pending keeps its place: the look reads the check's state as it is then.
+    for (const key of changes.keys) this.#resyncPending.add(key);
     this.#drainResync();
   }
 
   /**
-   * Looks at up to RESYNC_SLICE queued checks now, and at the rest in later turns of the event
-   * loop; a later re-sync (scan) appends to the same queue. Ends when leadership does (stop()
-   * empties the queue).
+   * Looks at up to RESYNC_SLICE pending checks now, and at the rest in later turns of the event
+   * loop; a later re-sync (scan) adds to the same set. Ends when leadership does (stop() empties
+   * it).
    */
   #drainResync(): void {
-    const queue = this.#resyncQueue;
-    const end = Math.min(queue.length, this.#resyncNext + RESYNC_SLICE);
-    const keys = queue.slice(this.#resyncNext, end);
-    this.#resyncNext = end;
-    if (end >= queue.length) {
-      this.#resyncQueue = [];
-      this.#resyncNext = 0;
-    } else if (!this.#resyncDraining) {
+    const keys: string[] = [];
+    for (const key of this.#resyncPending) {
+      if (keys.length === RESYNC_SLICE) break;
+      keys.push(key);
+    }
+    for (const key of keys) this.#resyncPending.delete(key);
+    if (this.#resyncPending.size > 0 && !this.#resyncDraining) {
       this.#resyncDraining = true;
       setImmediate(() => {
         this.#resyncDraining = false;
-        if (this.#active && this.#resyncNext < this.#resyncQueue.length) this.#drainResync();
+        if (this.#active && this.#resyncPending.size > 0) this.#drainResync();
       });
     }
     this.#resyncKeys(keys);
