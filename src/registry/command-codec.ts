@@ -184,8 +184,9 @@ function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T)
 }
 
 function weights(passing: unknown, warning: unknown, path: string): Weights {
-  const w = { Passing: nat(passing, `${path}.Passing`), Warning: nat(warning, `${path}.Warning`) };
-  return w.Passing === 1 && w.Warning === 1 ? DEFAULT_WEIGHTS : w;
+  const p = nat(passing, `${path}.Passing`);
+  const w = nat(warning, `${path}.Warning`);
+  return p === 1 && w === 1 ? DEFAULT_WEIGHTS : { Passing: p, Warning: w };
 }
 
 const checkStatuses: readonly string[] = ['passing', 'warning', 'critical'];
