@@ -103,6 +103,11 @@ class Output {
    */
   unit(): Promise<void> | null {
     if (++this.#units % CLOCK_EVERY !== 0) return null;
+    return this.bigUnit();
+  }
+
+  /** As unit(), for a unit as large as CLOCK_EVERY ordinary ones (ARRAY_SLICE elements): looks at the clock every time. */
+  bigUnit(): Promise<void> | null {
     if (performance.now() - this.#sliceStart < this.#sliceMs) return null;
     return this.#yield();
   }
@@ -232,7 +237,7 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], pos
       if (i > 0) out.text(',');
       const slice = JSON.stringify(arr.slice(i, i + ARRAY_SLICE));
       out.text(slice.slice(1, -1));
-      const pause = out.unit();
+      const pause = out.bigUnit();
       if (pause) await pause;
     }
   }

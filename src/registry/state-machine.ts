@@ -26,6 +26,7 @@ import type {
 import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
 import { SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
+import { sortSteps } from './sort-steps.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
@@ -38,6 +39,8 @@ export const DEFAULT_DEDUP_LIMIT = 100_000;
  */
 const SNAPSHOT_SLICE_MS = 2;
 const SNAPSHOT_PAUSE_MS = 4;
+/** Elements of a long list (check times, the dedup table) converted between yields of the snapshot's steps. */
+const STEP_ITEMS = 4096;
 
 export interface RegistryStateMachineOptions {
   /**
@@ -96,7 +99,9 @@ interface Captured {
     catalogIndex: number;
     services: { name: string; index: number; entries: ServiceEntry[] }[];
     tombstones: [string, number][];
-    checkTimes: [string, CheckTimes][];
+    /** The check IDs of checkTimes and their times, at the same positions (flat copies, no pair per check). */
+    checkIds: string[];
+    checkTimes: CheckTimes[];
   }[];
   servers: ServerInfo[];
   dedupRids: string[];
@@ -716,7 +721,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
         catalogIndex: ns.catalogIndex,
         services,
         tombstones: [...ns.tombstones],
-        checkTimes: [...ns.checkTimes],
+        checkIds: [...ns.checkTimes.keys()],
+        checkTimes: [...ns.checkTimes.values()],
       });
     }
     return {
@@ -920,16 +926,26 @@ function* snapshotDataSteps(c: Captured): Generator<void, SnapshotData, void> {
       });
       yield;
     }
-    const checkTimes = ns.checkTimes
-      .sort((a, b) => cmp(a[0], b[0]))
-      .map(([id, t]): [string, number, number, number] => [id, t.renewedAt, t.statusSince, t.renewIntervalMs]);
+    // One per check of the namespace, tens of thousands: sorted and converted in steps too.
+    const ids = ns.checkIds;
+    const order = yield* sortSteps(
+      Array.from({ length: ids.length }, (_, i) => i),
+      (i) => ids[i]!,
+    );
+    const checkTimes: [string, number, number, number][] = [];
+    for (let k = 0; k < order.length; k++) {
+      const i = order[k]!;
+      const t = ns.checkTimes[i]!;
+      checkTimes.push([ids[i]!, t.renewedAt, t.statusSince, t.renewIntervalMs]);
+      if (k % STEP_ITEMS === STEP_ITEMS - 1) yield;
+    }
     yield;
     namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: ns.tombstones, checkTimes });
   }
   const dedup: [string, ApplyResult][] = [];
   for (let i = 0; i < c.dedupRids.length; i++) {
     dedup.push([c.dedupRids[i]!, c.dedupResults[i]!]);
-    if (i % 4096 === 4095) yield;
+    if (i % STEP_ITEMS === STEP_ITEMS - 1) yield;
   }
   return {
     format: SNAPSHOT_FORMAT,

@@ -211,3 +211,48 @@ t.test('the output is the same whether it fits the size hint, outgrows it in chu
     if (sizeHint === size * 3) t.ok(bytes.buffer.byteLength < size * 2, 'far too much room is not kept with the result');
   }
 });
+
+t.test('check times of a namespace larger than one sort run come out sorted, each with its own times', async (t) => {
+  const sm = new RegistryStateMachine();
+  // Scrambled insertion order, about three sort runs per namespace.
+  const count = 5_000;
+  applyAll(sm, Array.from({ length: count }, (_, n) => reg(`svc-${n % 40}`, `i-${(n * 7919) % 10_007}`, n)), 1);
+  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  let seen = 0;
+  for (const ns of doc.namespaces) {
+    const times = ns.checkTimes ?? [];
+    const ids = times.map(([id]) => id);
+    t.ok(ids.every((id, i) => i === 0 || ids[i - 1]! < id), `${ns.name}: ${ids.length} check IDs in ascending order`);
+    const wrong = times.filter(([id, renewedAt, statusSince, interval]) => {
+      const times = sm.checkTimes(ns.name, id);
+      return !times || times.renewedAt !== renewedAt || times.statusSince !== statusSince || times.renewIntervalMs !== interval;
+    });
+    t.same(wrong, [], `${ns.name}: every check's own times`);
+    seen += ids.length;
+  }
+  t.equal(seen, count, 'one entry per check');
+});
+
+t.test('a long list encoded in chunks (the dedup table) looks at the clock after every chunk', async (t) => {
+  const rows = 64 * 512;
+  const doc = {
+    format: 'sider-registry',
+    version: 1,
+    index: 1,
+    namespaces: [],
+    servers: [],
+    dedup: Array.from({ length: rows }, (_, i) => [`rid-${i}`, { ok: true, changed: true }]),
+  } as unknown as SnapshotData;
+  let turns = 0;
+  let ticking = true;
+  const tick = (): void => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const bytes = await encodeSnapshotSliced(doc, { sliceMs: 0 });
+  ticking = false;
+  t.equal(bytes.toString('utf8'), JSON.stringify(doc), 'the bytes JSON.stringify gives');
+  // One chunk is 512 rows: with sliceMs 0 every chunk ends its slice (not every 32nd).
+  t.ok(turns >= rows / 512 / 2, `other callbacks ran ${turns} times for ${rows / 512} chunks`);
+});
