@@ -9,6 +9,7 @@ import { decodeMessages, encodeMessages, entrySize } from './codec.ts';
 import { DEFAULT_MAX_INFLIGHT } from './core.ts';
 import { deadline } from './deadline.ts';
 import { SiderError } from './errors.ts';
+import { LogThrottle } from './log-throttle.ts';
 import type { Transport, TransportReport } from './ports.ts';
 import type { Message, NodeId } from './types.ts';
 
@@ -62,6 +63,12 @@ export interface HttpTransportOptions {
    * Default 25 ms.
    */
   replyWaitMs?: number;
+  /**
+   * A refused request is logged at most once per this many ms for each status, reason, remote
+   * address and claimed sender; the next line logged says how many were left out (`suppressed`).
+   * Default 10000.
+   */
+  rejectLogIntervalMs?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -213,6 +220,8 @@ export class HttpTransport implements Transport {
   readonly #maxQueued: number;
   readonly #timeouts: Record<'control' | 'bulk' | 'snapshot', number>;
   readonly #replyWaitMs: number;
+  /** Refused requests are logged through this: a misconfigured or foreign peer keeps sending. */
+  readonly #rejectLog: LogThrottle;
 
   #server: Server | null = null;
   #deliver: ((m: Message) => void) | null = null;
@@ -284,6 +293,7 @@ export class HttpTransport implements Transport {
       snapshot: boundedInt(opts.snapshotTimeoutMs, 60_000, 1, 3_600_000, 'snapshotTimeoutMs'),
     };
     this.#replyWaitMs = boundedInt(opts.replyWaitMs, 25, 0, 1000, 'replyWaitMs');
+    this.#rejectLog = new LogThrottle(boundedInt(opts.rejectLogIntervalMs, 10_000, 0, 3_600_000, 'rejectLogIntervalMs'));
   }
 
   async start(deliver: (m: Message) => void, report: (r: TransportReport) => void): Promise<void> {
@@ -824,14 +834,20 @@ export class HttpTransport implements Transport {
     reason: string,
     fields: Record<string, unknown> = {},
   ): void {
-    this.#log('warn', 'raft transport rejected request', {
-      status,
-      reason,
-      remote: req.socket.remoteAddress,
-      method: req.method,
-      path: (req.url ?? '').slice(0, 128),
-      ...fields,
-    });
+    const remote = req.socket.remoteAddress;
+    const from = typeof fields.from === 'string' ? fields.from : '';
+    const suppressed = this.#rejectLog.admit(`${status}\n${reason}\n${remote ?? ''}\n${from}`);
+    if (suppressed !== null) {
+      this.#log('warn', 'raft transport rejected request', {
+        status,
+        reason,
+        remote,
+        method: req.method,
+        path: (req.url ?? '').slice(0, 128),
+        ...fields,
+        ...(suppressed > 0 ? { suppressed } : {}),
+      });
+    }
     if (res.headersSent) return;
     res.shouldKeepAlive = false;
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' });

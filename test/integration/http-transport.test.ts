@@ -196,6 +196,21 @@ t.test('a request naming another cluster id is rejected with 403', async (t) => 
   t.same(b.delivered, [], 'nothing was delivered');
 });
 
+t.test('a peer that keeps sending what is refused gets one warning per interval, not one per request', async (t) => {
+  const b = await startNode(t, { id: 'b', rejectLogIntervalMs: 300 });
+  const body = encodeMessages([heartbeat('a', 'b')]);
+  const lines = (): LogLine[] => b.logs.filter((l) => l.msg === 'raft transport rejected request');
+  for (let i = 0; i < 20; i++) t.equal(await raw(b.url, { body, cluster: 'cluster-2' }), 403);
+  t.equal(lines().length, 1, 'twenty refusals, one line');
+  t.equal(await raw(b.url, { body, cluster: CLUSTER, key: 'another-key-of-32-bytes-0123456789' }), 401);
+  t.equal(lines().length, 2, 'another reason is logged on its own');
+  await new Promise((resolve) => setTimeout(resolve, 350));
+  t.equal(await raw(b.url, { body, cluster: 'cluster-2' }), 403);
+  t.equal(lines().length, 3);
+  t.equal(lines()[2]!.fields?.suppressed, 19, 'the next line says how many were left out');
+  t.same(b.delivered, [], 'nothing was delivered');
+});
+
 t.test('a stale or future timestamp is rejected even with a valid signature', async (t) => {
   const b = await startNode(t, { id: 'b' });
   const body = encodeMessages([heartbeat('a', 'b')]);
