@@ -706,7 +706,9 @@ t.test('blocking: on timeout the query answers 200 with current data and the unc
   t.equal(headerIndex(r), index);
   t.same(r.json(), { web: [] });
   t.ok(took >= 290, `held for the wait (${took} ms)`);
-  t.ok(took < 300 + 300 / 16 + 1000, `plus at most wait/16 jitter (${took} ms)`);
+  // Only that the wait asked for was the one held (not the 5 min default), with room for a loaded
+  // CI machine: the jitter (≤ wait/16) is floor(random × wait / JITTER_FRACTION) in blocking.ts.
+  t.ok(took < 300 + 300 / 16 + 5_000, `answered when the 300 ms wait ran out, not at the default 5 min (${took} ms)`);
   t.equal(h.reg.activeWatches, 0, 'the watcher is released on timeout');
 });
 
