@@ -3,7 +3,42 @@
 // them, copying the bytes of each unchanged instance (with its checks) from the previous snapshot.
 
 import { performance } from 'node:perf_hooks';
-import type { SnapshotData } from './command-codec.ts';
+import type { SnapshotData, SnapshotNamespace } from './command-codec.ts';
+
+/**
+ * A long list of small rows (the dedup table, a namespace's check times) that the encoder makes a
+ * chunk of ARRAY_SLICE rows at a time, just before writing it: no row outlives its chunk. Built
+ * whole, such a list stayed alive while the whole snapshot was encoded (hundreds of ms), and the
+ * garbage collector copied its rows (100,000 dedup pairs, a tuple per check) from one young space
+ * to the next and into the old one, in pauses of tens of ms. JSON.stringify writes it whole
+ * (toJSON), so the bytes are those of the built list.
+ */
+export class LazyRows<T> {
+  readonly length: number;
+  readonly #rows: (from: number, to: number) => T[];
+
+  /** `rows(from, to)` makes rows [from, to) of `length`. */
+  constructor(length: number, rows: (from: number, to: number) => T[]) {
+    this.length = length;
+    this.#rows = rows;
+  }
+
+  rows(from: number, to: number): T[] {
+    return this.#rows(from, Math.min(to, this.length));
+  }
+
+  toJSON(): T[] {
+    return this.rows(0, this.length);
+  }
+}
+
+type Rows<T> = T[] | LazyRows<T>;
+
+/** SnapshotData with its long lists of rows possibly lazy: what the snapshot writer encodes. */
+export interface SnapshotDocument extends Omit<SnapshotData, 'namespaces' | 'dedup'> {
+  namespaces: (Omit<SnapshotNamespace, 'checkTimes'> & { checkTimes?: Rows<[string, number, number, number]> })[];
+  dedup: Rows<SnapshotData['dedup'][number]>;
+}
 
 /**
  * Where each cached element's encoding sits in the previous snapshot's bytes, so the next snapshot
@@ -244,6 +279,18 @@ async function writeArray(out: Output, key: string, arr: readonly unknown[], pos
   out.text(']');
 }
 
+/** A LazyRows list: the bytes JSON.stringify gives for its rows, made and written a chunk at a time. */
+async function writeRows(out: Output, rows: LazyRows<unknown>): Promise<void> {
+  out.text('[');
+  for (let i = 0; i < rows.length; i += ARRAY_SLICE) {
+    if (i > 0) out.text(',');
+    out.text(JSON.stringify(rows.rows(i, i + ARRAY_SLICE)).slice(1, -1));
+    const pause = out.bigUnit();
+    if (pause) await pause;
+  }
+  out.text(']');
+}
+
 /** An object whose array members are walked element by element, with yields between elements. */
 async function writeObject(out: Output, obj: Record<string, unknown>, positions: Positions | null): Promise<void> {
   out.text('{');
@@ -254,6 +301,9 @@ async function writeObject(out: Output, obj: Record<string, unknown>, positions:
     if (Array.isArray(v) && (DESCEND.has(key) || v.length > ARRAY_SLICE)) {
       out.text(name);
       await writeArray(out, key, v, positions);
+    } else if (v instanceof LazyRows) {
+      out.text(name);
+      await writeRows(out, v);
     } else {
       // JSON.stringify semantics: a member whose value does not serialize (undefined) is left out.
       const s = JSON.stringify(v) as string | undefined;
@@ -272,7 +322,7 @@ async function writeObject(out: Output, obj: Record<string, unknown>, positions:
  * With a cache, unchanged elements are copied from the previous snapshot's bytes, and the cache
  * then points into these bytes (which must not be modified afterwards).
  */
-export async function encodeSnapshotSliced(data: SnapshotData, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
+export async function encodeSnapshotSliced(data: SnapshotData | SnapshotDocument, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
   const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
   const cache = opts.cache;
   const positions = cache ? { prev: { bytes: cache.bytes, at: cache.at }, next: new WeakMap<object, number>() } : null;

@@ -25,7 +25,8 @@ import type {
 } from './model.ts';
 import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
-import { SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
+import { LazyRows, SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
+import type { SnapshotDocument } from './snapshot-encoder.ts';
 import { sortSteps } from './sort-steps.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
@@ -363,7 +364,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const grown = last.instances > 0 ? Math.max(1, instances / last.instances) : 1;
     const sizeHint = Math.ceil(last.bytes * grown * (17 / 16));
     return async () => {
-      const data = await toSnapshotDataSliced(captured);
+      const data = await toSnapshotDocumentSliced(captured);
       const bytes = await encodeSnapshotSliced(data, { cache, sliceMs: SNAPSHOT_SLICE_MS, pauseMs: SNAPSHOT_PAUSE_MS, sizeHint });
       this.#snapshotSize = { bytes: bytes.length, instances };
       return bytes;
@@ -911,11 +912,13 @@ function snapshotInstance(e: ServiceEntry): SnapshotInstance {
 
 /**
  * The snapshot document of a capture: sorted, in the wire shape. Written as steps (a generator that
- * pauses after each service and each slice of the dedup table) so that the snapshot writer can
- * build it in slices between other work, while digest() runs it straight through.
+ * pauses after each service and within the long sorts and lists) so that the snapshot writer can
+ * build it in slices between other work, while digest() runs it straight through. `lazy`: the
+ * dedup table and the check times are LazyRows (the writer's; their rows are made as they are
+ * encoded), otherwise arrays (digest(), which needs plain data).
  */
-function* snapshotDataSteps(c: Captured): Generator<void, SnapshotData, void> {
-  const namespaces: SnapshotData['namespaces'] = [];
+function* snapshotDataSteps(c: Captured, lazy: boolean): Generator<void, SnapshotDocument, void> {
+  const namespaces: SnapshotDocument['namespaces'] = [];
   for (const ns of c.namespaces.sort((a, b) => cmp(a.name, b.name))) {
     const services: SnapshotData['namespaces'][number]['services'] = [];
     for (const svc of ns.services.sort((a, b) => cmp(a.name, b.name))) {
@@ -926,27 +929,23 @@ function* snapshotDataSteps(c: Captured): Generator<void, SnapshotData, void> {
       });
       yield;
     }
-    // One per check of the namespace, tens of thousands: sorted and converted in steps too.
+    // One per check of the namespace, tens of thousands: sorted in steps too.
     const ids = ns.checkIds;
+    const times = ns.checkTimes;
     const order = yield* sortSteps(
       Array.from({ length: ids.length }, (_, i) => i),
       (i) => ids[i]!,
     );
-    const checkTimes: [string, number, number, number][] = [];
-    for (let k = 0; k < order.length; k++) {
+    const checkTimes = yield* rowsOf(order.length, lazy, (k): [string, number, number, number] => {
       const i = order[k]!;
-      const t = ns.checkTimes[i]!;
-      checkTimes.push([ids[i]!, t.renewedAt, t.statusSince, t.renewIntervalMs]);
-      if (k % STEP_ITEMS === STEP_ITEMS - 1) yield;
-    }
+      const t = times[i]!;
+      return [ids[i]!, t.renewedAt, t.statusSince, t.renewIntervalMs];
+    });
     yield;
     namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: ns.tombstones, checkTimes });
   }
-  const dedup: [string, ApplyResult][] = [];
-  for (let i = 0; i < c.dedupRids.length; i++) {
-    dedup.push([c.dedupRids[i]!, c.dedupResults[i]!]);
-    if (i % STEP_ITEMS === STEP_ITEMS - 1) yield;
-  }
+  const { dedupRids, dedupResults } = c;
+  const dedup = yield* rowsOf(dedupRids.length, lazy, (i): [string, ApplyResult] => [dedupRids[i]!, dedupResults[i]!]);
   return {
     format: SNAPSHOT_FORMAT,
     version: SNAPSHOT_VERSION,
@@ -957,17 +956,38 @@ function* snapshotDataSteps(c: Captured): Generator<void, SnapshotData, void> {
   };
 }
 
+/** `length` rows made by `row`: a LazyRows list the encoder makes as it writes (lazy), or an array built in steps. */
+function* rowsOf<T>(length: number, lazy: boolean, row: (i: number) => T): Generator<void, T[] | LazyRows<T>, void> {
+  if (lazy) {
+    return new LazyRows(length, (from, to) => {
+      const out: T[] = [];
+      for (let i = from; i < to; i++) out.push(row(i));
+      return out;
+    });
+  }
+  const out: T[] = [];
+  for (let i = 0; i < length; i++) {
+    out.push(row(i));
+    if (i % STEP_ITEMS === STEP_ITEMS - 1) yield;
+  }
+  return out;
+}
+
 function toSnapshotData(c: Captured): SnapshotData {
-  const steps = snapshotDataSteps(c);
+  const steps = snapshotDataSteps(c, false);
   for (;;) {
     const r = steps.next();
-    if (r.done) return r.value;
+    // Not lazy: every list is an array, which is SnapshotData.
+    if (r.done) return r.value as SnapshotData;
   }
 }
 
-/** toSnapshotData in slices of about SNAPSHOT_SLICE_MS of work, pausing between them. */
-async function toSnapshotDataSliced(c: Captured): Promise<SnapshotData> {
-  const steps = snapshotDataSteps(c);
+/**
+ * The snapshot document in slices of about SNAPSHOT_SLICE_MS of work, pausing between them; its
+ * long lists of rows are LazyRows, made only as the encoder writes them.
+ */
+async function toSnapshotDocumentSliced(c: Captured): Promise<SnapshotDocument> {
+  const steps = snapshotDataSteps(c, true);
   let start = performance.now();
   for (;;) {
     const r = steps.next();

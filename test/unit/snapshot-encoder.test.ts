@@ -7,7 +7,7 @@ import { encodeCommand } from '../../src/registry/command-codec.ts';
 import type { SnapshotData } from '../../src/registry/command-codec.ts';
 import type { RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
-import { SnapshotCache, encodeSnapshotSliced } from '../../src/registry/snapshot-encoder.ts';
+import { LazyRows, SnapshotCache, encodeSnapshotSliced } from '../../src/registry/snapshot-encoder.ts';
 import { checkSpec } from '../../src/registry/specs.ts';
 
 function reg(service: string, id: string, n: number, status: '' | 'passing' = ''): RegistryCommand {
@@ -255,4 +255,21 @@ t.test('a long list encoded in chunks (the dedup table) looks at the clock after
   t.equal(bytes.toString('utf8'), JSON.stringify(doc), 'the bytes JSON.stringify gives');
   // One chunk is 512 rows: with sliceMs 0 every chunk ends its slice (not every 32nd).
   t.ok(turns >= rows / 512 / 2, `other callbacks ran ${turns} times for ${rows / 512} chunks`);
+});
+
+t.test('lazy rows encode to the bytes of the built list, made a chunk at a time and never all at once', async (t) => {
+  for (const length of [0, 1, 511, 512, 513, 2_000]) {
+    const asked: number[] = [];
+    const rows = new LazyRows(length, (from, to) => {
+      asked.push(to - from);
+      return Array.from({ length: to - from }, (_, i): [string, number] => [`id-${from + i}`, from + i]);
+    });
+    const doc = { format: 'sider-registry', version: 1, index: 7, namespaces: [{ name: 'default', checkTimes: rows }], servers: [], dedup: rows };
+    const bytes = await encodeSnapshotSliced(doc as never, { sliceMs: 0 });
+    const built = Array.from({ length }, (_, i) => [`id-${i}`, i]);
+    const expected = JSON.stringify({ ...doc, namespaces: [{ name: 'default', checkTimes: built }], dedup: built });
+    t.equal(bytes.toString('utf8'), expected, `${length} rows: the bytes of the built list`);
+    t.ok(asked.every((n) => n <= 512), `${length} rows: made at most 512 at a time (${asked.join(',')})`);
+    t.equal(JSON.stringify(doc), expected, 'JSON.stringify writes them whole (toJSON)');
+  }
 });
