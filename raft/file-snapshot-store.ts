@@ -38,6 +38,9 @@ function corrupt(file: string, why: string, cause?: unknown): SiderError {
   return new SiderError('SIDER_CORRUPT_STORE', `snapshot file ${file} is corrupt: ${why}`, cause === undefined ? {} : { cause });
 }
 
+/** A snapshot file is written this many bytes at a time, each flushed (fdatasync) before the next. */
+const SYNC_CHUNK_BYTES = 4 * 1024 * 1024;
+
 /** Bytes checksummed per turn of the event loop: a large snapshot's CRC never stalls it for long. */
 const CRC_SLICE_BYTES = 1024 * 1024;
 
@@ -220,7 +223,13 @@ export class FileSnapshotStore implements SnapshotStore {
     const fh = await open(temp, 'wx');
     try {
       let pos = await writeAll(fh, header, 0);
-      pos = await writeAll(fh, data, pos);
+      // In chunks, each flushed to disk before the next: written whole, 45 MB of dirty pages
+      // were flushed by the one fsync at the end, and the Raft log's fdatasyncs on the same disk
+      // waited behind it (up to ~25 ms instead of ~10 with chunks, measured; see README).
+      for (let from = 0; from < data.length; from += SYNC_CHUNK_BYTES) {
+        pos = await writeAll(fh, data.subarray(from, Math.min(data.length, from + SYNC_CHUNK_BYTES)), pos);
+        if (from + SYNC_CHUNK_BYTES < data.length) await fh.datasync();
+      }
       await writeAll(fh, trailer, pos);
       await fh.sync();
     } catch (err) {

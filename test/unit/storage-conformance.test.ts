@@ -317,6 +317,17 @@ function snapshotStoreSuite(name: string, make: (retain?: number) => Promise<Sna
       t.same(await store.list(), [snap(10, 2).meta]);
     });
 
+    t.test('a snapshot of several write chunks (4 MiB each) and an odd tail reads back byte for byte', async (t) => {
+      const h = await setup(t);
+      const data = Buffer.alloc(9 * 1024 * 1024 + 12_345);
+      for (let i = 0; i + 4 <= data.length; i += 4) data.writeUInt32BE((i * 2_654_435_761) >>> 0, i);
+      const big: Snapshot = { meta: snap(40, 3).meta, data };
+      await h.store.save(big);
+      const back = await h.reopen().latest();
+      t.same(back?.meta, big.meta);
+      t.ok(back && Buffer.from(back.data).equals(data), 'the same bytes');
+    });
+
     t.test('only the newest two are kept by default', async (t) => {
       const h = await setup(t);
       await h.store.save(snap(10, 1));
