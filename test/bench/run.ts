@@ -1,4 +1,4 @@
-// `npm run bench [-- --only raft-commit|level-fsync|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
+// `npm run bench [-- --only raft-commit|level-fsync|snapshot-write|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { spawnSync } from 'node:child_process';
@@ -21,6 +21,8 @@ import type { ReadResult } from './http-read.ts';
 import { runHttpRegister } from './http-register.ts';
 import type { RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
+import { runSnapshotWrite } from './snapshot-write.ts';
+import type { SnapshotWriteResult } from './snapshot-write.ts';
 import { runMetricsBench } from './metrics.ts';
 import type { MetricsBenchResult } from './metrics.ts';
 import type { FsyncResult } from './level-fsync.ts';
@@ -48,7 +50,7 @@ function die(message: string): never {
   process.exit(2);
 }
 
-const BENCHES = ['level-fsync', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
+const BENCHES = ['level-fsync', 'snapshot-write', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
 type Bench = (typeof BENCHES)[number];
 const only = values.only;
 if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
@@ -84,6 +86,21 @@ if (runs('level-fsync')) {
       'entries/s': Math.round(r.entriesPerSec),
       'p50 ms': r.p50Ms.toFixed(2),
       'p99 ms': r.p99Ms.toFixed(2),
+    })),
+  );
+}
+let snapshotWrite: SnapshotWriteResult[] = [];
+if (runs('snapshot-write')) {
+  console.log('\n== Synced Raft log writes while a 45 MB snapshot file is written (whole, or in flushed 4 MiB chunks)');
+  snapshotWrite = await runSnapshotWrite({ rounds: 3 });
+  console.table(
+    snapshotWrite.map((r) => ({
+      mode: r.mode,
+      'snapshot ms': r.snapshotMs.toFixed(0),
+      'log writes': r.logWrites,
+      'log p50 ms': r.logP50Ms.toFixed(1),
+      'log p99 ms': r.logP99Ms.toFixed(1),
+      'log max ms': r.logMaxMs.toFixed(1),
     })),
   );
 }
@@ -341,5 +358,5 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
