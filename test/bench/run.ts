@@ -21,7 +21,7 @@ import type { ReadResult } from './http-read.ts';
 import { runHttpRegister } from './http-register.ts';
 import type { RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
-import { runSnapshotWrite } from './snapshot-write.ts';
+import { runSnapshotWrite, snapshotWriteTable } from './snapshot-write.ts';
 import type { SnapshotWriteResult } from './snapshot-write.ts';
 import { runMetricsBench } from './metrics.ts';
 import type { MetricsBenchResult } from './metrics.ts';
@@ -93,16 +93,7 @@ let snapshotWrite: SnapshotWriteResult[] = [];
 if (runs('snapshot-write')) {
   console.log('\n== Synced Raft log writes while a 45 MB snapshot file is written (whole, or in flushed 4 MiB chunks)');
   snapshotWrite = await runSnapshotWrite({ rounds: 3 });
-  console.table(
-    snapshotWrite.map((r) => ({
-      mode: r.mode,
-      'snapshot ms': r.snapshotMs.toFixed(0),
-      'log writes': r.logWrites,
-      'log p50 ms': r.logP50Ms.toFixed(1),
-      'log p99 ms': r.logP99Ms.toFixed(1),
-      'log max ms': r.logMaxMs.toFixed(1),
-    })),
-  );
+  console.table(snapshotWriteTable(snapshotWrite));
 }
 if (runs('raft-commit')) {
   console.log('\n== Raft commits, 3 nodes on loopback, fsync on, ~100-byte commands');

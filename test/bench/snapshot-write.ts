@@ -86,6 +86,18 @@ export async function runSnapshotWrite(opts: { mb?: number; chunkMb?: number; ro
   return results;
 }
 
+/** The rows `console.table` prints (here and in run.ts). */
+export function snapshotWriteTable(results: SnapshotWriteResult[]): Record<string, string | number>[] {
+  return results.map((r) => ({
+    mode: r.mode,
+    'snapshot ms': r.snapshotMs.toFixed(0),
+    'log writes': r.logWrites,
+    'log p50 ms': r.logP50Ms.toFixed(1),
+    'log p99 ms': r.logP99Ms.toFixed(1),
+    'log max ms': r.logMaxMs.toFixed(1),
+  }));
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     options: { mb: { type: 'string' }, 'chunk-mb': { type: 'string' }, rounds: { type: 'string' }, dir: { type: 'string' } },
@@ -96,14 +108,5 @@ if (import.meta.main) {
     ...(values.rounds ? { rounds: Number(values.rounds) } : {}),
     ...(values.dir ? { dir: values.dir } : {}),
   });
-  console.table(
-    results.map((r) => ({
-      mode: r.mode,
-      'snapshot ms': r.snapshotMs.toFixed(0),
-      'log writes': r.logWrites,
-      'log p50 ms': r.logP50Ms.toFixed(1),
-      'log p99 ms': r.logP99Ms.toFixed(1),
-      'log max ms': r.logMaxMs.toFixed(1),
-    })),
-  );
+  console.table(snapshotWriteTable(results));
 }
