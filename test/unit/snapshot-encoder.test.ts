@@ -273,3 +273,23 @@ t.test('lazy rows encode to the bytes of the built list, made a chunk at a time 
     t.equal(JSON.stringify(doc), expected, 'JSON.stringify writes them whole (toJSON)');
   }
 });
+
+t.test("the registry's snapshot writer makes the dedup table and check times lazily, 512 rows at most at a time", async (t) => {
+  const sm = registry(1_500, 10);
+  const sizes: number[] = [];
+  const rows = LazyRows.prototype.rows;
+  LazyRows.prototype.rows = function (this: LazyRows<unknown>, from: number, to: number) {
+    const out = rows.call(this, from, to);
+    sizes.push(out.length);
+    return out;
+  };
+  t.teardown(() => {
+    LazyRows.prototype.rows = rows;
+  });
+  const doc = JSON.parse(Buffer.from(await sm.snapshot()()).toString('utf8')) as SnapshotData;
+  t.equal(doc.dedup.length, 1_500);
+  // 1,500 dedup rows and 1,500 check times over two namespaces, in chunks.
+  t.ok(sizes.length >= 6, `made in ${sizes.length} chunks`);
+  t.ok(sizes.every((n) => n <= 512), `at most 512 rows each (${sizes.join(',')})`);
+  t.equal(sizes.reduce((a, b) => a + b, 0), 3_000, 'every row made once');
+});
