@@ -64,9 +64,9 @@ export interface HttpTransportOptions {
    */
   replyWaitMs?: number;
   /**
-   * A refused request is logged at most once per this many ms for each status, reason, remote
-   * address and claimed sender; the next line logged says how many were left out (`suppressed`).
-   * Default 10000.
+   * A refused request is logged at most once per this many ms for each status, reason and remote
+   * address, and at most 64 refusals in all per this many ms; the next line logged says how many
+   * were left out (`suppressed`: of its kind; `suppressedOther`: of others). Default 10000.
    */
   rejectLogIntervalMs?: number;
 }
@@ -835,9 +835,9 @@ export class HttpTransport implements Transport {
     fields: Record<string, unknown> = {},
   ): void {
     const remote = req.socket.remoteAddress;
-    const from = typeof fields.from === 'string' ? fields.from : '';
-    const suppressed = this.#rejectLog.admit(`${status}\n${reason}\n${remote ?? ''}\n${from}`);
-    if (suppressed !== null) {
+    // Not keyed by the claimed sender: an unauthenticated request can claim any.
+    const admitted = this.#rejectLog.admit(`${status}\n${reason}\n${remote ?? ''}`);
+    if (admitted !== null) {
       this.#log('warn', 'raft transport rejected request', {
         status,
         reason,
@@ -845,7 +845,8 @@ export class HttpTransport implements Transport {
         method: req.method,
         path: (req.url ?? '').slice(0, 128),
         ...fields,
-        ...(suppressed > 0 ? { suppressed } : {}),
+        ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}),
+        ...(admitted.suppressedOther > 0 ? { suppressedOther: admitted.suppressedOther } : {}),
       });
     }
     if (res.headersSent) return;

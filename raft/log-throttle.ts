@@ -1,37 +1,62 @@
 // Bounded logging of repeated events: a peer that keeps sending what this node refuses (another
-// cluster, another version, a wrong key) must not write a warning per request, ten a second.
+// cluster, another version, a wrong key) must not write a warning per request, ten a second; nor
+// may anyone write a line per request by varying what the key is made of.
+
+/** What admit() says about an occurrence that is to be logged. */
+export interface Admitted {
+  /** Occurrences of this key left out since its last logged one. */
+  suppressed: number;
+  /** Occurrences of other keys left out because too many keys were logged in one interval. */
+  suppressedOther: number;
+}
 
 /**
  * Admits at most one occurrence per key per interval and counts the others, so that the next
- * admitted one can say how many were left out. Remembers at most `maxKeys` keys (the least recently
- * admitted one goes first), so that varying keys cannot grow it.
+ * admitted one can say how many were left out; and at most `maxPerInterval` occurrences in all
+ * per interval, whatever their keys. Remembers at most `maxKeys` keys (the least recently admitted
+ * one goes first), so that varying keys cannot grow it.
  */
 export class LogThrottle {
   readonly #intervalMs: number;
   readonly #maxKeys: number;
+  readonly #maxPerInterval: number;
   readonly #now: () => number;
   #keys = new Map<string, { at: number; suppressed: number }>();
+  #windowStart = -Infinity;
+  #windowCount = 0;
+  #suppressedOther = 0;
 
-  constructor(intervalMs: number, maxKeys = 1024, now: () => number = Date.now) {
+  constructor(intervalMs: number, opts: { maxKeys?: number; maxPerInterval?: number; now?: () => number } = {}) {
     this.#intervalMs = intervalMs;
-    this.#maxKeys = maxKeys;
-    this.#now = now;
+    this.#maxKeys = opts.maxKeys ?? 1024;
+    this.#maxPerInterval = opts.maxPerInterval ?? 64;
+    this.#now = opts.now ?? Date.now;
   }
 
-  /** null: leave this occurrence out. Otherwise log it, with the returned count of occurrences left out since the last one logged. */
-  admit(key: string): number | null {
+  /** null: leave this occurrence out. Otherwise log it, with the counts of occurrences left out. */
+  admit(key: string): Admitted | null {
     const now = this.#now();
     const seen = this.#keys.get(key);
     if (seen && now - seen.at < this.#intervalMs) {
       seen.suppressed++;
       return null;
     }
-    const suppressed = seen?.suppressed ?? 0;
+    if (now - this.#windowStart >= this.#intervalMs) {
+      this.#windowStart = now;
+      this.#windowCount = 0;
+    }
+    if (this.#windowCount >= this.#maxPerInterval) {
+      this.#suppressedOther++;
+      return null;
+    }
+    this.#windowCount++;
+    const admitted = { suppressed: seen?.suppressed ?? 0, suppressedOther: this.#suppressedOther };
+    this.#suppressedOther = 0;
     // Re-inserted: the map's order is the order of last admission.
     this.#keys.delete(key);
     this.#keys.set(key, { at: now, suppressed: 0 });
     if (this.#keys.size > this.#maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
-    return suppressed;
+    return admitted;
   }
 
   get size(): number {

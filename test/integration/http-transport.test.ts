@@ -211,6 +211,13 @@ t.test('a peer that keeps sending what is refused gets one warning per interval,
   t.same(b.delivered, [], 'nothing was delivered');
 });
 
+t.test('claiming a different sender on every refused request does not buy a warning each', async (t) => {
+  const b = await startNode(t, { id: 'b', rejectLogIntervalMs: 60_000 });
+  const body = encodeMessages([heartbeat('a', 'b')]);
+  for (let i = 0; i < 30; i++) t.equal(await raw(b.url, { body, cluster: 'cluster-2', from: `x${i}` }), 403);
+  t.equal(b.logs.filter((l) => l.msg === 'raft transport rejected request').length, 1, 'thirty senders claimed, one line');
+});
+
 t.test('a stale or future timestamp is rejected even with a valid signature', async (t) => {
   const b = await startNode(t, { id: 'b' });
   const body = encodeMessages([heartbeat('a', 'b')]);
