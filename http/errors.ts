@@ -3,6 +3,7 @@
 
 import type { Middleware } from 'koa';
 import { isSiderError } from '../raft/errors.ts';
+import { LogThrottle } from '../raft/log-throttle.ts';
 
 export type HttpLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type HttpLogger = (level: HttpLogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -52,6 +53,19 @@ export function errorMiddleware(log: HttpLogger): Middleware {
   };
 }
 
+/** Failed requests (5xx) are logged once per 10 s per code, method and path, 64 lines per 10 s at most, per logger. */
+const FAILURE_LOG_INTERVAL_MS = 10_000;
+const failureLogs = new WeakMap<HttpLogger, LogThrottle>();
+
+function failureLog(log: HttpLogger): LogThrottle {
+  let th = failureLogs.get(log);
+  if (!th) {
+    th = new LogThrottle(FAILURE_LOG_INTERVAL_MS);
+    failureLogs.set(log, th);
+  }
+  return th;
+}
+
 /**
  * The status and plain-text message (newline-terminated) an error is answered with, logged as the
  * middleware logs it. Also used for answers written outside Koa (parked blocking queries).
@@ -59,7 +73,22 @@ export function errorMiddleware(log: HttpLogger): Middleware {
 export function errorReply(err: unknown, log: HttpLogger, method: string, path: string): { status: number; message: string } {
   const reply = (status: number, message: string): { status: number; message: string } => ({ status, message: message.endsWith('\n') ? message : `${message}\n` });
   if (isSiderError(err)) {
-    if (err.status >= 500) log('warn', 'http request failed', { method, path, code: err.code, status: err.status, error: err.message });
+    if (err.status >= 500) {
+      // Throttled: without a leader (an election, a lost quorum) or while stopping, every request
+      // fails alike, thousands a second under load.
+      const admitted = failureLog(log).admit(`${err.code}\n${method}\n${path}`);
+      if (admitted !== null) {
+        log('warn', 'http request failed', {
+          method,
+          path,
+          code: err.code,
+          status: err.status,
+          error: err.message,
+          ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}),
+          ...(admitted.suppressedOther > 0 ? { suppressedOther: admitted.suppressedOther } : {}),
+        });
+      }
+    }
     return reply(err.status, err.message);
   }
   const client = clientError(err);
