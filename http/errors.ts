@@ -76,7 +76,8 @@ export function errorReply(err: unknown, log: HttpLogger, method: string, path: 
     if (err.status >= 500) {
       // Throttled: without a leader (an election, a lost quorum) or while stopping, every request
       // fails alike, thousands a second under load.
-      const admitted = failureLog(log).admit(`${err.code}\n${method}\n${path}`);
+      // The path is cut in the key: 1,024 remembered keys must stay small whatever the URLs.
+      const admitted = failureLog(log).admit(`${err.code}\n${method}\n${path.slice(0, 256)}`);
       if (admitted !== null) {
         log('warn', 'http request failed', {
           method,
