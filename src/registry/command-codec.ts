@@ -118,8 +118,7 @@ function readCompactRegister(v: unknown[]): RegisterCommand {
 }
 
 function readCompactCheck(v: unknown, path: string): CheckSpec {
-  const c = tuple(v, path, CHECK_SPEC_FIELDS.length);
-  return checkSpecFrom((k) => c[k], path);
+  return checkSpecFrom(tuple(v, path, CHECK_SPEC_FIELDS.length), path);
 }
 
 // --- readers: each returns a fresh object with a fixed key order, or throws SIDER_BAD_REQUEST
@@ -234,7 +233,7 @@ function instanceSpecFrom(f: readonly unknown[], path: string): InstanceSpec {
 
 export function readCheckSpec(v: unknown, path: string): CheckSpec {
   const o = obj(v, path);
-  return checkSpecFrom((_, name) => o[name], path);
+  return checkSpecFrom(CHECK_SPEC_FIELDS.map((name) => o[name]), path);
 }
 
 /** CheckSpec's fields in the order of the compact register form. */
@@ -261,30 +260,34 @@ const CHECK_SPEC_FIELDS = [
   'Args',
 ] as const satisfies readonly (keyof CheckSpec)[];
 
-/** A CheckSpec from its fields, each read by `field(position in CHECK_SPEC_FIELDS, name)`. */
-function checkSpecFrom(field: (k: number, name: keyof CheckSpec) => unknown, path: string): CheckSpec {
-  const status = field(3, 'Status');
+/** Each CheckSpec field's position in the compact form, from CHECK_SPEC_FIELDS. */
+const CHECK_FIELD_AT = Object.fromEntries(CHECK_SPEC_FIELDS.map((name, i) => [name, i])) as Record<(typeof CHECK_SPEC_FIELDS)[number], number>;
+
+/** A CheckSpec from its fields in CHECK_SPEC_FIELDS order (the compact register form's check). */
+function checkSpecFrom(f: readonly unknown[], path: string): CheckSpec {
+  const at = CHECK_FIELD_AT;
+  const status = f[at.Status];
   return {
-    CheckID: nonEmpty(field(0, 'CheckID'), `${path}.CheckID`),
-    Name: str(field(1, 'Name'), `${path}.Name`),
-    Type: readCheckType(field(2, 'Type'), `${path}.Type`),
+    CheckID: nonEmpty(f[at.CheckID], `${path}.CheckID`),
+    Name: str(f[at.Name], `${path}.Name`),
+    Type: readCheckType(f[at.Type], `${path}.Type`),
     Status: status === '' ? '' : readCheckStatus(status, `${path}.Status`),
-    Notes: str(field(4, 'Notes'), `${path}.Notes`),
-    Output: str(field(5, 'Output'), `${path}.Output`),
-    Interval: str(field(6, 'Interval'), `${path}.Interval`),
-    Timeout: str(field(7, 'Timeout'), `${path}.Timeout`),
-    TTL: str(field(8, 'TTL'), `${path}.TTL`),
-    DeregisterCriticalServiceAfter: str(field(9, 'DeregisterCriticalServiceAfter'), `${path}.DeregisterCriticalServiceAfter`),
-    SuccessBeforePassing: nat(field(10, 'SuccessBeforePassing'), `${path}.SuccessBeforePassing`),
-    FailuresBeforeCritical: nat(field(11, 'FailuresBeforeCritical'), `${path}.FailuresBeforeCritical`),
-    HTTP: str(field(12, 'HTTP'), `${path}.HTTP`),
-    Method: str(field(13, 'Method'), `${path}.Method`),
-    Header: record(field(14, 'Header'), `${path}.Header`, strArray),
-    TCP: str(field(15, 'TCP'), `${path}.TCP`),
-    GRPC: str(field(16, 'GRPC'), `${path}.GRPC`),
-    GRPCUseTLS: bool(field(17, 'GRPCUseTLS'), `${path}.GRPCUseTLS`),
-    TLSSkipVerify: bool(field(18, 'TLSSkipVerify'), `${path}.TLSSkipVerify`),
-    Args: strArray(field(19, 'Args'), `${path}.Args`),
+    Notes: str(f[at.Notes], `${path}.Notes`),
+    Output: str(f[at.Output], `${path}.Output`),
+    Interval: str(f[at.Interval], `${path}.Interval`),
+    Timeout: str(f[at.Timeout], `${path}.Timeout`),
+    TTL: str(f[at.TTL], `${path}.TTL`),
+    DeregisterCriticalServiceAfter: str(f[at.DeregisterCriticalServiceAfter], `${path}.DeregisterCriticalServiceAfter`),
+    SuccessBeforePassing: nat(f[at.SuccessBeforePassing], `${path}.SuccessBeforePassing`),
+    FailuresBeforeCritical: nat(f[at.FailuresBeforeCritical], `${path}.FailuresBeforeCritical`),
+    HTTP: str(f[at.HTTP], `${path}.HTTP`),
+    Method: str(f[at.Method], `${path}.Method`),
+    Header: record(f[at.Header], `${path}.Header`, strArray),
+    TCP: str(f[at.TCP], `${path}.TCP`),
+    GRPC: str(f[at.GRPC], `${path}.GRPC`),
+    GRPCUseTLS: bool(f[at.GRPCUseTLS], `${path}.GRPCUseTLS`),
+    TLSSkipVerify: bool(f[at.TLSSkipVerify], `${path}.TLSSkipVerify`),
+    Args: strArray(f[at.Args], `${path}.Args`),
   };
 }
 
