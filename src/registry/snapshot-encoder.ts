@@ -251,40 +251,34 @@ interface Positions {
 }
 
 async function writeArray(out: Output, key: string, arr: readonly unknown[], positions: Positions | null): Promise<void> {
+  if (!DESCEND.has(key)) return writeChunked(out, arr.length, (from, to) => arr.slice(from, to));
+  // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
+  const leaves = key === CACHED_ELEMENTS;
   out.text('[');
-  if (DESCEND.has(key)) {
-    // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
-    const leaves = key === CACHED_ELEMENTS;
-    for (let i = 0; i < arr.length; i++) {
-      if (i > 0) out.text(',');
-      const el = arr[i];
-      if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
-      else if (leaves) {
-        if (positions) writeCached(out, el, positions);
-        else out.text(JSON.stringify(el));
-      }
-      else await writeObject(out, el, positions);
-      const pause = out.unit();
-      if (pause) await pause;
+  for (let i = 0; i < arr.length; i++) {
+    if (i > 0) out.text(',');
+    const el = arr[i];
+    if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
+    else if (leaves) {
+      if (positions) writeCached(out, el, positions);
+      else out.text(JSON.stringify(el));
     }
-  } else {
-    for (let i = 0; i < arr.length; i += ARRAY_SLICE) {
-      if (i > 0) out.text(',');
-      const slice = JSON.stringify(arr.slice(i, i + ARRAY_SLICE));
-      out.text(slice.slice(1, -1));
-      const pause = out.bigUnit();
-      if (pause) await pause;
-    }
+    else await writeObject(out, el, positions);
+    const pause = out.unit();
+    if (pause) await pause;
   }
   out.text(']');
 }
 
-/** A LazyRows list: the bytes JSON.stringify gives for its rows, made and written a chunk at a time. */
-async function writeRows(out: Output, rows: LazyRows<unknown>): Promise<void> {
+/**
+ * A long list of small items (a LazyRows list, or an array too long to write at once), ARRAY_SLICE
+ * items per JSON.stringify: the bytes JSON.stringify gives for the whole list.
+ */
+async function writeChunked(out: Output, length: number, items: (from: number, to: number) => unknown[]): Promise<void> {
   out.text('[');
-  for (let i = 0; i < rows.length; i += ARRAY_SLICE) {
+  for (let i = 0; i < length; i += ARRAY_SLICE) {
     if (i > 0) out.text(',');
-    out.text(JSON.stringify(rows.rows(i, i + ARRAY_SLICE)).slice(1, -1));
+    out.text(JSON.stringify(items(i, i + ARRAY_SLICE)).slice(1, -1));
     const pause = out.bigUnit();
     if (pause) await pause;
   }
@@ -303,7 +297,7 @@ async function writeObject(out: Output, obj: Record<string, unknown>, positions:
       await writeArray(out, key, v, positions);
     } else if (v instanceof LazyRows) {
       out.text(name);
-      await writeRows(out, v);
+      await writeChunked(out, v.length, (from, to) => v.rows(from, to));
     } else {
       // JSON.stringify semantics: a member whose value does not serialize (undefined) is left out.
       const s = JSON.stringify(v) as string | undefined;

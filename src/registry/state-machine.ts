@@ -40,8 +40,6 @@ export const DEFAULT_DEDUP_LIMIT = 100_000;
  */
 const SNAPSHOT_SLICE_MS = 2;
 const SNAPSHOT_PAUSE_MS = 4;
-/** Elements of a long list (check times, the dedup table) converted between yields of the snapshot's steps. */
-const STEP_ITEMS = 4096;
 
 export interface RegistryStateMachineOptions {
   /**
@@ -913,11 +911,10 @@ function snapshotInstance(e: ServiceEntry): SnapshotInstance {
 /**
  * The snapshot document of a capture: sorted, in the wire shape. Written as steps (a generator that
  * pauses after each service and within the long sorts and lists) so that the snapshot writer can
- * build it in slices between other work, while digest() runs it straight through. `lazy`: the
- * dedup table and the check times are LazyRows (the writer's; their rows are made as they are
- * encoded), otherwise arrays (digest(), which needs plain data).
+ * build it in slices between other work, while digest() runs it straight through. The dedup table
+ * and the check times are LazyRows: their rows are made only as the encoder writes them.
  */
-function* snapshotDataSteps(c: Captured, lazy: boolean): Generator<void, SnapshotDocument, void> {
+function* snapshotDataSteps(c: Captured): Generator<void, SnapshotDocument, void> {
   const namespaces: SnapshotDocument['namespaces'] = [];
   for (const ns of c.namespaces.sort((a, b) => cmp(a.name, b.name))) {
     const services: SnapshotData['namespaces'][number]['services'] = [];
@@ -936,7 +933,7 @@ function* snapshotDataSteps(c: Captured, lazy: boolean): Generator<void, Snapsho
       Array.from({ length: ids.length }, (_, i) => i),
       (i) => ids[i]!,
     );
-    const checkTimes = yield* rowsOf(order.length, lazy, (k): [string, number, number, number] => {
+    const checkTimes = lazyRows(order.length, (k): [string, number, number, number] => {
       const i = order[k]!;
       const t = times[i]!;
       return [ids[i]!, t.renewedAt, t.statusSince, t.renewIntervalMs];
@@ -945,7 +942,7 @@ function* snapshotDataSteps(c: Captured, lazy: boolean): Generator<void, Snapsho
     namespaces.push({ name: ns.name, index: ns.index, catalogIndex: ns.catalogIndex, services, tombstones: ns.tombstones, checkTimes });
   }
   const { dedupRids, dedupResults } = c;
-  const dedup = yield* rowsOf(dedupRids.length, lazy, (i): [string, ApplyResult] => [dedupRids[i]!, dedupResults[i]!]);
+  const dedup = lazyRows(dedupRids.length, (i): [string, ApplyResult] => [dedupRids[i]!, dedupResults[i]!]);
   return {
     format: SNAPSHOT_FORMAT,
     version: SNAPSHOT_VERSION,
@@ -956,30 +953,27 @@ function* snapshotDataSteps(c: Captured, lazy: boolean): Generator<void, Snapsho
   };
 }
 
-/** `length` rows made by `row`: a LazyRows list the encoder makes as it writes (lazy), or an array built in steps. */
-function* rowsOf<T>(length: number, lazy: boolean, row: (i: number) => T): Generator<void, T[] | LazyRows<T>, void> {
-  if (lazy) {
-    return new LazyRows(length, (from, to) => {
-      const out: T[] = [];
-      for (let i = from; i < to; i++) out.push(row(i));
-      return out;
-    });
-  }
-  const out: T[] = [];
-  for (let i = 0; i < length; i++) {
-    out.push(row(i));
-    if (i % STEP_ITEMS === STEP_ITEMS - 1) yield;
-  }
-  return out;
+/** `length` rows made by `row`, a chunk at a time as they are read (see LazyRows). */
+function lazyRows<T>(length: number, row: (i: number) => T): LazyRows<T> {
+  return new LazyRows(length, (from, to) => {
+    const out: T[] = [];
+    for (let i = from; i < to; i++) out.push(row(i));
+    return out;
+  });
 }
 
+/** The snapshot document as plain data, its LazyRows made whole: what digest() hashes. */
 function toSnapshotData(c: Captured): SnapshotData {
-  const steps = snapshotDataSteps(c, false);
-  for (;;) {
-    const r = steps.next();
-    // Not lazy: every list is an array, which is SnapshotData.
-    if (r.done) return r.value as SnapshotData;
-  }
+  const steps = snapshotDataSteps(c);
+  let r = steps.next();
+  while (!r.done) r = steps.next();
+  const doc = r.value;
+  const whole = <T>(rows: T[] | LazyRows<T>): T[] => (rows instanceof LazyRows ? rows.toJSON() : rows);
+  return {
+    ...doc,
+    namespaces: doc.namespaces.map((ns) => ({ ...ns, checkTimes: ns.checkTimes && whole(ns.checkTimes) })),
+    dedup: whole(doc.dedup),
+  };
 }
 
 /**
@@ -987,7 +981,7 @@ function toSnapshotData(c: Captured): SnapshotData {
  * long lists of rows are LazyRows, made only as the encoder writes them.
  */
 async function toSnapshotDocumentSliced(c: Captured): Promise<SnapshotDocument> {
-  const steps = snapshotDataSteps(c, true);
+  const steps = snapshotDataSteps(c);
   let start = performance.now();
   for (;;) {
     const r = steps.next();
