@@ -3,7 +3,7 @@
 
 import type { Middleware } from 'koa';
 import { isSiderError } from '../raft/errors.ts';
-import { LogThrottle } from '../raft/log-throttle.ts';
+import { LogThrottle } from '../src/log.ts';
 
 export type HttpLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type HttpLogger = (level: HttpLogLevel, msg: string, fields?: Record<string, unknown>) => void;
