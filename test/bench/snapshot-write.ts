@@ -29,9 +29,8 @@ export interface SnapshotWriteResult {
 const LOG_EVERY_MS = 3;
 const ENTRY_DATA = Buffer.alloc(300, 0x61);
 
-async function round(dir: string, mb: number, chunkBytes: number, nextIndex: { v: number }, storage: LevelStorage): Promise<SnapshotWriteResult> {
+async function round(dir: string, data: Buffer, chunkBytes: number, nextIndex: { v: number }, storage: LevelStorage): Promise<SnapshotWriteResult> {
   const store = new FileSnapshotStore(join(dir, 'snapshots'), 2, chunkBytes);
-  const data = Buffer.alloc(mb * 1024 * 1024, 0x7b);
   const lat: { at: number; ms: number }[] = [];
   let writing = true;
   const logger = (async () => {
@@ -74,10 +73,11 @@ export async function runSnapshotWrite(opts: { mb?: number; chunkMb?: number; ro
   const results: SnapshotWriteResult[] = [];
   try {
     const nextIndex = { v: 1 };
+    const data = Buffer.alloc(mb * 1024 * 1024, 0x7b);
     for (let i = 0; i < rounds; i++) {
       // Interleaved, so that the disk's drift affects both alike.
-      results.push(await round(dir, mb, 0, nextIndex, storage));
-      results.push(await round(dir, mb, chunkBytes, nextIndex, storage));
+      results.push(await round(dir, data, 0, nextIndex, storage));
+      results.push(await round(dir, data, chunkBytes, nextIndex, storage));
     }
   } finally {
     await storage.close();
