@@ -120,6 +120,20 @@ interface ParkedReply {
   /** Messages gathered for the response; null until the first one. */
   batch: Message[] | null;
   bytes: number;
+  /** The index an acknowledgement must reach to answer the request's appends (0: it carried none). */
+  appended: number;
+}
+
+/**
+ * The index an acknowledgement must reach to answer the appends in `messages`: the last entry of
+ * each, or for an empty one (it carries the commit index) the index it follows. 0 when none.
+ */
+function lastAppended(messages: readonly Message[]): number {
+  let last = 0;
+  for (const m of messages) {
+    if (m.type === 'app') last = Math.max(last, m.entries.length > 0 ? m.entries[m.entries.length - 1]!.index : m.index);
+  }
+  return last;
 }
 
 /** Parses 'host:port' or '[v6]:port'. Returns null when malformed. */
@@ -662,7 +676,7 @@ export class HttpTransport implements Transport {
         return;
       }
       if (this.#replyWaitMs > 0 && header(req, REPLY_HEADER) === '1' && messages.some((m) => ASKING.has(m.type))) {
-        this.#park(from, res);
+        this.#park(from, res, lastAppended(messages));
       } else {
         res.writeHead(204).end();
       }
@@ -672,7 +686,7 @@ export class HttpTransport implements Transport {
   // ---- replies: messages back to a sender in the response to its request ----------------------
 
   /** Holds `res` open for up to replyWaitMs; it is answered 204 if nothing goes back meanwhile. */
-  #park(from: NodeId, res: ServerResponse): void {
+  #park(from: NodeId, res: ServerResponse, appended: number): void {
     let list = this.#parked.get(from);
     if (!list) {
       list = [];
@@ -684,6 +698,7 @@ export class HttpTransport implements Transport {
       res,
       batch: null,
       bytes: 0,
+      appended,
       timer: setTimeout(() => this.#release(p, 204), this.#replyWaitMs),
     };
     list.push(p);
@@ -761,6 +776,21 @@ export class HttpTransport implements Transport {
       headers['x-sider-auth'] = replySignature(this.#key, this.#clusterId, this.#id, p.from, timestamp).update(body).digest('hex');
     }
     p.res.writeHead(200, headers).end(body);
+    this.#releaseAcknowledged(p.from, batch);
+  }
+
+  /**
+   * Answers 204 the requests from `to` whose appends the acknowledgement in `sent` covers. This
+   * node handles the appends of several requests in one write and acknowledges them once, on one
+   * response; the others would otherwise stay held until the next acknowledgement or replyWaitMs,
+   * keeping the sender's bulk connections busy while its next appends wait for one.
+   */
+  #releaseAcknowledged(to: NodeId, sent: readonly Message[]): void {
+    let acked = 0;
+    for (const m of sent) if (m.type === 'appResp' && !m.reject && m.index > acked) acked = m.index;
+    const list = acked > 0 ? this.#parked.get(to) : undefined;
+    if (!list) return;
+    for (const q of list.filter((q) => q.appended > 0 && q.appended <= acked && q.batch === null)) this.#release(q, 204);
   }
 
   /** The control-lane path of send(), for messages a held response could not take after all. */

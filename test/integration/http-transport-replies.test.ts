@@ -136,3 +136,56 @@ t.test('a sender that does not ask for replies gets 204 and answers take their o
   await until('the answer tried its own request', () => b.reports.length > 0);
   t.same(b.reports, [{ kind: 'unreachable', to: 'a' }], 'the answer went to the (unreachable) address of a, not into the response');
 });
+
+/** An append of entries from..to (index from-1 precedes them). */
+function append(from: NodeId, to: NodeId, first: number, last: number): Message {
+  const m = msg('app', from, to);
+  m.index = first - 1;
+  m.logTerm = 3;
+  for (let i = first; i <= last; i++) m.entries.push({ index: i, term: 3, type: 'normal', data: new Uint8Array([i & 255]), rid: '' });
+  return m;
+}
+
+function appendAck(from: NodeId, to: NodeId, index: number): Message {
+  const m = msg('appResp', from, to);
+  m.index = index;
+  return m;
+}
+
+t.test('one acknowledgement answers every held request whose appends it covers, and no other', async (t) => {
+  const a = await startNode(t, { id: 'a', bulkConnections: 2 });
+  // Without the release, a covered request would stay held for this long.
+  const b = await startNode(t, { id: 'b', replyWaitMs: 1000 });
+  a.transport.setPeers({ b: b.transport.address() });
+  // b can reach a only through held responses.
+  b.transport.setPeers({ a: '127.0.0.1:1' });
+  // Two appends, each in a request of its own (one per turn), on a's two bulk connections.
+  a.transport.send(append('a', 'b', 1, 10));
+  await until('append 1..10 at b', () => b.delivered.length === 1);
+  a.transport.send(append('a', 'b', 11, 20));
+  await until('append 11..20 at b', () => b.delivered.length === 2);
+  // b wrote both and acknowledges once (as a follower does for appends handled in one write).
+  b.transport.send(appendAck('b', 'a', 20));
+  await until('the acknowledgement at a', () => a.delivered.length === 1);
+  t.equal(a.delivered[0]!.index, 20);
+  // Both connections are free again: two more appends, in requests of their own, reach b at once
+  // (the second would wait out the 1 s reply wait on a connection still held otherwise).
+  const sent = Date.now();
+  a.transport.send(append('a', 'b', 21, 30));
+  await until('append 21..30 at b', () => b.delivered.length === 3, 900);
+  a.transport.send(append('a', 'b', 31, 40));
+  await until('append 31..40 at b', () => b.delivered.length === 4, 900);
+  t.ok(Date.now() - sent < 900, 'neither waited for a held connection');
+  // An acknowledgement of 30 answers the request of 21..30 only: the one of 31..40 stays held for
+  // its own, which can reach a no other way.
+  b.transport.send(appendAck('b', 'a', 30));
+  await until('the acknowledgement of 30 at a', () => a.delivered.length === 2);
+  b.transport.send(appendAck('b', 'a', 40));
+  await until('the acknowledgement of 40 at a', () => a.delivered.length === 3);
+  t.same(
+    a.delivered.map((m) => m.index),
+    [20, 30, 40],
+  );
+  t.same(b.reports, [], 'every acknowledgement went back in a held response');
+  t.same(a.reports, []);
+});
