@@ -25,7 +25,15 @@ export interface RaftObserver {
   roleChanged?(role: string, term: number): void;
   /** A message from `from` was delivered. */
   received?(from: NodeId): void;
+  /**
+   * Leader: follower `peer` acknowledged an append with entries `ms` after this node sent it (the
+   * transport both ways and the follower's own write). Each append sent is reported once.
+   */
+  appendAcked?(peer: NodeId, ms: number): void;
 }
+
+/** Appends awaiting acknowledgement remembered per follower for appendAcked (the oldest are dropped). */
+const MAX_TIMED_APPENDS = 64;
 
 export interface RaftNodeOptions {
   id: NodeId;
@@ -131,6 +139,8 @@ export class RaftNode {
   /** The latest commit-only hard state, not written yet (it goes with the next synced batch). */
   #pendingHard: HardState | null = null;
   #lastContact = Date.now();
+  /** Leader, per follower: [last index, sent at] of each append with entries not yet acknowledged. */
+  #timedAppends = new Map<NodeId, [number, number][]>();
 
   #running = false;
   #looping = false;
@@ -433,6 +443,7 @@ export class RaftNode {
     if (!this.#running) return;
     if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.#lastContact = Date.now();
     this.#opts.observer?.received?.(m.from);
+    if (m.type === 'appResp') this.#appendAnswered(m);
     this.#core.step(m);
     this.#kick();
   }
@@ -530,6 +541,12 @@ export class RaftNode {
   }
 
   #send(m: Message): void {
+    if (m.type === 'app' && m.entries.length > 0 && this.#opts.observer?.appendAcked) {
+      let sent = this.#timedAppends.get(m.to);
+      if (!sent) this.#timedAppends.set(m.to, (sent = []));
+      if (sent.length === MAX_TIMED_APPENDS) sent.shift();
+      sent.push([m.entries[m.entries.length - 1]!.index, performance.now()]);
+    }
     if (m.type === 'snap') {
       const snap = this.#latestSnapshot;
       if (!snap) {
@@ -540,6 +557,20 @@ export class RaftNode {
       return;
     }
     this.#transport.send(m);
+  }
+
+  /** Reports the appends an acknowledgement covers; a refusal forgets the follower's (they are sent again). */
+  #appendAnswered(m: Message): void {
+    const sent = this.#timedAppends.get(m.from);
+    if (!sent) return;
+    if (m.reject) {
+      this.#timedAppends.delete(m.from);
+      return;
+    }
+    const now = performance.now();
+    let n = 0;
+    while (n < sent.length && sent[n]![0] <= m.index) this.#opts.observer?.appendAcked?.(m.from, now - sent[n++]![1]);
+    if (n > 0) sent.splice(0, n);
   }
 
   #apply(e: Entry): void {
@@ -660,6 +691,7 @@ export class RaftNode {
   }
 
   #onSoftState(leader: NodeId, role: string): void {
+    if (role !== 'leader') this.#timedAppends.clear();
     this.#opts.observer?.roleChanged?.(role, this.#core.status().term);
     if (leader !== this.#lastLeader) {
       this.#lastLeader = leader;

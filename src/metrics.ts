@@ -194,6 +194,7 @@ export class ServerMetrics {
   readonly leaderChanges: Counter;
   readonly commitDuration: Histogram;
   readonly fsyncDuration: Histogram;
+  readonly appendRtt: Histogram<'peer'>;
   readonly snapshots: Counter<'kind'>;
   readonly snapshotDuration: Histogram;
   readonly snapshotBytes: Gauge;
@@ -405,6 +406,13 @@ export class ServerMetrics {
       buckets: COMMIT_BUCKETS,
       registers,
     });
+    this.appendRtt = new Histogram({
+      name: 'sider_raft_peer_append_rtt_seconds',
+      help: 'Leader: time from sending entries to a follower to its acknowledgement of them (transport both ways and the follower\'s own write).',
+      labelNames: ['peer'],
+      buckets: FSYNC_BUCKETS,
+      registers,
+    });
     this.fsyncDuration = new Histogram({
       name: 'sider_raft_fsync_duration_seconds',
       help: 'Duration of each synced write of log entries and hard state (one per batch).',
@@ -551,10 +559,17 @@ export class ServerMetrics {
   // ---------------------------------------------------------------------------- hooks
 
   /** Hooks for RaftNodeOptions.observer (called on the driver's path: cheap, never throw). */
-  raftObserver(): { fsync(ms: number): void; committed(ms: number): void; roleChanged(role: string): void; received(from: string): void } {
+  raftObserver(): {
+    fsync(ms: number): void;
+    committed(ms: number): void;
+    roleChanged(role: string): void;
+    received(from: string): void;
+    appendAcked(peer: string, ms: number): void;
+  } {
     return {
       fsync: (ms) => this.fsyncDuration.observe(ms / 1000),
       committed: (ms) => this.commitDuration.observe(ms / 1000),
+      appendAcked: (peer, ms) => this.appendRtt.observe({ peer }, ms / 1000),
       roleChanged: (role) => this.roleChanged(role),
       received: (from) => this.peerContact(from),
     };

@@ -89,6 +89,11 @@ t.test('three servers: status, readiness, Raft gauges, a leader change, and no k
     }
     t.ok(cluster.procs.get(f)!.logLines().some((l) => l.msg === 'registered service instance' && l.id === 'api-1' && typeof l.index === 'number'));
     t.notOk(cluster.procs.get(leader)!.logLines().some((l) => l.msg === 'registered service instance'), 'not logged again by the leader');
+    const e = await scrape(leader);
+    for (const other of followers) {
+      t.ok(valueOf(e, 'sider_raft_peer_append_rtt_seconds_count', { peer: other }) >= 1, `the leader timed ${other}'s acknowledgements`);
+    }
+    t.equal(sumOf(await scrape(f), 'sider_raft_peer_append_rtt_seconds_count'), 0, 'a follower times none');
   });
 
   await t.test('killing the leader shows in the survivors’ gauges', async (t) => {

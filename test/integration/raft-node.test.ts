@@ -136,3 +136,41 @@ t.test('three nodes: join as learners, promote, replicate, read on a follower, t
   await members[2]!.node.readBarrier();
   t.equal(members[2]!.sm.get('k'), 'two-node');
 });
+
+t.test('the leader times each follower\'s acknowledgement of the entries it sends, and stops when it stops leading', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'sider-rtt-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const addrs = await Promise.all([1, 2, 3].map(async () => `127.0.0.1:${await freePort()}`));
+  const acked: [string, number][] = [];
+  const n1 = await openMember(t, 'n1', addrs[0]!, join(root, 'n1'), {
+    bootstrap: { addr: addrs[0]! },
+    observer: { appendAcked: (peer, ms) => acked.push([peer, ms]) },
+  });
+  await waitFor('n1 leader', () => n1.node.status().role === 'leader');
+  const members = [n1];
+  for (const [i, id] of ['n2', 'n3'].entries()) {
+    const m = await openMember(t, id, addrs[i + 1]!, join(root, id), { clusterId: n1.node.clusterId });
+    members.push(m);
+    await n1.node.addServer(id, addrs[i + 1]!);
+    await waitFor(`${id} promoted`, () => n1.node.status().membership.voters.includes(id));
+  }
+  // Both followers have acknowledged everything so far: what follows is timed from here.
+  await waitFor('followers caught up', () => ['n2', 'n3'].every((id) => n1.node.status().peers[id]?.match === n1.node.status().lastIndex));
+  acked.length = 0;
+  // One proposal at a time: each goes out in an append of its own to each follower.
+  for (let i = 0; i < 20; i++) await put(n1, 'k', `v${i}`);
+  await waitFor('every append acknowledged', () => ['n2', 'n3'].every((id) => acked.filter(([p]) => p === id).length >= 20));
+  for (const id of ['n2', 'n3']) {
+    const times = acked.filter(([p]) => p === id).map(([, ms]) => ms);
+    t.ok(times.length >= 20 && times.length <= 25, `${id}: one time per append (${times.length} for 20 proposals)`);
+    t.ok(times.every((ms) => Number.isFinite(ms) && ms >= 0 && ms < 10_000), `${id}: times are durations`);
+  }
+  t.same(new Set(acked.map(([p]) => p)), new Set(['n2', 'n3']), 'only followers are timed');
+
+  await n1.node.transferLeadership('n2');
+  await waitFor('n2 leads', () => members[1]!.node.status().role === 'leader');
+  const before = acked.length;
+  for (let i = 0; i < 5; i++) await put(members[1]!, 'k', `w${i}`);
+  await members[0]!.node.readBarrier();
+  t.equal(acked.length, before, 'a follower times nothing');
+});

@@ -286,6 +286,9 @@ t.test('Raft events: elections, leader changes, snapshots, membership lines', as
   on({ type: 'membership', index: 5, membership: { voters: ['n1', 'n2'], learners: ['n3'], addrs: {}, removed: [] } });
   obs.fsync(0.4);
   obs.committed(3);
+  obs.appendAcked('n2', 2);
+  obs.appendAcked('n2', 30);
+  obs.appendAcked('n3', 0.2);
   const e = await scrape(m);
   t.equal(valueOf(e, 'sider_raft_elections_started_total'), 2);
   t.equal(valueOf(e, 'sider_raft_elections_won_total'), 1);
@@ -295,6 +298,9 @@ t.test('Raft events: elections, leader changes, snapshots, membership lines', as
   t.equal(valueOf(e, 'sider_raft_snapshot_duration_seconds_count'), 1);
   t.equal(valueOf(e, 'sider_raft_fsync_duration_seconds_bucket', { le: '0.0005' }), 1);
   t.equal(valueOf(e, 'sider_raft_commit_duration_seconds_bucket', { le: '0.005' }), 1);
+  t.equal(valueOf(e, 'sider_raft_peer_append_rtt_seconds_bucket', { peer: 'n2', le: '0.0025' }), 1, 'per follower');
+  t.equal(valueOf(e, 'sider_raft_peer_append_rtt_seconds_count', { peer: 'n2' }), 2);
+  t.equal(valueOf(e, 'sider_raft_peer_append_rtt_seconds_bucket', { peer: 'n3', le: '0.00025' }), 1);
   t.same(c.lines, [{ level: 'info', msg: 'raft: membership changed', index: 5, voters: ['n1', 'n2'], learners: ['n3'], removed: [] }]);
 });
 
