@@ -23,6 +23,7 @@
 
 import type { Logger } from '../../raft/node.ts';
 import { SiderError } from '../../raft/errors.ts';
+import { canonicalJson } from '../registry/canonical-json.ts';
 import type { CheckStatus } from '../registry/model.ts';
 import { runProbe as defaultRunProbe } from './probes.ts';
 import type { ProbeDefinition, ScheduledCheck, TransitionFn } from './types.ts';
@@ -430,18 +431,4 @@ function validate(c: ScheduledCheck): void {
 
 function signature(c: ScheduledCheck): string {
   return canonicalJson([c.probe, c.intervalMs, c.timeoutMs, threshold(c.successBeforePassing), threshold(c.failuresBeforeCritical)]);
-}
-
-/** JSON with object keys sorted and undefined members left out, so equal definitions compare equal. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (typeof v === 'object' && v !== null) {
-    const parts: string[] = [];
-    for (const k of Object.keys(v).sort()) {
-      const x = (v as Record<string, unknown>)[k];
-      if (x !== undefined) parts.push(`${JSON.stringify(k)}:${canonicalJson(x)}`);
-    }
-    return `{${parts.join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
 }

@@ -27,6 +27,7 @@ import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
 import { LazyRows, SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
 import type { SnapshotDocument } from './snapshot-encoder.ts';
+import { canonicalJson } from './canonical-json.ts';
 import { sortSteps } from './sort-steps.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
@@ -162,19 +163,6 @@ function sameJson(a: unknown, b: unknown): boolean {
   if (keys.length !== Object.keys(bo).length) return false;
   for (const k of keys) if (!Object.hasOwn(bo, k) || !sameJson(ao[k], bo[k])) return false;
   return true;
-}
-
-/** JSON with object keys sorted at every level: equal states serialize to equal strings. */
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
-  if (typeof v === 'object' && v !== null) {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v);
 }
 
 /**
