@@ -73,8 +73,9 @@ export function formatErrors(errors: Record<string, number>): string {
 }
 
 /** `p50 x ms  p99 y ms  max z ms`, the latency part of every benchmark line. */
-export function formatLatency(r: { p50Ms: number; p99Ms: number; maxMs: number }): string {
-  return `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms`;
+export function formatLatency(r: { p50Ms: number; p99Ms: number; maxMs: number; corrected?: { p50Ms: number; p99Ms: number } }): string {
+  const corrected = r.corrected ? `  (wrk corrected: p50 ${r.corrected.p50Ms.toFixed(2)} ms  p99 ${r.corrected.p99Ms.toFixed(2)} ms)` : '';
+  return `p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms  max ${r.maxMs.toFixed(1)} ms${corrected}`;
 }
 
 /** CPU microseconds per operation by process, as `name n, name n`. */
@@ -392,9 +393,16 @@ export interface LoopResult {
   errors: Record<string, number>;
   seconds: number;
   opsPerSec: number;
+  /** Of the requests made (every client). */
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /**
+   * wrk only: its own percentiles, after its coordinated-omission correction (each latency of at
+   * least twice a connection's mean interval between requests adds the requests that interval would
+   * have started meanwhile; see wrk-common.lua). Higher than the above whenever requests stall.
+   */
+  corrected?: { p50Ms: number; p99Ms: number };
   /** CPU per process over the window, % of one core. */
   cpu: Record<string, number>;
 }

@@ -190,6 +190,7 @@ if (runs('http-register')) {
       'registrations/s': Math.round(r.opsPerSec),
       'p50 ms': r.p50Ms.toFixed(1),
       'p99 ms': r.p99Ms.toFixed(1),
+      'p99 ms, wrk corrected': r.corrected ? r.corrected.p99Ms.toFixed(1) : '—',
       'max ms': r.maxMs.toFixed(1),
       errors: Object.values(r.errors).reduce((a, b) => a + b, 0),
       'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
@@ -197,7 +198,8 @@ if (runs('http-register')) {
   );
   for (const r of httpRegister) {
     const ok = r.opsPerSec >= 5_000 && r.p99Ms <= 50;
-    console.log(`target (${r.client}, ${r.target}): ≥ 5000/s with p99 ≤ 50 ms — ${Math.round(r.opsPerSec)}/s, p99 ${r.p99Ms.toFixed(1)} ms: ${ok ? 'met' : 'NOT met'}`);
+    const corrected = r.corrected ? ` (wrk's coordinated-omission-corrected p99: ${r.corrected.p99Ms.toFixed(1)} ms)` : '';
+    console.log(`target (${r.client}, ${r.target}): ≥ 5000/s with p99 ≤ 50 ms — ${Math.round(r.opsPerSec)}/s, p99 ${r.p99Ms.toFixed(1)} ms${corrected}: ${ok ? 'met' : 'NOT met'}`);
   }
 }
 
@@ -294,6 +296,7 @@ if (runs('ttl-renew')) {
       'renewals/s': Math.round(r.opsPerSec),
       'p50 ms': r.p50Ms.toFixed(2),
       'p99 ms': r.p99Ms.toFixed(2),
+      'p99 ms, wrk corrected': r.corrected ? r.corrected.p99Ms.toFixed(2) : '—',
       'max ms': r.maxMs.toFixed(1),
       errors: Object.values(r.errors).reduce((a, b) => a + b, 0),
       'index moved': r.indexAfter - r.indexBefore,
