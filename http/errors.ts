@@ -3,7 +3,7 @@
 
 import type { Middleware } from 'koa';
 import { isSiderError } from '../raft/errors.ts';
-import { LogThrottle } from '../src/log.ts';
+import { LogThrottle, leftOut } from '../src/log.ts';
 
 export type HttpLogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type HttpLogger = (level: HttpLogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -85,8 +85,7 @@ export function errorReply(err: unknown, log: HttpLogger, method: string, path: 
           code: err.code,
           status: err.status,
           error: err.message,
-          ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}),
-          ...(admitted.suppressedOther > 0 ? { suppressedOther: admitted.suppressedOther } : {}),
+          ...leftOut(admitted),
         });
       }
     }

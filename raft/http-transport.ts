@@ -9,7 +9,7 @@ import { decodeMessages, encodeMessages, entrySize } from './codec.ts';
 import { DEFAULT_MAX_INFLIGHT } from './core.ts';
 import { deadline } from './deadline.ts';
 import { SiderError } from './errors.ts';
-import { LogThrottle } from './log-throttle.ts';
+import { LogThrottle, leftOut } from './log-throttle.ts';
 import type { Transport, TransportReport } from './ports.ts';
 import type { Message, NodeId } from './types.ts';
 
@@ -875,8 +875,7 @@ export class HttpTransport implements Transport {
         method: req.method,
         path: (req.url ?? '').slice(0, 128),
         ...fields,
-        ...(admitted.suppressed > 0 ? { suppressed: admitted.suppressed } : {}),
-        ...(admitted.suppressedOther > 0 ? { suppressedOther: admitted.suppressedOther } : {}),
+        ...leftOut(admitted),
       });
     }
     if (res.headersSent) return;

@@ -10,6 +10,14 @@ export interface Admitted {
   suppressedOther: number;
 }
 
+/** The counts of `a` to add to the logged line's fields: only those that are not zero. */
+export function leftOut(a: Admitted): { suppressed?: number; suppressedOther?: number } {
+  return {
+    ...(a.suppressed > 0 ? { suppressed: a.suppressed } : {}),
+    ...(a.suppressedOther > 0 ? { suppressedOther: a.suppressedOther } : {}),
+  };
+}
+
 /**
  * Admits at most one occurrence per key per interval and counts the others, so that the next
  * admitted one can say how many were left out; and at most `maxPerInterval` occurrences in all

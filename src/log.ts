@@ -9,7 +9,7 @@ import type { Logger, LogLevel } from '../raft/node.ts';
 /** The project's log function (defined by the Raft library, the lowest layer), for the layers above. */
 export type { Logger, LogLevel };
 /** Bounded logging of repeated events (also the Raft library's, for its refused requests), for the layers above. */
-export { LogThrottle } from '../raft/log-throttle.ts';
+export { LogThrottle, leftOut } from '../raft/log-throttle.ts';
 
 /**
  * Field names whose values are replaced by `[redacted]` before either format, at the top level and
