@@ -30,19 +30,22 @@ function setup(thread)
   thread:set("tid", threads)
 end
 
--- wrk 4.1's percentile over a histogram h[lo..hi] of `count` samples (stats_percentile).
-local function percentile(h, lo, hi, count, p)
-  local rank = math.floor(p / 100 * count + 1)
+-- wrk 4.1's percentile (stats_percentile) over a histogram from observed().
+local function percentile(h, p)
+  local rank = math.floor(p / 100 * h.count + 1)
   local total = 0
-  for i = lo, hi do
-    total = total + (h[i] or 0)
+  for i = h.lo, h.hi do
+    total = total + (h.counts[i] or 0)
     if total >= rank then return i end
   end
   return 0
 end
 
--- The observed histogram (µs → requests) under wrk's corrected one, or nil and why not.
-local function observed(latency, summary, connections)
+-- The observed histogram under wrk's corrected one — {counts = µs → requests, lo, hi, count} — or
+-- nil and why not.
+local function observed(latency, summary)
+  local connections = tonumber(os.getenv("WRK_CONNECTIONS") or "") or 0
+  if connections <= 0 then return nil, "WRK_CONNECTIONS is not set" end
   local s = ffi.cast("wrk_stats**", latency)[0]
   local lo, hi = tonumber(s.min), tonumber(s.max)
   local corrected, sum = {}, 0
@@ -73,23 +76,16 @@ local function observed(latency, summary, connections)
   if count ~= recorded then
     return nil, string.format("rebuilt %d samples, wrk recorded %d", count, recorded)
   end
-  return raw, lo, hi, count
+  return { counts = raw, lo = lo, hi = hi, count = count }
 end
 
 function done(summary, latency, requests)
   local e = summary.errors
-  local connections = tonumber(os.getenv("WRK_CONNECTIONS") or "0")
-  local raw, lo, hi, count = nil, "WRK_CONNECTIONS is not set", 0, 0
-  if connections > 0 then raw, lo, hi, count = observed(latency, summary, connections) end
-  local p50, p99, problem = 0, 0, ""
-  if raw then
-    p50 = percentile(raw, lo, hi, count, 50)
-    p99 = percentile(raw, lo, hi, count, 99)
-  else
-    problem = lo
-  end
+  local h, problem = observed(latency, summary)
+  local p50 = h and percentile(h, 50) or 0
+  local p99 = h and percentile(h, 99) or 0
   io.write(string.format(
     '{"requests":%d,"durationUs":%d,"p50Us":%d,"p99Us":%d,"p50CorrectedUs":%d,"p99CorrectedUs":%d,"maxUs":%d,"observedError":"%s","status":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}\n',
-    summary.requests, summary.duration, p50, p99, latency:percentile(50), latency:percentile(99), latency.max, problem,
+    summary.requests, summary.duration, p50, p99, latency:percentile(50), latency:percentile(99), latency.max, problem or "",
     e.status, e.connect, e.read, e.write, e.timeout))
 end
