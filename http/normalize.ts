@@ -65,24 +65,64 @@ function normalizeValue(value: unknown, shape: FieldShape, path: string): unknow
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalizeValue(v, shape.of, `${path}.${k}`)]));
 }
 
+/** The canonical name of a key as a client spelled it (remembered, up to RAW_CACHE_LIMIT spellings). */
+function canonicalName(c: CompiledShape, key: string): string {
+  let name = c.byRaw.get(key);
+  if (name === undefined) {
+    name = c.byFold.get(foldKey(key)) ?? key;
+    if (c.byRaw.size < RAW_CACHE_LIMIT) c.byRaw.set(key, name);
+  }
+  return name;
+}
+
 /**
- * Returns a copy of `input` with every known key spelled canonically, recursively per `shape`.
+ * Whether `value` is already what normalizeValue would return for it: every key of every object
+ * the shape looks into spelled canonically. Nothing is allocated, so the common request (from a
+ * client that sends Consul's own spelling) is not copied.
+ */
+function isCanonical(value: unknown, shape: FieldShape): boolean {
+  if (shape === 'value' || shape === 'userMap') return true;
+  if (shape.kind === 'object') return isCanonicalObject(value, shape);
+  if (shape.kind === 'array') {
+    if (!Array.isArray(value)) return true;
+    for (const v of value) if (!isCanonical(v, shape.of)) return false;
+    return true;
+  }
+  if (!isPlainObject(value)) return true;
+  for (const k in value) if (Object.hasOwn(value, k) && !isCanonical(value[k], shape.of)) return false;
+  return true;
+}
+
+function isCanonicalObject(value: unknown, shape: ObjectShape): boolean {
+  if (!isPlainObject(value)) return true;
+  const c = compile(shape);
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (canonicalName(c, key) !== key) return false;
+    const fieldShape = Object.hasOwn(c.fields, key) ? c.fields[key] : undefined;
+    if (fieldShape !== undefined && !isCanonical(value[key], fieldShape)) return false;
+  }
+  return true;
+}
+
+/**
+ * Returns `input` with every known key spelled canonically, recursively per `shape`: `input` itself
+ * when it already is, otherwise a copy (the input is never modified).
  * Unknown keys are kept as given (the parser ignores them). Anything that is not an object is
  * returned unchanged for the parser to reject. Two spellings of one field in the same object are
  * a SIDER_BAD_REQUEST naming both. `path` prefixes field names in messages ("Checks[1]").
  */
 export function normalizeKeys(input: unknown, shape: ObjectShape, path = ''): unknown {
   if (!isPlainObject(input)) return input;
+  // Keys spelled canonically throughout: the input is its own normal form. (Two spellings of one
+  // field need a key that is not canonical, so none can be present.)
+  if (isCanonicalObject(input, shape)) return input;
   const c = compile(shape);
   const seen = new Map<string, string>();
   const out: [string, unknown][] = [];
   const prefix = path === '' ? '' : `${path}.`;
   for (const [key, value] of Object.entries(input)) {
-    let name = c.byRaw.get(key);
-    if (name === undefined) {
-      name = c.byFold.get(foldKey(key)) ?? key;
-      if (c.byRaw.size < RAW_CACHE_LIMIT) c.byRaw.set(key, name);
-    }
+    const name = canonicalName(c, key);
     const earlier = seen.get(name);
     if (earlier !== undefined) {
       throw new SiderError(

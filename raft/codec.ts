@@ -61,10 +61,12 @@ export class Writer {
     this.#len += 4;
     return this;
   }
-  /** Non-negative integer up to 2^53. */
+  /** Non-negative integer up to 2^53 (big-endian 64 bits, as two 32-bit halves: no BigInt). */
   num(v: number): this {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`not a non-negative safe integer: ${v}`);
     this.#ensure(8);
-    this.#buf.writeBigUInt64BE(BigInt(v), this.#len);
+    this.#buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), this.#len);
+    this.#buf.writeUInt32BE(v >>> 0, this.#len + 4);
     this.#len += 8;
     return this;
   }
@@ -75,8 +77,13 @@ export class Writer {
     this.#len += b.length;
     return this;
   }
+  /** UTF-8, length-prefixed like bytes(), written in place. */
   str(s: string): this {
-    return this.bytes(Buffer.from(s, 'utf8'));
+    const n = Buffer.byteLength(s, 'utf8');
+    this.u32(n);
+    this.#ensure(n);
+    this.#len += this.#buf.write(s, this.#len, n, 'utf8');
+    return this;
   }
   finish(): Buffer {
     return this.#buf.subarray(0, this.#len);
@@ -105,10 +112,12 @@ export class Reader {
   }
   num(what: string): number {
     this.#need(8, what);
-    const v = this.#buf.readBigUInt64BE(this.#pos);
+    const hi = this.#buf.readUInt32BE(this.#pos);
+    const lo = this.#buf.readUInt32BE(this.#pos + 4);
     this.#pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`${what} out of range`);
-    return Number(v);
+    // Number.MAX_SAFE_INTEGER is 2^53 - 1: a high half above 2^21 - 1 is out of range.
+    if (hi > 0x1f_ffff) throw bad(`${what} out of range`);
+    return hi * 0x1_0000_0000 + lo;
   }
   bytes(what: string): Buffer {
     const n = this.u32(what);
@@ -168,13 +177,9 @@ export function readEntry(r: Reader): Entry {
 
 /** An entry as stored on disk: the encoding followed by its CRC-32. */
 export function encodeStoredEntry(e: Entry): Buffer {
-  const w = new Writer(64 + e.data.length + e.rid.length);
+  const w = new Writer(64 + e.data.length + 3 * e.rid.length);
   writeEntry(w, e);
-  const body = w.finish();
-  const out = Buffer.allocUnsafe(body.length + 4);
-  body.copy(out, 0);
-  out.writeUInt32BE(crc32(body), body.length);
-  return out;
+  return w.u32(crc32(w.finish())).finish();
 }
 
 /** Decodes and verifies a stored entry; throws SIDER_CORRUPT_STORE on any mismatch. */
@@ -328,7 +333,10 @@ export function readMessage(r: Reader, dataVersion = 0): Message {
  * versions cannot read (they would refuse what the others apply).
  */
 export function encodeMessages(ms: Message[], dataVersion = 0): Buffer {
-  const w = new Writer(256);
+  // Sized for the entries up front: an append of a few hundred entries is not copied on growing.
+  let size = 256;
+  for (const m of ms) for (const e of m.entries) size += entrySize(e);
+  const w = new Writer(size);
   w.u32(ms.length);
   for (const m of ms) writeMessage(w, m, dataVersion);
   return w.finish();

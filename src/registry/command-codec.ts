@@ -125,39 +125,43 @@ function readCompactCheck(v: unknown, path: string): CheckSpec {
 // naming the offending field. Fresh objects matter: unknown keys never reach the state, and
 // Object.fromEntries keeps a `__proto__` key an ordinary own property.
 
-function bad(path: string, what: string): never {
-  throw new SiderError('SIDER_BAD_REQUEST', `${path}: ${what}`);
+function bad(path: string, what: string, field?: string): never {
+  throw new SiderError('SIDER_BAD_REQUEST', `${field === undefined ? path : `${path}.${field}`}: ${what}`);
 }
+
+// The readers below take the path of the value they read and, optionally, its field name within
+// it: `path.field` is then built only for an error message, not for every field of every entry
+// applied.
 
 function obj(v: unknown, path: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object');
   return v as Record<string, unknown>;
 }
 
-function str(v: unknown, path: string): string {
-  if (typeof v !== 'string') bad(path, 'must be a string');
+function str(v: unknown, path: string, field?: string): string {
+  if (typeof v !== 'string') bad(path, 'must be a string', field);
   return v;
 }
 
-function nonEmpty(v: unknown, path: string): string {
-  const s = str(v, path);
-  if (s === '') bad(path, 'must not be empty');
+function nonEmpty(v: unknown, path: string, field?: string): string {
+  const s = str(v, path, field);
+  if (s === '') bad(path, 'must not be empty', field);
   return s;
 }
 
-function bool(v: unknown, path: string): boolean {
-  if (typeof v !== 'boolean') bad(path, 'must be a boolean');
+function bool(v: unknown, path: string, field?: string): boolean {
+  if (typeof v !== 'boolean') bad(path, 'must be a boolean', field);
   return v;
 }
 
-function num(v: unknown, path: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) bad(path, 'must be a finite number');
+function num(v: unknown, path: string, field?: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) bad(path, 'must be a finite number', field);
   return v;
 }
 
-function nat(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER): number {
-  const n = num(v, path);
-  if (!Number.isInteger(n) || n < 0 || n > max) bad(path, `must be an integer in [0, ${max}]`);
+function nat(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER, field?: string): number {
+  const n = num(v, path, field);
+  if (!Number.isInteger(n) || n < 0 || n > max) bad(path, `must be an integer in [0, ${max}]`, field);
   return n;
 }
 
@@ -169,35 +173,39 @@ const NO_STRINGS: string[] = Object.freeze([]) as unknown as string[];
 const NO_ENTRIES: Record<string, never> = Object.freeze({});
 const DEFAULT_WEIGHTS: Weights = Object.freeze({ Passing: 1, Warning: 1 });
 
-function strArray(v: unknown, path: string): string[] {
-  if (!Array.isArray(v)) bad(path, 'must be an array');
+function strArray(v: unknown, path: string, field?: string): string[] {
+  if (!Array.isArray(v)) bad(path, 'must be an array', field);
   if (v.length === 0) return NO_STRINGS;
-  return v.map((x, i) => str(x, `${path}[${i}]`));
+  for (let i = 0; i < v.length; i++) {
+    if (typeof v[i] !== 'string') bad(`${field === undefined ? path : `${path}.${field}`}[${i}]`, 'must be a string');
+  }
+  return v.slice() as string[];
 }
 
-function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T): Record<string, T> {
-  const o = obj(v, path);
-  const entries = Object.entries(o);
+function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T, field?: string): Record<string, T> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object', field);
+  const entries = Object.entries(v);
   if (entries.length === 0) return NO_ENTRIES;
-  return Object.fromEntries(entries.map(([k, x]) => [k, item(x, `${path}.${k}`)]));
+  const at = field === undefined ? path : `${path}.${field}`;
+  return Object.fromEntries(entries.map(([k, x]) => [k, item(x, `${at}.${k}`)]));
 }
 
 function weights(passing: unknown, warning: unknown, path: string): Weights {
-  const p = nat(passing, `${path}.Passing`);
-  const w = nat(warning, `${path}.Warning`);
+  const p = nat(passing, path, undefined, 'Weights.Passing');
+  const w = nat(warning, path, undefined, 'Weights.Warning');
   return p === 1 && w === 1 ? DEFAULT_WEIGHTS : { Passing: p, Warning: w };
 }
 
 const checkStatuses: readonly string[] = ['passing', 'warning', 'critical'];
 const checkTypes: readonly string[] = ['ttl', 'http', 'tcp', 'grpc', 'cmd', 'maintenance'];
 
-export function readCheckStatus(v: unknown, path: string): CheckStatus {
-  if (typeof v !== 'string' || !checkStatuses.includes(v)) bad(path, 'must be passing, warning or critical');
+export function readCheckStatus(v: unknown, path: string, field?: string): CheckStatus {
+  if (typeof v !== 'string' || !checkStatuses.includes(v)) bad(path, 'must be passing, warning or critical', field);
   return v as CheckStatus;
 }
 
-function readCheckType(v: unknown, path: string): CheckType {
-  if (typeof v !== 'string' || !checkTypes.includes(v)) bad(path, 'must be one of ttl, http, tcp, grpc, cmd, maintenance');
+function readCheckType(v: unknown, path: string, field?: string): CheckType {
+  if (typeof v !== 'string' || !checkTypes.includes(v)) bad(path, 'must be one of ttl, http, tcp, grpc, cmd, maintenance', field);
   return v as CheckType;
 }
 
@@ -218,16 +226,16 @@ export function readInstanceSpec(v: unknown, path: string): InstanceSpec {
  */
 function instanceSpecFrom(f: readonly unknown[], path: string): InstanceSpec {
   return {
-    Service: nonEmpty(f[0], `${path}.Service`),
+    Service: nonEmpty(f[0], path, 'Service'),
     // '' is tolerated here and defaulted to the service name when applied.
-    ID: str(f[1], `${path}.ID`),
-    Address: str(f[2], `${path}.Address`),
-    Port: nat(f[3], `${path}.Port`, 65535),
-    Tags: strArray(f[4], `${path}.Tags`),
-    Meta: record(f[5], `${path}.Meta`, str),
-    Weights: weights(f[6], f[7], `${path}.Weights`),
-    TaggedAddresses: record(f[8], `${path}.TaggedAddresses`, readTaggedAddress),
-    EnableTagOverride: bool(f[9], `${path}.EnableTagOverride`),
+    ID: str(f[1], path, 'ID'),
+    Address: str(f[2], path, 'Address'),
+    Port: nat(f[3], path, 65535, 'Port'),
+    Tags: strArray(f[4], path, 'Tags'),
+    Meta: record(f[5], path, str, 'Meta'),
+    Weights: weights(f[6], f[7], path),
+    TaggedAddresses: record(f[8], path, readTaggedAddress, 'TaggedAddresses'),
+    EnableTagOverride: bool(f[9], path, 'EnableTagOverride'),
   };
 }
 
@@ -268,26 +276,26 @@ function checkSpecFrom(f: readonly unknown[], path: string): CheckSpec {
   const at = CHECK_FIELD_AT;
   const status = f[at.Status];
   return {
-    CheckID: nonEmpty(f[at.CheckID], `${path}.CheckID`),
-    Name: str(f[at.Name], `${path}.Name`),
-    Type: readCheckType(f[at.Type], `${path}.Type`),
-    Status: status === '' ? '' : readCheckStatus(status, `${path}.Status`),
-    Notes: str(f[at.Notes], `${path}.Notes`),
-    Output: str(f[at.Output], `${path}.Output`),
-    Interval: str(f[at.Interval], `${path}.Interval`),
-    Timeout: str(f[at.Timeout], `${path}.Timeout`),
-    TTL: str(f[at.TTL], `${path}.TTL`),
-    DeregisterCriticalServiceAfter: str(f[at.DeregisterCriticalServiceAfter], `${path}.DeregisterCriticalServiceAfter`),
-    SuccessBeforePassing: nat(f[at.SuccessBeforePassing], `${path}.SuccessBeforePassing`),
-    FailuresBeforeCritical: nat(f[at.FailuresBeforeCritical], `${path}.FailuresBeforeCritical`),
-    HTTP: str(f[at.HTTP], `${path}.HTTP`),
-    Method: str(f[at.Method], `${path}.Method`),
-    Header: record(f[at.Header], `${path}.Header`, strArray),
-    TCP: str(f[at.TCP], `${path}.TCP`),
-    GRPC: str(f[at.GRPC], `${path}.GRPC`),
-    GRPCUseTLS: bool(f[at.GRPCUseTLS], `${path}.GRPCUseTLS`),
-    TLSSkipVerify: bool(f[at.TLSSkipVerify], `${path}.TLSSkipVerify`),
-    Args: strArray(f[at.Args], `${path}.Args`),
+    CheckID: nonEmpty(f[at.CheckID], path, 'CheckID'),
+    Name: str(f[at.Name], path, 'Name'),
+    Type: readCheckType(f[at.Type], path, 'Type'),
+    Status: status === '' ? '' : readCheckStatus(status, path, 'Status'),
+    Notes: str(f[at.Notes], path, 'Notes'),
+    Output: str(f[at.Output], path, 'Output'),
+    Interval: str(f[at.Interval], path, 'Interval'),
+    Timeout: str(f[at.Timeout], path, 'Timeout'),
+    TTL: str(f[at.TTL], path, 'TTL'),
+    DeregisterCriticalServiceAfter: str(f[at.DeregisterCriticalServiceAfter], path, 'DeregisterCriticalServiceAfter'),
+    SuccessBeforePassing: nat(f[at.SuccessBeforePassing], path, undefined, 'SuccessBeforePassing'),
+    FailuresBeforeCritical: nat(f[at.FailuresBeforeCritical], path, undefined, 'FailuresBeforeCritical'),
+    HTTP: str(f[at.HTTP], path, 'HTTP'),
+    Method: str(f[at.Method], path, 'Method'),
+    Header: record(f[at.Header], path, strArray, 'Header'),
+    TCP: str(f[at.TCP], path, 'TCP'),
+    GRPC: str(f[at.GRPC], path, 'GRPC'),
+    GRPCUseTLS: bool(f[at.GRPCUseTLS], path, 'GRPCUseTLS'),
+    TLSSkipVerify: bool(f[at.TLSSkipVerify], path, 'TLSSkipVerify'),
+    Args: strArray(f[at.Args], path, 'Args'),
   };
 }
 

@@ -170,26 +170,46 @@ function sameJson(a: unknown, b: unknown): boolean {
  * tag set changed (a tag appeared or disappeared), which is what moves the catalog index.
  */
 function retag(counts: Map<string, number>, oldTags: readonly string[], newTags: readonly string[]): boolean {
-  const before = new Set(oldTags);
-  const after = new Set(newTags);
+  if (oldTags.length > FEW_TAGS || newTags.length > FEW_TAGS) return retagSets(counts, new Set(oldTags), new Set(newTags));
+  // The same walk over first occurrences as retagSets, without building two sets per registration.
   let changed = false;
-  for (const t of before) {
-    if (after.has(t)) continue;
-    const n = (counts.get(t) ?? 1) - 1;
-    if (n <= 0) {
-      counts.delete(t);
-      changed = true;
-    } else {
-      counts.set(t, n);
-    }
+  for (let i = 0; i < oldTags.length; i++) {
+    const t = oldTags[i]!;
+    if (oldTags.indexOf(t) === i && !newTags.includes(t) && untag(counts, t)) changed = true;
   }
-  for (const t of after) {
-    if (before.has(t)) continue;
-    const n = (counts.get(t) ?? 0) + 1;
-    counts.set(t, n);
-    if (n === 1) changed = true;
+  for (let i = 0; i < newTags.length; i++) {
+    const t = newTags[i]!;
+    if (newTags.indexOf(t) === i && !oldTags.includes(t) && tag(counts, t)) changed = true;
   }
   return changed;
+}
+
+/** Tag lists up to this long are compared by scanning; longer ones through sets. */
+const FEW_TAGS = 16;
+
+function retagSets(counts: Map<string, number>, before: ReadonlySet<string>, after: ReadonlySet<string>): boolean {
+  let changed = false;
+  for (const t of before) if (!after.has(t) && untag(counts, t)) changed = true;
+  for (const t of after) if (!before.has(t) && tag(counts, t)) changed = true;
+  return changed;
+}
+
+/** One instance fewer has tag `t`; true when none has it any more. */
+function untag(counts: Map<string, number>, t: string): boolean {
+  const n = (counts.get(t) ?? 1) - 1;
+  if (n > 0) {
+    counts.set(t, n);
+    return false;
+  }
+  counts.delete(t);
+  return true;
+}
+
+/** One instance more has tag `t`; true when it is the first. */
+function tag(counts: Map<string, number>, t: string): boolean {
+  const n = (counts.get(t) ?? 0) + 1;
+  counts.set(t, n);
+  return n === 1;
 }
 
 function newService(name: string, index: number): ServiceState {

@@ -120,6 +120,17 @@ t.test('bad compact data is refused, naming the field, and never throws', async 
   t.equal(refuse((a) => (a[5][0][2] = 'exec')), 'checks[0].Type: must be one of ttl, http, tcp, grpc, cmd, maintenance');
   t.equal(refuse((a) => (a[5][0][14] = [])), 'checks[0].Header: must be an object');
   t.equal(refuse((a) => (a[7] = '1')), 'now: must be a finite number');
+  t.equal(refuse((a) => (a[4][4] = ['v1', 2])), 'instance.Tags[1]: must be a string');
+  t.equal(refuse((a) => (a[4][4] = 'v1')), 'instance.Tags: must be an array');
+  t.equal(refuse((a) => (a[4][5] = { k: 1 })), 'instance.Meta.k: must be a string');
+  t.equal(refuse((a) => (a[4][8] = { lan: { Address: 'x', Port: -1 } })), 'instance.TaggedAddresses.lan.Port: must be an integer in [0, 65535]');
+  t.equal(refuse((a) => (a[4][9] = 1)), 'instance.EnableTagOverride: must be a boolean');
+  t.equal(refuse((a) => (a[4][0] = '')), 'instance.Service: must not be empty');
+  t.equal(refuse((a) => (a[5][0][0] = 7)), 'checks[0].CheckID: must be a string');
+  t.equal(refuse((a) => (a[5][0][3] = 'ok')), 'checks[0].Status: must be passing, warning or critical');
+  t.equal(refuse((a) => (a[5][0][11] = 1.5)), 'checks[0].FailuresBeforeCritical: must be an integer in [0, 9007199254740991]');
+  t.equal(refuse((a) => (a[5][0][14] = { 'X-A': ['1', 2] })), 'checks[0].Header.X-A[1]: must be a string');
+  t.equal(refuse((a) => (a[5][0][19] = [3])), 'checks[0].Args[0]: must be a string');
   t.equal(decodeCommand(Buffer.from('[]')).ok, false);
   t.equal(decodeCommand(Buffer.from('[null]')).ok, false);
 

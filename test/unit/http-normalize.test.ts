@@ -76,6 +76,28 @@ t.test('unknown keys are kept as given and non-objects pass through for the pars
   t.same(normalizeKeys({ Checks: 'nope', Check: 5 }, registerShape), { Checks: 'nope', Check: 5 });
 });
 
+t.test('a body already spelled canonically is returned as is; any other is copied, the input untouched', async (t) => {
+  const canonical = {
+    Name: 'web',
+    Meta: { lower_case: 'kept' },
+    TaggedAddresses: { lan: { Address: '10.0.0.1', Port: 80 } },
+    Checks: [{ CheckID: 'c', TTL: '10s', Header: { 'x-any': ['1'] } }],
+    Unknown: { any_thing: 1 },
+  };
+  t.equal(normalizeKeys(canonical, registerShape), canonical, 'user-data and unknown keys do not count');
+  for (const [where, body] of [
+    ['top level', { ...canonical, port: 80 }],
+    ['an array element', { ...canonical, Checks: [canonical.Checks[0], { check_id: 'd' }] }],
+    ['a map value', { ...canonical, TaggedAddresses: { wan: { address: '10.0.0.2' } } }],
+  ] as const) {
+    const before = JSON.stringify(body);
+    const out = normalizeKeys(body, registerShape);
+    t.not(out, body, `${where}: copied`);
+    t.equal(JSON.stringify(body), before, `${where}: input unchanged`);
+    t.notMatch(JSON.stringify(out), /"port"|"check_id"|"address"/, `${where}: normalized`);
+  }
+});
+
 t.test('a "__proto__" key stays an own data property', async (t) => {
   const body = JSON.parse('{"Name":"web","__proto__":{"polluted":true},"Meta":{"__proto__":"x"}}') as unknown;
   const out = normalizeKeys(body, registerShape) as Record<string, unknown>;

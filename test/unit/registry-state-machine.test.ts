@@ -400,6 +400,40 @@ t.test('a new tag moves the catalog index; a tag another instance still carries 
   t.same(h.sm.services('default'), [['api', ['canary']]]);
 });
 
+t.test('property: the tags a service lists are the union of its instances\' tags, and the catalog index moves exactly when that union does', async () => {
+  // Tag lists with repeats, short and long (both ways retag counts), over a small alphabet so that
+  // instances share tags.
+  const tags = fc.array(fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', 'p', 'q', 'r', 's', 't'), { maxLength: 24 });
+  const step = fc.oneof(
+    fc.record({ op: fc.constant('reg' as const), id: fc.constantFrom('i1', 'i2', 'i3'), tags }),
+    fc.record({ op: fc.constant('dereg' as const), id: fc.constantFrom('i1', 'i2', 'i3') }),
+  );
+  fc.assert(
+    fc.property(fc.array(step, { minLength: 1, maxLength: 30 }), (steps) => {
+      const h = new Harness();
+      const model = new Map<string, string[]>();
+      const union = (): string[] => [...new Set([...model.values()].flat())].sort();
+      for (const st of steps) {
+        const before = { exists: model.size > 0, union: union(), catalog: h.sm.catalogIndex('default') };
+        const index = h.next;
+        if (st.op === 'reg') {
+          h.apply(reg('api', st.id, { tags: st.tags }));
+          model.set(st.id, st.tags);
+        } else {
+          h.apply(dereg('api', st.id));
+          model.delete(st.id);
+        }
+        const now = union();
+        const listed = h.sm.services('default');
+        if (model.size === 0 ? listed.length !== 0 : JSON.stringify(listed) !== JSON.stringify([['api', now]])) return false;
+        const moved = before.exists !== model.size > 0 || JSON.stringify(before.union) !== JSON.stringify(now);
+        if (h.sm.catalogIndex('default') !== (moved ? index : before.catalog)) return false;
+      }
+      return true;
+    }),
+  );
+});
+
 t.test('deregistering the last instance leaves a tombstone index and an empty result', async (t) => {
   const h = new Harness();
   h.apply(reg('api', 'a'));
