@@ -225,7 +225,8 @@ export function fastPathTaken(res: ServerResponse, route: string): void {
   const m = res as Marked;
   if (!m[kMetrics]) return;
   m[kRoute] = route;
-  res.once('close', onFastPathClose);
+  // 'close' is emitted once: a plain listener, without the wrapper once() would build per request.
+  res.on('close', onFastPathClose);
 }
 
 /**

@@ -150,9 +150,9 @@ export function pickNamespace(fromQuery: string | undefined, fromHeader: string,
 
 /** A write's request ID: the client's X-Sider-Request-Id ('' when absent; a retried write is applied once), or a fresh one. */
 export function parseRequestId(header: string): string {
-  const rid = header || randomUUID();
-  if (rid.length > 128 || !/^[\x21-\x7e]+$/.test(rid)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
-  return rid;
+  if (header === '') return randomUUID();
+  if (header.length > 128 || !/^[\x21-\x7e]+$/.test(header)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
+  return header;
 }
 
 // IDs travel in URL paths: no '/', '?', '#', whitespace or control characters. Case is kept.

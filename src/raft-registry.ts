@@ -64,7 +64,8 @@ export class RaftRegistry implements RegistryService {
   }
 
   async write(cmd: RegistryCommand, rid: string = randomUUID()): Promise<WriteReply> {
-    const leader = await this.#awaitLeader();
+    // A known leader (the common case) is taken without another turn through #awaitLeader.
+    const leader = this.#raft.leader() || (await this.#awaitLeader());
     if (leader === this.#raft.id) {
       try {
         return await this.applyOnLeader(cmd, rid);

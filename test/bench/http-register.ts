@@ -129,12 +129,55 @@ export function formatRegister(r: RegisterResult): string {
   );
 }
 
+/** The middle value (the lower middle of an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN;
+}
+
+/**
+ * DESIGN §10's way of stating a figure: several runs, each on a fresh cluster, and the median of
+ * each measure (rate, p99, wrk's corrected p99) taken separately, as the peers' figures were.
+ */
+export interface RegisterMedians {
+  runs: number;
+  opsPerSec: number;
+  p99Ms: number;
+  correctedP99Ms?: number;
+  /** The rate and p99 of every run, in order. */
+  each: { opsPerSec: number; p99Ms: number }[];
+}
+
+export function registerMedians(results: RegisterResult[]): RegisterMedians {
+  const corrected = results.flatMap((r) => (r.corrected ? [r.corrected.p99Ms] : []));
+  return {
+    runs: results.length,
+    opsPerSec: median(results.map((r) => r.opsPerSec)),
+    p99Ms: median(results.map((r) => r.p99Ms)),
+    ...(corrected.length === results.length && corrected.length > 0 ? { correctedP99Ms: median(corrected) } : {}),
+    each: results.map((r) => ({ opsPerSec: r.opsPerSec, p99Ms: r.p99Ms })),
+  };
+}
+
+/** The target of issue #3 on medians: ≥ 5,000 registrations/s with p99 ≤ 50 ms. */
+export function formatRegisterMedians(label: string, m: RegisterMedians): string {
+  const ok = m.opsPerSec >= 5_000 && m.p99Ms <= 50;
+  const each = m.each.map((r) => `${Math.round(r.opsPerSec)}/s ${r.p99Ms.toFixed(1)} ms`).join(', ');
+  const corrected = m.correctedP99Ms === undefined ? '' : ` (wrk's corrected p99 ${m.correctedP99Ms.toFixed(1)} ms)`;
+  return (
+    `target (${label}, median of ${m.runs} run${m.runs === 1 ? '' : 's'}): ≥ 5000/s with p99 ≤ 50 ms — ` +
+    `${Math.round(m.opsPerSec)}/s, p99 ${m.p99Ms.toFixed(1)} ms${corrected}: ${ok ? 'met' : 'NOT met'} [runs: ${each}]`
+  );
+}
+
 if (import.meta.main) {
   // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N]
-  // [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR] [--metrics-dir DIR]` (--node-args needs the '=').
+  // [--runs N] [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR] [--metrics-dir DIR]` (--node-args needs
+  // the '='). With --runs N (one case), N fresh clusters in turn and the medians (DESIGN §10).
   const { values } = parseArgs({
     options: {
       case: { type: 'string' },
+      runs: { type: 'string' },
       client: { type: 'string' },
       'duration-ms': { type: 'string' },
       'warmup-ms': { type: 'string' },
@@ -148,7 +191,10 @@ if (import.meta.main) {
   if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);
   const only = values.case;
   if (only !== undefined && only !== 'leader' && only !== 'all') throw new Error(`--case must be leader or all, got ${only}`);
-  await runHttpRegister({
+  const runs = values.runs === undefined ? 1 : Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs must be an integer in [1, 50], got ${values.runs}`);
+  if (runs > 1 && only === undefined) throw new Error('--runs needs --case leader or --case all');
+  const opts: RegisterOptions = {
     ...(only ? { cases: [only] } : {}),
     ...(client ? { client } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
@@ -157,5 +203,8 @@ if (import.meta.main) {
     ...(values['node-args'] ? { nodeArgs: values['node-args'].split(/\s+/).filter(Boolean) } : {}),
     ...(values['server-log-dir'] ? { serverLogDir: values['server-log-dir'] } : {}),
     ...(values['metrics-dir'] ? { metricsDir: values['metrics-dir'] } : {}),
-  });
+  };
+  const results: RegisterResult[] = [];
+  for (let i = 0; i < runs; i++) results.push(...(await runHttpRegister(opts)));
+  if (runs > 1) console.log(formatRegisterMedians(`${client ?? 'undici'}, ${only}`, registerMedians(results)));
 }

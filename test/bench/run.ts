@@ -18,8 +18,8 @@ import { runHttpBlocking } from './http-blocking.ts';
 import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
 import { runHttpRead } from './http-read.ts';
 import type { ReadResult } from './http-read.ts';
-import { runHttpRegister } from './http-register.ts';
-import type { RegisterResult } from './http-register.ts';
+import { formatRegisterMedians, registerMedians, runHttpRegister } from './http-register.ts';
+import type { RegisterMedians, RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
 import { runSnapshotWrite, snapshotWriteTable } from './snapshot-write.ts';
 import type { SnapshotWriteResult } from './snapshot-write.ts';
@@ -178,11 +178,22 @@ if (runs('http-blocking')) {
 }
 
 let httpRegister: RegisterResult[] = [];
+const REGISTER_RUNS = 3;
+/** The wrk runs to the leader, whose medians the target is judged on. */
+const registerLeaderRuns: RegisterResult[] = [];
+let registerLeaderMedians: RegisterMedians | undefined;
 if (runs('http-register')) {
   console.log('\n== Registrations: PUT /v1/agent/service/register (TTL check), 64 clients, 3 sider servers on loopback, fsync on');
   httpRegister = await runHttpRegister({ durationMs, ...(cpuProfDir ? { cpuProfDir } : {}) });
-  if (hasWrk) httpRegister.push(...(await runHttpRegister({ durationMs, client: 'wrk' })));
-  else console.log('(wrk not installed — bash test/bench/install-deps.sh — so only the undici client runs)');
+  if (hasWrk) {
+    // The target is judged as DESIGN §10 states the peers' figures: 3 runs (fresh clusters), medians.
+    for (let i = 0; i < REGISTER_RUNS; i++) {
+      const rs = await runHttpRegister({ durationMs, warmupMs: 3_000, client: 'wrk', cases: ['leader'] });
+      httpRegister.push(...rs);
+      registerLeaderRuns.push(...rs);
+    }
+    httpRegister.push(...(await runHttpRegister({ durationMs, client: 'wrk', cases: ['all'] })));
+  } else console.log('(wrk not installed — bash test/bench/install-deps.sh — so only the undici client runs)');
   console.table(
     httpRegister.map((r) => ({
       client: r.client,
@@ -196,6 +207,10 @@ if (runs('http-register')) {
       'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
     })),
   );
+  if (registerLeaderRuns.length > 0) {
+    registerLeaderMedians = registerMedians(registerLeaderRuns);
+    console.log(formatRegisterMedians(`wrk, leader ${registerLeaderRuns[0]!.target.split(' ')[1]}`, registerLeaderMedians));
+  }
   for (const r of httpRegister) {
     const ok = r.opsPerSec >= 5_000 && r.p99Ms <= 50;
     const corrected = r.corrected ? ` (wrk's coordinated-omission-corrected p99: ${r.corrected.p99Ms.toFixed(1)} ms)` : '';
@@ -352,5 +367,5 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
