@@ -29,7 +29,7 @@ import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
 import { Readiness } from '../src/readiness.ts';
 import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
-import { REGISTRY_DATA_VERSION, encodeCommand } from '../src/registry/command-codec.ts';
+import { REGISTRY_DATA_VERSION } from '../src/registry/command-codec.ts';
 import { LeaderHealth } from '../src/health/leader.ts';
 import { INTERNAL_RENEW, RenewalForwarder } from '../src/health/renewals.ts';
 import type { CheckRenewer, RenewResult } from '../src/health/renewals.ts';
@@ -148,7 +148,8 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
 
   metrics.setRaft(() => raft.status());
   const offObserve = raft.on(observeRaftEvents(metrics, log));
-  const registry = new RaftRegistry({ raft, reader: state, nodeName: cfg.nodeName, clusterKey: cfg.clusterKey, encode: encodeCommand });
+  // Registrations proposed here are applied here without decoding them again (encodeProposal).
+  const registry = new RaftRegistry({ raft, reader: state, nodeName: cfg.nodeName, clusterKey: cfg.clusterKey, encode: (cmd) => state.encodeProposal(cmd) });
 
   // Health checking runs on the leader only; a follower forwards renewals there in batches.
   const health = new LeaderHealth({

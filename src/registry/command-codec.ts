@@ -40,6 +40,26 @@ export function encodeCommand(cmd: RegistryCommand): Uint8Array {
 }
 
 /**
+ * encodeCommand, and the command decodeCommand will read back from those bytes when that is known
+ * without decoding them: for a registration, its compact form read by the same reader that reads
+ * it from JSON. The reader keeps only strings, booleans, finite numbers (-0 read as 0) and arrays
+ * and maps of them, which JSON carries unchanged, so both reads give the same command (a property
+ * test holds them equal). `decoded` is undefined for other commands and for a registration the
+ * reader refuses (decodeCommand then reports why, as before).
+ */
+export function encodeCommandKnown(cmd: RegistryCommand): { data: Uint8Array; decoded: RegistryCommand | undefined } {
+  if (cmd.type !== 'register') return { data: encodeCommand(cmd), decoded: undefined };
+  const compact = compactRegister(cmd);
+  const data = Buffer.from(JSON.stringify(compact), 'utf8');
+  try {
+    return { data, decoded: readCompactRegister(compact) };
+  } catch (err) {
+    if (err instanceof SiderError) return { data, decoded: undefined };
+    throw err;
+  }
+}
+
+/**
  * Decodes entry data, in either form. Never throws: the data was committed by a leader, so a bad
  * entry must be refused identically on every node, not crash them all.
  */
@@ -156,7 +176,8 @@ function bool(v: unknown, path: string, field?: string): boolean {
 
 function num(v: unknown, path: string, field?: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v)) bad(path, 'must be a finite number', field);
-  return v;
+  // -0 is read as 0, as JSON writes it: a value read before and after encoding is the same.
+  return v === 0 ? 0 : v;
 }
 
 function nat(v: unknown, path: string, max = Number.MAX_SAFE_INTEGER, field?: string): number {

@@ -6,8 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { SiderError } from '../../raft/errors.ts';
 import type { SnapshotWriter, StateMachine } from '../../raft/ports.ts';
 import type { Entry, SnapshotMeta } from '../../raft/types.ts';
-import { decodeCommand, decodeSnapshot, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
-import type { SnapshotData, SnapshotInstance, SnapshotNamespace } from './command-codec.ts';
+import { decodeCommand, decodeSnapshot, encodeCommandKnown, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
+import type { DecodeResult, SnapshotData, SnapshotInstance, SnapshotNamespace } from './command-codec.ts';
 import { aggregateHealth } from './health.ts';
 import type {
   ApplyResult,
@@ -34,6 +34,8 @@ import { sortSteps } from './sort-steps.ts';
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
 export const DEFAULT_TOMBSTONE_LIMIT = 10_000;
 export const DEFAULT_DEDUP_LIMIT = 100_000;
+/** Proposals remembered by encodeProposal: more than can be uncommitted at once (the Raft byte budget). */
+const KNOWN_PROPOSALS_LIMIT = 65_536;
 /**
  * A snapshot is built in slices of this much work with pauses of this length between them, so it
  * takes at most about a third of the event loop while it runs (measured: the p99 of registrations
@@ -298,6 +300,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   #index = 0;
   /** rid → result, in apply order (Map iteration order is insertion order: first = oldest). */
   #dedup = new Map<string, ApplyResult>();
+  /** Entry data proposed here → its command (encodeProposal), until applied. */
+  #known = new Map<Uint8Array, RegistryCommand>();
   /** Where the last snapshot holds each instance with its checks: copied by the next while unchanged. */
   readonly #snapshotCache = new SnapshotCache();
   /** Size of the last snapshot written and its instance count, to size the next one's buffer. */
@@ -327,15 +331,33 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
   // ---------------------------------------------------------------- StateMachine
 
   /**
+   * The entry data of a command this node proposes, remembering what decodeCommand would read
+   * from those bytes (encodeCommandKnown) so that applying the entry here does not decode it
+   * again: the leader applies what it proposed, followers decode as before. A memo of a pure
+   * function of the bytes (entry data is never modified), so a stale one is still right; bounded,
+   * since an entry proposed just before losing leadership may never be applied here.
+   */
+  encodeProposal(cmd: RegistryCommand): Uint8Array {
+    const { data, decoded } = encodeCommandKnown(cmd);
+    if (decoded) {
+      if (this.#known.size >= KNOWN_PROPOSALS_LIMIT) this.#known.clear();
+      this.#known.set(data, decoded);
+    }
+    return data;
+  }
+
+  /**
    * Applies one committed `normal` entry. Depends only on the entry and the prior state. Watchers
    * of every index the entry moved fire synchronously before this returns.
    */
   apply(entry: Entry): ApplyResult {
+    const known = this.#known.size === 0 ? undefined : this.#known.get(entry.data);
+    if (known) this.#known.delete(entry.data);
     if (entry.rid !== '') {
       const seen = this.#dedup.get(entry.rid);
       if (seen) return seen;
     }
-    const decoded = decodeCommand(entry.data);
+    const decoded: DecodeResult = known ? { ok: true, command: known } : decodeCommand(entry.data);
     const result = decoded.ok ? this.#execute(decoded.command, entry.index) : badRequest(decoded.error);
     if (entry.rid !== '' && this.#dedupLimit > 0) {
       this.#dedup.set(entry.rid, result);
@@ -478,6 +500,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
 
     // Everything is validated before anything changes: nothing is half-applied.
     const given = new Set<string>();
+    /** The stored check of each given CheckID (by the test below, this instance's own), in order. */
+    const owned: (Check | undefined)[] = [];
     for (const c of cmd.checks) {
       if (given.has(c.CheckID)) return badRequest(`CheckID "${c.CheckID}" is given more than once in the registration`);
       given.add(c.CheckID);
@@ -487,6 +511,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
           `CheckID "${c.CheckID}" already belongs to instance "${owner.ServiceID}" of service "${owner.ServiceName}"`,
         );
       }
+      owned.push(owner);
     }
 
     let instance: Instance = {
@@ -511,9 +536,8 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
 
     let checksChanged = false;
     const checks: Check[] = [];
-    for (const c of cmd.checks) {
-      // By the ownership test above, an existing check with this ID belongs to this instance.
-      const old = existingNs?.checks.get(c.CheckID);
+    for (const [i, c] of cmd.checks.entries()) {
+      const old = owned[i];
       const check = buildCheck(c, cmd.ns, service, id, cmd.node, old, index);
       if (check !== old) checksChanged = true;
       checks.push(check);
@@ -537,18 +561,19 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
       this.#touchCatalog(ns, index);
     }
     if (checksChanged) {
-      const oldTimes = new Map<string, CheckTimes | undefined>();
+      // A new instance (the common registration) has no previous checks: no maps to build.
+      const oldTimes = prevChecks.length === 0 ? undefined : new Map<string, CheckTimes | undefined>();
       for (const old of prevChecks) {
-        oldTimes.set(old.CheckID, ns.checkTimes.get(old.CheckID));
+        oldTimes?.set(old.CheckID, ns.checkTimes.get(old.CheckID));
         ns.checks.delete(old.CheckID);
         ns.checkTimes.delete(old.CheckID);
         this.#checkChanged(ns.name, old.CheckID);
       }
-      const byId = new Map(prevChecks.map((c) => [c.CheckID, c]));
+      const byId = prevChecks.length === 0 ? undefined : new Map(prevChecks.map((c) => [c.CheckID, c]));
       for (const c of checks) {
         ns.checks.set(c.CheckID, c);
-        const old = byId.get(c.CheckID);
-        const times = oldTimes.get(c.CheckID);
+        const old = byId?.get(c.CheckID);
+        const times = oldTimes?.get(c.CheckID);
         ns.checkTimes.set(c.CheckID, c === old && times ? times : timesAfterChange(old, times, c, cmd.now));
         this.#checkChanged(ns.name, c.CheckID);
       }

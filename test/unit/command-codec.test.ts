@@ -6,7 +6,7 @@ import { isDeepStrictEqual } from 'node:util';
 import t from 'tap';
 import fc from 'fast-check';
 import { registerCommand } from '../../http/register-fast.ts';
-import { decodeCommand, encodeCommand } from '../../src/registry/command-codec.ts';
+import { decodeCommand, encodeCommand, encodeCommandKnown } from '../../src/registry/command-codec.ts';
 import type { CheckSpec, RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 
@@ -89,6 +89,83 @@ t.test('the two forms of the same registrations give the same state', async (t) 
   }
   t.equal(a.digest(), b.digest());
   t.ok(a.index() > 0, 'something was applied');
+});
+
+/** Strings with lone surrogates and any code point, integer-like and "__proto__" keys, -0: what JSON might not carry unchanged. */
+const oddString = fc.oneof(
+  fc.string(),
+  fc.string({ unit: fc.oneof(fc.integer({ min: 0xd800, max: 0xdfff }).map((c) => String.fromCharCode(c)), fc.constantFrom('\u0000', '"', '\\', '\u2028', '😀', 'é')) }),
+  fc.constantFrom('__proto__', '0', '12', '-1', '1e3', 'constructor'),
+);
+const oddNat = (max: number): fc.Arbitrary<number> => fc.oneof(fc.nat(max), fc.constant(-0));
+const oddRegisterArb: fc.Arbitrary<RegistryCommand> = fc
+  .record({
+    ns: oddString.filter((v) => v !== ''),
+    node: oddString,
+    nodeAddress: fc.option(oddString, { nil: undefined }),
+    instance: fc.record({
+      Service: oddString.filter((v) => v !== ''),
+      ID: oddString,
+      Address: oddString,
+      Port: oddNat(65535),
+      Tags: fc.array(oddString, { maxLength: 4 }),
+      Meta: fc.dictionary(oddString, oddString, { maxKeys: 4 }),
+      Weights: fc.record({ Passing: oddNat(3), Warning: oddNat(3) }),
+      TaggedAddresses: fc.dictionary(oddString, fc.record({ Address: oddString, Port: oddNat(65535) }), { maxKeys: 2 }),
+      EnableTagOverride: fc.boolean(),
+    }),
+    checks: fc.array(
+      checkArb.chain((c) =>
+        fc.record({ Notes: oddString, Header: fc.dictionary(oddString, fc.array(oddString, { maxLength: 2 }), { maxKeys: 2 }), SuccessBeforePassing: oddNat(5) }).map((o) => ({ ...c, ...o })),
+      ),
+      { maxLength: 3 },
+    ),
+    replaceExistingChecks: fc.boolean(),
+    now: fc.oneof(fc.nat(), fc.constant(-0), fc.double({ noNaN: true, noDefaultInfinity: true })),
+  })
+  .map(({ nodeAddress, ...r }) => ({ type: 'register' as const, ...r, ...(nodeAddress === undefined ? {} : { nodeAddress }) }));
+
+t.test('property: the command encodeCommandKnown gives with the bytes is exactly what decoding the bytes reads', async (t) => {
+  await fc.assert(
+    fc.property(fc.oneof(registerArb, oddRegisterArb), (cmd) => {
+      const { data, decoded } = encodeCommandKnown(cmd);
+      const read = decodeCommand(data);
+      if (!read.ok || decoded === undefined) return false;
+      // Strict: Object.is on every value (so -0 and 0 differ), prototypes, own keys; and key order.
+      return isDeepStrictEqual(decoded, read.command) && JSON.stringify(decoded) === JSON.stringify(read.command) && Buffer.compare(Buffer.from(data), Buffer.from(encodeCommand(cmd))) === 0;
+    }),
+    { numRuns: 3_000 },
+  );
+  t.pass('3,000 random registrations');
+});
+
+t.test('encodeCommandKnown knows nothing for a registration the reader refuses, or for another command', async (t) => {
+  const cmd = fromBody({ Name: 'api', ID: 'a1', Port: 80, Check: { TTL: '10s' } });
+  if (cmd.type !== 'register') throw new Error('not a registration');
+  const refused = { ...cmd, instance: { ...cmd.instance, Port: 70_000 } };
+  const known = encodeCommandKnown(refused);
+  t.equal(known.decoded, undefined);
+  t.same(decodeCommand(known.data), { ok: false, error: 'instance.Port: must be an integer in [0, 65535]' });
+  const dereg: RegistryCommand = { type: 'deregister', ns: 'default', service: 'api', id: 'a1', now: 1 };
+  t.equal(encodeCommandKnown(dereg).decoded, undefined);
+  t.same(Buffer.from(encodeCommandKnown(dereg).data), Buffer.from(encodeCommand(dereg)));
+});
+
+t.test('a machine applying what it proposed (encodeProposal) reaches the state of one that decodes every entry', async (t) => {
+  const cmds = fc.sample(fc.oneof(registerArb, oddRegisterArb), { numRuns: 300, seed: 7 });
+  const narrowed = cmds.map((c, n) => (c.type === 'register' ? { ...c, ns: `ns${n % 2}`, instance: { ...c.instance, Service: `s${n % 3}`, ID: `i${n % 5}` }, checks: c.checks.map((k, j) => ({ ...k, CheckID: `c${(n + j) % 7}` })) } : c));
+  const leader = new RegistryStateMachine();
+  const follower = new RegistryStateMachine();
+  for (const [n, cmd] of narrowed.entries()) {
+    const data = leader.encodeProposal(cmd);
+    const ra = leader.apply({ index: n + 1, term: 1, type: 'normal', rid: '', data });
+    // The follower's copy of the bytes, as the transport delivers it.
+    const rb = follower.apply({ index: n + 1, term: 1, type: 'normal', rid: '', data: Buffer.from(data) });
+    if (!isDeepStrictEqual(ra, rb)) t.fail(`entry ${n + 1}: ${JSON.stringify(ra)} != ${JSON.stringify(rb)}`);
+  }
+  t.equal(leader.digest(), follower.digest());
+  t.equal(JSON.stringify(leader.instances('ns0')), JSON.stringify(follower.instances('ns0')));
+  t.ok(leader.index() > 0, 'something was applied');
 });
 
 t.test('the benchmark registration is under 40 % of its object form', async (t) => {
