@@ -5,6 +5,7 @@
 
 import type { Dependency, DnsResolver, Resolution } from './resolver.ts';
 import { HEADER_LEN, OPT_LEN, encodeRecord, nameWireLength, questionSuffixes, writeHeader, writeOpt, writeQuestion } from './wire.ts';
+import { shiftOldest } from '../raft/shift-oldest.ts';
 
 /** What a reply needs to know about the query. */
 export interface QueryInfo {
@@ -100,7 +101,7 @@ export class AnswerCache {
       // Names outside our zones are not cached: anyone can make up as many as they like.
       if (res.zone === '') return this.bare(q, res.rcode, res.authoritative);
       e = encodeEntry(lname, res);
-      if (!this.#map.has(key) && this.#map.size >= this.#max) this.#map.delete(this.#map.keys().next().value!);
+      if (!this.#map.has(key) && this.#map.size >= this.#max) shiftOldest(this.#map);
       this.#map.set(key, e);
     }
     return this.#assemble(e, q);

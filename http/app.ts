@@ -41,6 +41,7 @@ import {
   splitHostPort,
 } from './render.ts';
 import type { MemberInfo, RenderContext } from './render.ts';
+import { shiftOldest } from '../raft/shift-oldest.ts';
 
 export const DEFAULT_JSON_LIMIT = 1024 * 1024;
 export const DEFAULT_NAMESPACE = 'default';
@@ -208,7 +209,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     if (hit && hit.global === global) return hit.body;
     const body = Buffer.from(JSON.stringify(render()));
     bodyCache.delete(key);
-    if (bodyCache.size >= BODY_CACHE_ENTRIES) bodyCache.delete(bodyCache.keys().next().value!);
+    if (bodyCache.size >= BODY_CACHE_ENTRIES) shiftOldest(bodyCache);
     bodyCache.set(key, { global, body });
     return body;
   }

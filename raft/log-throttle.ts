@@ -2,6 +2,8 @@
 // cluster, another version, a wrong key) must not write a warning per request, ten a second; nor
 // may anyone write a line per request by varying what the key is made of.
 
+import { shiftOldest } from './shift-oldest.ts';
+
 /** What admit() says about an occurrence that is to be logged. */
 export interface Admitted {
   /** Occurrences of this key left out since its last logged one. */
@@ -63,7 +65,7 @@ export class LogThrottle {
     // Re-inserted: the map's order is the order of last admission.
     this.#keys.delete(key);
     this.#keys.set(key, { at: now, suppressed: 0 });
-    if (this.#keys.size > this.#maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
+    if (this.#keys.size > this.#maxKeys) shiftOldest(this.#keys);
     return admitted;
   }
 

@@ -13,6 +13,7 @@ import type { CheckRenewer, RenewItem, RenewResult } from './renewals.ts';
 import { TtlTable, splitTtlKey, ttlKey } from './ttl.ts';
 import type { TtlCheckInfo } from './ttl.ts';
 import type { ScheduledCheck, TransitionFn } from './types.ts';
+import { shiftOldest } from '../../raft/shift-oldest.ts';
 
 /** What the expiry scan writes into a TTL check's Output (Consul's text). */
 export const TTL_EXPIRED_OUTPUT = 'TTL expired';
@@ -422,11 +423,11 @@ export class LeaderHealth implements CheckRenewer {
    */
   #drainResync(): void {
     const keys: string[] = [];
-    for (const key of this.#resyncPending) {
-      if (keys.length === RESYNC_SLICE) break;
+    while (keys.length < RESYNC_SLICE) {
+      const key = shiftOldest(this.#resyncPending);
+      if (key === undefined) break;
       keys.push(key);
     }
-    for (const key of keys) this.#resyncPending.delete(key);
     if (this.#resyncPending.size > 0 && !this.#resyncDraining) {
       this.#resyncDraining = true;
       setImmediate(() => {

@@ -5,6 +5,7 @@
 
 import { checkChangeKey } from '../registry/model.ts';
 import { TickBuckets } from '../tick-heap.ts';
+import { shiftOldest } from '../../raft/shift-oldest.ts';
 
 /** Width of one deadline bucket (ms): the expiry scan visits buckets, not every check. */
 export const TTL_BUCKET_MS = 100;
@@ -316,9 +317,9 @@ export class TtlTable {
    */
   takeCheckpoint(max = Infinity): [string, string, number, number][] {
     const out: [string, string, number, number][] = [];
-    for (const key of this.#renewed) {
-      if (out.length >= max) break;
-      this.#renewed.delete(key);
+    while (out.length < max) {
+      const key = shiftOldest(this.#renewed);
+      if (key === undefined) break;
       const e = this.#entries.get(key);
       if (e) out.push([e.ns, e.checkId, e.lastRenewal, intervalOf(e)]);
     }

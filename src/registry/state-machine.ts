@@ -29,6 +29,7 @@ import { LazyRows, SnapshotCache, encodeSnapshotSliced, pause } from './snapshot
 import type { SnapshotDocument } from './snapshot-encoder.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { sortSteps } from './sort-steps.ts';
+import { shiftOldest } from '../../raft/shift-oldest.ts';
 
 /** Check output kept per check, in UTF-8 bytes (Consul's default limit). */
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
@@ -361,10 +362,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const result = decoded.ok ? this.#execute(decoded.command, entry.index) : badRequest(decoded.error);
     if (entry.rid !== '' && this.#dedupLimit > 0) {
       this.#dedup.set(entry.rid, result);
-      if (this.#dedup.size > this.#dedupLimit) {
-        const oldest = this.#dedup.keys().next();
-        if (!oldest.done) this.#dedup.delete(oldest.value);
-      }
+      if (this.#dedup.size > this.#dedupLimit) shiftOldest(this.#dedup);
     }
     if (result.ok && result.changed) this.#index = entry.index;
     if (this.#touched.size > 0) {
@@ -735,10 +733,9 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     ns.tombstones.delete(service);
     ns.tombstones.set(service, index);
     while (ns.tombstones.size > this.#tombstoneLimit) {
-      const oldest = ns.tombstones.keys().next();
-      if (oldest.done) break;
-      ns.tombstones.delete(oldest.value);
-      this.#touched.add(serviceKey(ns.name, oldest.value));
+      const oldest = shiftOldest(ns.tombstones);
+      if (oldest === undefined) break;
+      this.#touched.add(serviceKey(ns.name, oldest));
     }
   }
 
