@@ -42,6 +42,12 @@ export interface RegisterOptions {
   metricsDir?: string;
   /** Run only these cases (default both). */
   cases?: ('leader' | 'all')[];
+  /**
+   * Measure each case this many times in a row on the same cluster (wrk only; default 1): the
+   * registry grows by every round's registrations, so CPU per registration that grows with the
+   * registry's size shows from round to round (answeredSoFar says how large it was).
+   */
+  rounds?: number;
   log?: (line: string) => void;
 }
 
@@ -51,6 +57,9 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
   const durationMs = opts.durationMs ?? 5_000;
   const warmupMs = opts.warmupMs ?? 1_000;
   const clients = opts.clients ?? 64;
+  const rounds = opts.rounds ?? 1;
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`rounds must be a positive integer, got ${rounds}`);
+  if (rounds > 1 && opts.client !== 'wrk') throw new Error('rounds > 1 needs the wrk client');
   const log = opts.log ?? ((line: string) => console.log(line));
   const nodeArgs = [...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []), ...(opts.nodeArgs ?? [])];
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
@@ -68,11 +77,14 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
     ].filter((c) => wanted.includes(c.name as 'leader' | 'all'));
     for (const [ci, c] of cases.entries()) {
       if (opts.client === 'wrk') {
-        const { result: r } = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: `wrk${ci}` }, warmupMs, durationMs, pids });
-        completed += r.ops;
-        const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
-        results.push(rr);
-        log(formatRegister(rr));
+        for (let round = 0; round < rounds; round++) {
+          const prefix = round === 0 ? `wrk${ci}` : `wrk${ci}r${round}`;
+          const { result: r } = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: prefix }, warmupMs, durationMs, pids });
+          completed += r.ops;
+          const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
+          results.push(rr);
+          log(`${formatRegister(rr)}${rounds > 1 ? ` | round ${round + 1}/${rounds}, ${completed} measured registrations so far (warm-ups add more)` : ''}`);
+        }
         continue;
       }
       const pools = spreadPools(c.origins, clients);
@@ -172,12 +184,14 @@ export function formatRegisterMedians(label: string, m: RegisterMedians): string
 
 if (import.meta.main) {
   // Direct runs: `node test/bench/http-register.ts [--case leader|all] [--client undici|wrk] [--duration-ms N] [--warmup-ms N]
-  // [--runs N] [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR] [--metrics-dir DIR]` (--node-args needs
-  // the '='). With --runs N (one case), N fresh clusters in turn and the medians (DESIGN §10).
+  // [--runs N] [--rounds N] [--cpu-prof-dir DIR] [--node-args='--trace-gc …'] [--server-log-dir DIR] [--metrics-dir DIR]` (--node-args needs
+  // the '='). With --runs N (one case), N fresh clusters in turn and the medians (DESIGN §10); with --rounds N
+  // (wrk), N measurements in a row on each cluster, the registry growing between them.
   const { values } = parseArgs({
     options: {
       case: { type: 'string' },
       runs: { type: 'string' },
+      rounds: { type: 'string' },
       client: { type: 'string' },
       'duration-ms': { type: 'string' },
       'warmup-ms': { type: 'string' },
@@ -196,6 +210,7 @@ if (import.meta.main) {
   if (runs > 1 && only === undefined) throw new Error('--runs needs --case leader or --case all');
   const opts: RegisterOptions = {
     ...(only ? { cases: [only] } : {}),
+    ...(values.rounds ? { rounds: Number(values.rounds) } : {}),
     ...(client ? { client } : {}),
     ...(values['duration-ms'] ? { durationMs: Number(values['duration-ms']) } : {}),
     ...(values['warmup-ms'] ? { warmupMs: Number(values['warmup-ms']) } : {}),

@@ -179,6 +179,9 @@ if (runs('http-blocking')) {
 
 let httpRegister: RegisterResult[] = [];
 const REGISTER_RUNS = 3;
+const REGISTER_ROUNDS = 4;
+/** The growth check: one cluster, wrk to the leader, REGISTER_ROUNDS measurements in a row. */
+let registerRounds: RegisterResult[] = [];
 /** The wrk runs to the leader, whose medians the target is judged on. */
 const registerLeaderRuns: RegisterResult[] = [];
 let registerLeaderMedians: RegisterMedians | undefined;
@@ -193,6 +196,9 @@ if (runs('http-register')) {
       registerLeaderRuns.push(...rs);
     }
     httpRegister.push(...(await runHttpRegister({ durationMs, client: 'wrk', cases: ['all'] })));
+    // One cluster measured REGISTER_ROUNDS times in a row: CPU per registration must not grow with
+    // the registry (it did, 2026-12-07, once the request-ID table was full: see README).
+    registerRounds = await runHttpRegister({ durationMs, warmupMs: 1_000, client: 'wrk', cases: ['leader'], rounds: REGISTER_ROUNDS });
   } else console.log('(wrk not installed — bash test/bench/install-deps.sh — so only the undici client runs)');
   console.table(
     httpRegister.map((r) => ({
@@ -207,6 +213,13 @@ if (runs('http-register')) {
       'cpu %': Object.entries(r.cpu).map(([k, v]) => `${k} ${v}`).join(', '),
     })),
   );
+  if (registerRounds.length > 0) {
+    const leaderUs = (r: RegisterResult): string => String(Object.entries(r.cpuUsPerOp).find(([k]) => k.includes('(leader)'))?.[1] ?? '?');
+    console.log(
+      `registry growing (one cluster, ${registerRounds.length} rounds of wrk to the leader): ` +
+        registerRounds.map((r) => `${Math.round(r.opsPerSec)}/s, leader ${leaderUs(r)} µs/registration after ${r.answeredSoFar}`).join('; '),
+    );
+  }
   if (registerLeaderRuns.length > 0) {
     registerLeaderMedians = registerMedians(registerLeaderRuns);
     console.log(formatRegisterMedians(`wrk, leader ${registerLeaderRuns[0]!.target.split(' ')[1]}`, registerLeaderMedians));
@@ -367,5 +380,5 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
