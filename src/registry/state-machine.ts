@@ -491,10 +491,14 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
 
   #register(cmd: RegisterCommand, index: number): ApplyResult {
     const spec = cmd.instance;
-    const service = spec.Service;
-    const id = spec.ID === '' ? service : spec.ID;
     const existingNs = this.#namespaces.get(cmd.ns);
-    const prev = existingNs?.services.get(service)?.entries.get(id);
+    const existingSvc = existingNs?.services.get(spec.Service);
+    // Stored records share their service's and namespace's name strings rather than each keeping
+    // the copy its entry was decoded with (same text: only memory differs).
+    const service = existingSvc?.name ?? spec.Service;
+    const nsName = existingNs?.name ?? cmd.ns;
+    const id = spec.ID === '' ? service : spec.ID;
+    const prev = existingSvc?.entries.get(id);
 
     // Everything is validated before anything changes: nothing is half-applied.
     const given = new Set<string>();
@@ -522,7 +526,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
       Weights: spec.Weights,
       TaggedAddresses: spec.TaggedAddresses,
       EnableTagOverride: spec.EnableTagOverride,
-      Namespace: cmd.ns,
+      Namespace: nsName,
       Node: cmd.node,
       NodeAddress: cmd.nodeAddress ?? '',
       CreateIndex: prev?.instance.CreateIndex ?? index,
@@ -536,7 +540,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const checks: Check[] = [];
     for (const [i, c] of cmd.checks.entries()) {
       const old = owned[i];
-      const check = buildCheck(c, cmd.ns, service, id, cmd.node, old, index);
+      const check = buildCheck(c, nsName, service, id, cmd.node, old, index);
       if (check !== old) checksChanged = true;
       checks.push(check);
     }
