@@ -51,3 +51,20 @@ t.test('appends interleave with a compaction of thousands of entries', async (t)
   t.equal(storage.lastIndex(), total + 1);
   t.equal((await storage.loadHardState())?.commit, total);
 });
+
+t.test('a batch that fails part-way (an entry that cannot be encoded) writes nothing and leaves the log usable', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sider-batch-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const storage = new LevelStorage(dir);
+  await storage.open();
+  t.teardown(() => storage.close());
+  await storage.save({ term: 1, vote: '', commit: 0 }, [entry(1), entry(2), entry(3)]);
+  // Overwrites 2..3 and would delete nothing else; the bad type throws while the batch is being made.
+  const bad = { ...entry(3), type: 'bogus' } as unknown as Entry;
+  await t.rejects(storage.save({ term: 2, vote: 'x', commit: 1 }, [{ ...entry(2), term: 2 }, bad]), /unknown entry type/);
+  t.equal(storage.lastIndex(), 3);
+  t.same((await storage.loadEntries(1, 3)).map((e) => [e.index, e.term]), [[1, 1], [2, 1], [3, 1]], 'entry 2 was not overwritten');
+  t.same(await storage.loadHardState(), { term: 1, vote: '', commit: 0 }, 'nor the hard state');
+  await storage.save(null, [entry(4)]);
+  t.equal(storage.lastIndex(), 4, 'later appends still work');
+});
