@@ -31,7 +31,9 @@ const COMPACT_BATCH = 1024;
 function entryKey(index: number): Buffer {
   const key = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
   key[0] = ENTRY_PREFIX;
-  key.writeBigUInt64BE(BigInt(index), 1);
+  // Big-endian 64 bits as two halves (index is a safe integer): no BigInt per key.
+  key.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 1);
+  key.writeUInt32BE(index >>> 0, 5);
   return key;
 }
 

@@ -68,3 +68,19 @@ t.test('a batch that fails part-way (an entry that cannot be encoded) writes not
   await storage.save(null, [entry(4)]);
   t.equal(storage.lastIndex(), 4, 'later appends still work');
 });
+
+t.test('entry keys past 2^32 keep their order and read back after a reopen', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sider-keys-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const first = 2 ** 32 - 2;
+  let storage = new LevelStorage(dir);
+  await storage.open();
+  await storage.save(null, [entry(first), entry(first + 1), entry(first + 2), entry(first + 3)]);
+  await storage.close();
+  storage = new LevelStorage(dir);
+  await storage.open();
+  t.teardown(() => storage.close());
+  t.equal(storage.firstIndex(), first);
+  t.equal(storage.lastIndex(), first + 3);
+  t.same((await storage.loadEntries(first, first + 3)).map((e) => e.data.toString()), [0, 1, 2, 3].map((k) => `e${first + k}`));
+});
