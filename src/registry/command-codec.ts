@@ -42,9 +42,9 @@ export function encodeCommand(cmd: RegistryCommand): Uint8Array {
 /**
  * encodeCommand, and the command decodeCommand will read back from those bytes when that is known
  * without decoding them: for a registration, its compact form read by the same reader that reads
- * it from JSON. The reader keeps only strings, booleans, finite numbers (-0 read as 0) and arrays
- * and maps of them, which JSON carries unchanged, so both reads give the same command (a property
- * test holds them equal). `decoded` is undefined for other commands and for a registration the
+ * it from JSON. The reader keeps only strings, booleans, finite numbers (-0 read as 0) and plain
+ * arrays and objects of them (no Date, no toJSON), which JSON carries unchanged, so both reads give
+ * the same command (a property test holds them equal). `decoded` is undefined for other commands and for a registration the
  * reader refuses (decodeCommand then reports why, as before).
  */
 export function encodeCommandKnown(cmd: RegistryCommand): { data: Uint8Array; decoded: RegistryCommand | undefined } {
@@ -115,7 +115,7 @@ function compactRegister(cmd: RegisterCommand): unknown[] {
 }
 
 function tuple(v: unknown, path: string, length: number): unknown[] {
-  if (!Array.isArray(v) || v.length !== length) bad(path, `must be an array of ${length} elements`);
+  if (!Array.isArray(v) || v.length !== length || !plain(v)) bad(path, `must be an array of ${length} elements`);
   return v;
 }
 
@@ -153,8 +153,18 @@ function bad(path: string, what: string, field?: string): never {
 // it: `path.field` is then built only for an error message, not for every field of every entry
 // applied.
 
+/**
+ * Whether JSON carries `v` as it is: an ordinary object or array, without a toJSON of its own. Parsed
+ * JSON always is; the check matters for commands read in memory (encodeCommandKnown), where a
+ * Date or a class instance would read differently from its JSON.
+ */
+function plain(v: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(v);
+  return (proto === Object.prototype || proto === Array.prototype || proto === null) && typeof (v as { toJSON?: unknown }).toJSON !== 'function';
+}
+
 function obj(v: unknown, path: string): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !plain(v)) bad(path, 'must be an object');
   return v as Record<string, unknown>;
 }
 
@@ -195,7 +205,7 @@ const NO_ENTRIES: Record<string, never> = Object.freeze({});
 const DEFAULT_WEIGHTS: Weights = Object.freeze({ Passing: 1, Warning: 1 });
 
 function strArray(v: unknown, path: string, field?: string): string[] {
-  if (!Array.isArray(v)) bad(path, 'must be an array', field);
+  if (!Array.isArray(v) || !plain(v)) bad(path, 'must be an array', field);
   if (v.length === 0) return NO_STRINGS;
   for (let i = 0; i < v.length; i++) {
     if (typeof v[i] !== 'string') bad(`${field === undefined ? path : `${path}.${field}`}[${i}]`, 'must be a string');
@@ -204,7 +214,7 @@ function strArray(v: unknown, path: string, field?: string): string[] {
 }
 
 function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T, field?: string): Record<string, T> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad(path, 'must be an object', field);
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !plain(v)) bad(path, 'must be an object', field);
   const entries = Object.entries(v);
   if (entries.length === 0) return NO_ENTRIES;
   const at = field === undefined ? path : `${path}.${field}`;

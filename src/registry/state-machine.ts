@@ -35,7 +35,10 @@ import { shiftOldest } from '../../raft/shift-oldest.ts';
 export const MAX_CHECK_OUTPUT_BYTES = 4096;
 export const DEFAULT_TOMBSTONE_LIMIT = 10_000;
 export const DEFAULT_DEDUP_LIMIT = 100_000;
-/** Proposals remembered by encodeProposal: more than can be uncommitted at once (the Raft byte budget). */
+/**
+ * Proposals remembered by encodeProposal. Beyond this many not yet applied (a backlog far past the
+ * benchmark's load), all are forgotten: those entries are then decoded when applied, as a follower does.
+ */
 const KNOWN_PROPOSALS_LIMIT = 65_536;
 /**
  * A snapshot is built in slices of this much work with pauses of this length between them, so it

@@ -146,6 +146,21 @@ t.test('encodeCommandKnown knows nothing for a registration the reader refuses, 
   const known = encodeCommandKnown(refused);
   t.equal(known.decoded, undefined);
   t.same(decodeCommand(known.data), { ok: false, error: 'instance.Port: must be an integer in [0, 65535]' });
+  // Values whose JSON differs from what they hold in memory: the reader refuses them in memory
+  // too, so the bytes are decoded when applied (and refused there, or read as JSON gave them).
+  const inMemory: [string, (c: Extract<RegistryCommand, { type: 'register' }>) => unknown][] = [
+    ['a Date as Meta', (c) => ({ ...c, instance: { ...c.instance, Meta: new Date(0) } })],
+    ['a Map as Meta', (c) => ({ ...c, instance: { ...c.instance, Meta: new Map([['k', 'v']]) } })],
+    ['Tags with a toJSON', (c) => ({ ...c, instance: { ...c.instance, Tags: Object.assign(['a'], { toJSON: () => ['b'] }) } })],
+    ['a class instance as a tagged address', (c) => ({ ...c, instance: { ...c.instance, TaggedAddresses: { lan: new (class { Address = 'x'; Port = 1; })() } } })],
+  ];
+  for (const [what, make] of inMemory) {
+    const odd = make(cmd) as RegistryCommand;
+    const k = encodeCommandKnown(odd);
+    t.equal(k.decoded, undefined, what);
+    const read = decodeCommand(k.data);
+    if (read.ok) t.same(read.command, JSON.parse(JSON.stringify(read.command)), `${what}: decoded as JSON gave it`);
+  }
   const dereg: RegistryCommand = { type: 'deregister', ns: 'default', service: 'api', id: 'a1', now: 1 };
   t.equal(encodeCommandKnown(dereg).decoded, undefined);
   t.same(Buffer.from(encodeCommandKnown(dereg).data), Buffer.from(encodeCommand(dereg)));
