@@ -12,11 +12,19 @@ function entry(index: number): Entry {
   return { index, term: 1, type: 'normal', data: Buffer.from(`e${index}`), rid: '' };
 }
 
-t.test('appends interleave with a compaction of thousands of entries', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sider-compact-'));
+/** A LevelStorage opened in a fresh directory; closed and removed when the test ends. */
+async function openFresh(t: { teardown: (fn: () => unknown) => void }, prefix: string): Promise<{ dir: string; storage: LevelStorage }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  let storage = new LevelStorage(dir);
+  const storage = new LevelStorage(dir);
   await storage.open();
+  return { dir, storage };
+}
+
+t.test('appends interleave with a compaction of thousands of entries', async (t) => {
+  const fresh = await openFresh(t, 'sider-compact-');
+  const dir = fresh.dir;
+  let storage = fresh.storage;
   t.teardown(() => storage.close());
   const total = 6000;
   for (let i = 1; i <= total; i += 500) await storage.save(null, Array.from({ length: 500 }, (_, k) => entry(i + k)));
@@ -53,10 +61,7 @@ t.test('appends interleave with a compaction of thousands of entries', async (t)
 });
 
 t.test('a batch that fails part-way (an entry that cannot be encoded) writes nothing and leaves the log usable', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sider-batch-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const storage = new LevelStorage(dir);
-  await storage.open();
+  const { storage } = await openFresh(t, 'sider-batch-');
   t.teardown(() => storage.close());
   await storage.save({ term: 1, vote: '', commit: 0 }, [entry(1), entry(2), entry(3)]);
   // Overwrites 2..3 and would delete nothing else; the bad type throws while the batch is being made.
@@ -70,11 +75,10 @@ t.test('a batch that fails part-way (an entry that cannot be encoded) writes not
 });
 
 t.test('entry keys past 2^32 keep their order and read back after a reopen', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sider-keys-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
   const first = 2 ** 32 - 2;
-  let storage = new LevelStorage(dir);
-  await storage.open();
+  const fresh = await openFresh(t, 'sider-keys-');
+  const dir = fresh.dir;
+  let storage = fresh.storage;
   await storage.save(null, [entry(first), entry(first + 1), entry(first + 2), entry(first + 3)]);
   await storage.close();
   storage = new LevelStorage(dir);
