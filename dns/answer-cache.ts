@@ -5,7 +5,7 @@
 
 import type { Dependency, DnsResolver, Resolution } from './resolver.ts';
 import { HEADER_LEN, OPT_LEN, encodeRecord, nameWireLength, questionSuffixes, writeHeader, writeOpt, writeQuestion } from './wire.ts';
-import { shiftOldest } from '../raft/shift-oldest.ts';
+import { shiftOldest } from '../src/collections.ts';
 
 /** What a reply needs to know about the query. */
 export interface QueryInfo {

@@ -41,7 +41,7 @@ import {
   splitHostPort,
 } from './render.ts';
 import type { MemberInfo, RenderContext } from './render.ts';
-import { shiftOldest } from '../raft/shift-oldest.ts';
+import { shiftOldest } from '../src/collections.ts';
 
 export const DEFAULT_JSON_LIMIT = 1024 * 1024;
 export const DEFAULT_NAMESPACE = 'default';
