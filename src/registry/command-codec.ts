@@ -44,8 +44,8 @@ export function encodeCommand(cmd: RegistryCommand): Uint8Array {
  * without decoding them: for a registration, its compact form read by the same reader that reads
  * it from JSON. The reader keeps only strings, booleans, finite numbers (-0 read as 0) and plain
  * arrays and objects of them (no Date, no toJSON), which JSON carries unchanged, so both reads give
- * the same command (a property test holds them equal). `decoded` is undefined for other commands and for a registration the
- * reader refuses (decodeCommand then reports why, as before).
+ * the same command (a property test holds them equal). `decoded` is undefined for other commands
+ * and for a registration the reader refuses (decodeCommand then reports why, as before).
  */
 export function encodeCommandKnown(cmd: RegistryCommand): { data: Uint8Array; decoded: RegistryCommand | undefined } {
   if (cmd.type !== 'register') return { data: encodeCommand(cmd), decoded: undefined };
@@ -145,8 +145,13 @@ function readCompactCheck(v: unknown, path: string): CheckSpec {
 // naming the offending field. Fresh objects matter: unknown keys never reach the state, and
 // Object.fromEntries keeps a `__proto__` key an ordinary own property.
 
+/** `path.field`, or `path` alone: built only when a message or a nested path needs it. */
+function fieldPath(path: string, field?: string): string {
+  return field === undefined ? path : `${path}.${field}`;
+}
+
 function bad(path: string, what: string, field?: string): never {
-  throw new SiderError('SIDER_BAD_REQUEST', `${field === undefined ? path : `${path}.${field}`}: ${what}`);
+  throw new SiderError('SIDER_BAD_REQUEST', `${fieldPath(path, field)}: ${what}`);
 }
 
 // The readers below take the path of the value they read and, optionally, its field name within
@@ -163,8 +168,8 @@ function plain(v: object): boolean {
   return (proto === Object.prototype || proto === Array.prototype || proto === null) && typeof (v as { toJSON?: unknown }).toJSON !== 'function';
 }
 
-function obj(v: unknown, path: string): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || !plain(v)) bad(path, 'must be an object');
+function obj(v: unknown, path: string, field?: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || !plain(v)) bad(path, 'must be an object', field);
   return v as Record<string, unknown>;
 }
 
@@ -208,16 +213,15 @@ function strArray(v: unknown, path: string, field?: string): string[] {
   if (!Array.isArray(v) || !plain(v)) bad(path, 'must be an array', field);
   if (v.length === 0) return NO_STRINGS;
   for (let i = 0; i < v.length; i++) {
-    if (typeof v[i] !== 'string') bad(`${field === undefined ? path : `${path}.${field}`}[${i}]`, 'must be a string');
+    if (typeof v[i] !== 'string') bad(`${fieldPath(path, field)}[${i}]`, 'must be a string');
   }
   return v.slice() as string[];
 }
 
 function record<T>(v: unknown, path: string, item: (x: unknown, p: string) => T, field?: string): Record<string, T> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || !plain(v)) bad(path, 'must be an object', field);
-  const entries = Object.entries(v);
+  const entries = Object.entries(obj(v, path, field));
   if (entries.length === 0) return NO_ENTRIES;
-  const at = field === undefined ? path : `${path}.${field}`;
+  const at = fieldPath(path, field);
   return Object.fromEntries(entries.map(([k, x]) => [k, item(x, `${at}.${k}`)]));
 }
 
