@@ -141,6 +141,13 @@ export function formatRegister(r: RegisterResult): string {
   );
 }
 
+/** `runs` fresh clusters in turn, each measured as runHttpRegister does; every result, in order. */
+export async function runHttpRegisterRuns(runs: number, opts: RegisterOptions): Promise<RegisterResult[]> {
+  const results: RegisterResult[] = [];
+  for (let i = 0; i < runs; i++) results.push(...(await runHttpRegister(opts)));
+  return results;
+}
+
 /** The middle value (the lower middle of an even count). */
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -219,7 +226,6 @@ if (import.meta.main) {
     ...(values['server-log-dir'] ? { serverLogDir: values['server-log-dir'] } : {}),
     ...(values['metrics-dir'] ? { metricsDir: values['metrics-dir'] } : {}),
   };
-  const results: RegisterResult[] = [];
-  for (let i = 0; i < runs; i++) results.push(...(await runHttpRegister(opts)));
+  const results = await runHttpRegisterRuns(runs, opts);
   if (runs > 1) console.log(formatRegisterMedians(`${client ?? 'undici'}, ${only}`, registerMedians(results)));
 }

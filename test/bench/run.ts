@@ -18,7 +18,7 @@ import { runHttpBlocking } from './http-blocking.ts';
 import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
 import { runHttpRead } from './http-read.ts';
 import type { ReadResult } from './http-read.ts';
-import { formatRegisterMedians, registerMedians, runHttpRegister } from './http-register.ts';
+import { formatRegisterMedians, registerMedians, runHttpRegister, runHttpRegisterRuns } from './http-register.ts';
 import type { RegisterMedians, RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
 import { runSnapshotWrite, snapshotWriteTable } from './snapshot-write.ts';
@@ -182,19 +182,14 @@ const REGISTER_RUNS = 3;
 const REGISTER_ROUNDS = 4;
 /** The growth check: one cluster, wrk to the leader, REGISTER_ROUNDS measurements in a row. */
 let registerRounds: RegisterResult[] = [];
-/** The wrk runs to the leader, whose medians the target is judged on. */
-const registerLeaderRuns: RegisterResult[] = [];
+/** The medians of the wrk runs to the leader, which the target is judged on. */
 let registerLeaderMedians: RegisterMedians | undefined;
 if (runs('http-register')) {
   console.log('\n== Registrations: PUT /v1/agent/service/register (TTL check), 64 clients, 3 sider servers on loopback, fsync on');
   httpRegister = await runHttpRegister({ durationMs, ...(cpuProfDir ? { cpuProfDir } : {}) });
   if (hasWrk) {
     // The target is judged as DESIGN §10 states the peers' figures: 3 runs (fresh clusters), medians.
-    for (let i = 0; i < REGISTER_RUNS; i++) {
-      const rs = await runHttpRegister({ durationMs, warmupMs: 3_000, client: 'wrk', cases: ['leader'] });
-      httpRegister.push(...rs);
-      registerLeaderRuns.push(...rs);
-    }
+    httpRegister.push(...(await runHttpRegisterRuns(REGISTER_RUNS, { durationMs, warmupMs: 3_000, client: 'wrk', cases: ['leader'] })));
     httpRegister.push(...(await runHttpRegister({ durationMs, client: 'wrk', cases: ['all'] })));
     // One cluster measured REGISTER_ROUNDS times in a row: CPU per registration must not grow with
     // the registry (it did, 2026-12-07, once the request-ID table was full: see README).
@@ -220,9 +215,10 @@ if (runs('http-register')) {
         registerRounds.map((r) => `${Math.round(r.opsPerSec)}/s, leader ${leaderUs(r)} µs/registration after ${r.answeredSoFar}`).join('; '),
     );
   }
+  const registerLeaderRuns = httpRegister.filter((r) => r.client === 'wrk' && r.target.startsWith('leader '));
   if (registerLeaderRuns.length > 0) {
     registerLeaderMedians = registerMedians(registerLeaderRuns);
-    console.log(formatRegisterMedians(`wrk, leader ${registerLeaderRuns[0]!.target.split(' ')[1]}`, registerLeaderMedians));
+    console.log(formatRegisterMedians(`wrk, ${registerLeaderRuns[0]!.target}`, registerLeaderMedians));
   }
   for (const r of httpRegister) {
     const ok = r.opsPerSec >= 5_000 && r.p99Ms <= 50;
