@@ -10,7 +10,6 @@ import type { Identity, RaftStorage } from './ports.ts';
 import type { Entry, HardState } from './types.ts';
 
 type Db = Level<Buffer, Buffer>;
-type BatchOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };
 
 // Key layout. Log entries: 'e' + 8-byte big-endian index, so byte order is index order and every
 // range has both ends. Stable state lives under 's/', outside the entry range.
@@ -239,9 +238,9 @@ export class LevelStorage implements RaftStorage {
       const more = await this.#serial(async (db) => {
         if (this.#first === 0 || through < this.#first) return false;
         const stop = Math.min(through, this.#last, this.#first + COMPACT_BATCH - 1);
-        const ops: BatchOp[] = [];
-        for (let i = this.#first; i <= stop; i++) ops.push({ type: 'del', key: entryKey(i) });
-        await db.batch(ops, { sync: false });
+        const batch = db.batch();
+        for (let i = this.#first; i <= stop; i++) batch.del(entryKey(i));
+        await batch.write({ sync: false });
         this.#first = stop + 1;
         if (this.#first > this.#last) {
           this.#first = 0;
