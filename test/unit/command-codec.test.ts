@@ -130,6 +130,8 @@ t.test('property: the command encodeCommandKnown gives with the bytes is exactly
     fc.property(fc.oneof(registerArb, oddRegisterArb), (cmd) => {
       const { data, decoded } = encodeCommandKnown(cmd);
       const read = decodeCommand(data);
+      // A lone surrogate is left to decoding (V8's JSON.parse may read it differently: next test).
+      if (/\\ud[89a-f]/.test(Buffer.from(data).toString('utf8'))) return read.ok && decoded === undefined;
       if (!read.ok || decoded === undefined) return false;
       // Strict: Object.is on every value (so -0 and 0 differ), prototypes, own keys; and key order.
       return isDeepStrictEqual(decoded, read.command) && JSON.stringify(decoded) === JSON.stringify(read.command) && Buffer.compare(Buffer.from(data), Buffer.from(encodeCommand(cmd))) === 0;
@@ -137,6 +139,28 @@ t.test('property: the command encodeCommandKnown gives with the bytes is exactly
     { numRuns: 3_000 },
   );
   t.pass('3,000 random registrations');
+});
+
+t.test('a registration holding a lone surrogate is decoded, not taken as held: V8 may parse it back differently', async (t) => {
+  // V8 13.6 (Node 24.21): after a JSON.parse has read the one-character key "\\", a one-character
+  // key written as a lone-surrogate escape is read as "\\" too, unless that surrogate is already an
+  // interned string (so it is made at run time here, never written as a literal). Found by the
+  // property above in a CI run.
+  const lone = String.fromCharCode(0xd90e);
+  const backslash = String.fromCharCode(0x5c);
+  JSON.parse(`{"${backslash}${backslash}":1}`);
+  const parsedKey = Object.keys(JSON.parse(JSON.stringify({ [lone]: 1 })) as object)[0];
+  t.comment(`this V8 reads the key back as U+${parsedKey?.charCodeAt(0).toString(16)}`);
+  // The HTTP API refuses such a Meta key; a command can still hold one (the codec takes any string).
+  const base = fromBody({ Name: 'api', ID: 'a1', Port: 80 });
+  if (base.type !== 'register') throw new Error('not a registration');
+  const cmd: RegistryCommand = { ...base, instance: { ...base.instance, Meta: { [lone]: 'v' } } };
+  const known = encodeCommandKnown(cmd);
+  t.equal(known.decoded, undefined, 'not remembered');
+  const read = decodeCommand(known.data);
+  t.ok(read.ok);
+  // Whatever this process's JSON.parse reads is what every node applies (each decodes the bytes).
+  if (read.ok && read.command.type === 'register') t.same(Object.keys(read.command.instance.Meta), [parsedKey]);
 });
 
 t.test('encodeCommandKnown knows nothing for a registration the reader refuses, or for another command', async (t) => {
