@@ -2,7 +2,6 @@
 // CheckSpecs (Consul's rules and defaults), deregister and Raft join/remove bodies, and a request's
 // namespace and request ID.
 
-import { randomUUID } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { SiderError } from '../raft/errors.ts';
 import { MAINTENANCE_CHECK_PREFIX } from '../src/registry/health.ts';
@@ -148,9 +147,14 @@ export function pickNamespace(fromQuery: string | undefined, fromHeader: string,
   return first[1];
 }
 
-/** A write's request ID: the client's X-Sider-Request-Id ('' when absent; a retried write is applied once), or a fresh one. */
+/**
+ * A write's request ID: the client's X-Sider-Request-Id (a retried write is applied once), or ''
+ * when it sent none. No ID is made up here: one no client knows cannot come again, so on the
+ * leader it would only fill the dedup table; the registry gives a forwarded write its own
+ * (RaftRegistry.write), since the forwarder's retries do repeat it.
+ */
 export function parseRequestId(header: string): string {
-  if (header === '') return randomUUID();
+  if (header === '') return '';
   if (header.length > 128 || !/^[\x21-\x7e]+$/.test(header)) throw badRequest('X-Sider-Request-Id: 1-128 printable ASCII characters');
   return header;
 }

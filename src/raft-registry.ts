@@ -63,7 +63,11 @@ export class RaftRegistry implements RegistryService {
     });
   }
 
-  async write(cmd: RegistryCommand, rid: string = randomUUID()): Promise<WriteReply> {
+  /**
+   * `rid` is the client's request ID ('' for none): a write carrying one is applied once however
+   * often it is retried. A write forwarded without one is given one, as the forwarder may retry it.
+   */
+  async write(cmd: RegistryCommand, rid = ''): Promise<WriteReply> {
     // A known leader (the common case) is taken without another turn through #awaitLeader.
     const leader = this.#raft.leader() || (await this.#awaitLeader());
     if (leader === this.#raft.id) {
@@ -74,7 +78,7 @@ export class RaftRegistry implements RegistryService {
         if (!isSiderError(err, 'SIDER_NOT_LEADER') && !isSiderError(err, 'SIDER_NO_LEADER')) throw err;
       }
     }
-    const reply = await this.#writes.forward(cmd, rid);
+    const reply = await this.#writes.forward(cmd, rid || randomUUID());
     // Read-your-writes on this node: answer once the entry is applied here too.
     await this.#withTimeout(this.#raft.waitApplied(reply.index), `applying index ${reply.index} locally`);
     return reply;
