@@ -107,8 +107,21 @@ export function createLogger(opts: LoggerOptions): Logger {
     dest,
   );
   const node = opts.node;
-  return (level, msg, fields) => {
+  const log: Logger = (level, msg, fields) => {
     if (!logger.isLevelEnabled(level)) return;
     logger[level](fields ? { node, ...redactFields(fields) } : { node }, msg);
   };
+  levelFilters.set(log, (level) => logger.isLevelEnabled(level));
+  return log;
+}
+
+/** The level filter of each logger createLogger made. */
+const levelFilters = new WeakMap<Logger, (level: LogLevel) => boolean>();
+
+/**
+ * Whether `log` writes lines of `level`, for a caller whose fields cost something to build (one
+ * per registration). True for a logger createLogger did not make: it may keep every line.
+ */
+export function logsAt(log: Logger, level: LogLevel): boolean {
+  return levelFilters.get(log)?.(level) ?? true;
 }

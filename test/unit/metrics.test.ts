@@ -5,7 +5,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { CLIENT_LEFT, wantsOpenMetrics } from '../../http/metrics.ts';
-import { REDACTED, createLogger, redactFields, textLine } from '../../src/log.ts';
+import { REDACTED, createLogger, logsAt, redactFields, textLine } from '../../src/log.ts';
 import { LeanHistogram, OTHER, ServerMetrics, capByCount, capInstanceSeries } from '../../src/metrics.ts';
 import type { DnsCounters, RaftStatusView } from '../../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../../src/observe.ts';
@@ -246,6 +246,23 @@ t.test('writes received here are counted and logged with who, what and index', a
   t.match(c.lines[2], { msg: 'deregistered service instance', id: 'api-1', changed: true });
   t.match(c.lines[3], { msg: 'deregistered service instance', id: 'nope', changed: false });
   t.equal(c.lines.length, 4);
+});
+
+t.test('a logger that drops info lines is not handed the fields of a write', async (t) => {
+  t.equal(logsAt(createLogger({ level: 'warn', format: 'json', node: 's1', write: () => {} }), 'info'), false);
+  t.equal(logsAt(createLogger({ level: 'warn', format: 'json', node: 's1', write: () => {} }), 'warn'), true);
+  t.equal(logsAt(createLogger({ level: 'info', format: 'text', node: 's1', write: () => {} }), 'info'), true);
+  t.equal(logsAt(() => {}, 'debug'), true, 'a logger not made by createLogger is given every line');
+  const reg = new LocalRegistry();
+  const m = new ServerMetrics({ nodeId: 'n1', reader: reg.reader, defaultMetrics: false });
+  const out: string[] = [];
+  const log = createLogger({ level: 'warn', format: 'json', node: 's1', write: (l) => out.push(l) });
+  let asked = 0;
+  const svc = observeWrites(reg, { metrics: m, log, who: () => (asked++, '192.0.2.7') });
+  await svc.write(register('default', 'api', 'api-1'));
+  t.same(out, [], 'no line');
+  t.equal(asked, 0, 'nor its fields built');
+  t.equal(valueOf(await scrape(m), 'sider_registry_registrations_total'), 1, 'still counted');
 });
 
 t.test('leader health proposals: transitions, TTL expiries and reaped instances', async (t) => {
