@@ -31,7 +31,8 @@ interface CompiledShape {
   byFold: Map<string, string>;
   /** Keys as clients spelled them → canonical name (or the key itself), at most RAW_CACHE_LIMIT. */
   byRaw: Map<string, string>;
-  fields: Record<string, FieldShape>;
+  /** The shape's fields (a Map: a record looked up by every key of every body was slower). */
+  fields: Map<string, FieldShape>;
 }
 
 /** Spellings remembered per shape: the few each client library uses, not every key anyone sends. */
@@ -45,7 +46,7 @@ function compile(shape: ObjectShape): CompiledShape {
   const byFold = new Map<string, string>();
   for (const name of Object.keys(shape.fields)) byFold.set(foldKey(name), name);
   for (const [alias, name] of Object.entries(shape.aliases ?? {})) byFold.set(foldKey(alias), name);
-  c = { byFold, byRaw: new Map(), fields: shape.fields };
+  c = { byFold, byRaw: new Map(), fields: new Map(Object.entries(shape.fields)) };
   compiled.set(shape, c);
   return c;
 }
@@ -96,10 +97,9 @@ function isCanonical(value: unknown, shape: FieldShape): boolean {
 function isCanonicalObject(value: unknown, shape: ObjectShape): boolean {
   if (!isPlainObject(value)) return true;
   const c = compile(shape);
-  for (const key in value) {
-    if (!Object.hasOwn(value, key)) continue;
+  for (const key of Object.keys(value)) {
     if (canonicalName(c, key) !== key) return false;
-    const fieldShape = Object.hasOwn(c.fields, key) ? c.fields[key] : undefined;
+    const fieldShape = c.fields.get(key);
     if (fieldShape !== undefined && !isCanonical(value[key], fieldShape)) return false;
   }
   return true;
@@ -131,8 +131,8 @@ export function normalizeKeys(input: unknown, shape: ObjectShape, path = ''): un
       );
     }
     seen.set(name, key);
-    // hasOwn: a "__proto__" key must not find Object.prototype as its shape.
-    const fieldShape = Object.hasOwn(c.fields, name) ? c.fields[name] : undefined;
+    // A Map: a "__proto__" key finds no shape (a record would give Object.prototype).
+    const fieldShape = c.fields.get(name);
     out.push([name, fieldShape === undefined ? value : normalizeValue(value, fieldShape, `${prefix}${name}`)]);
   }
   // fromEntries defines own properties: a "__proto__" key stays data, never a prototype.

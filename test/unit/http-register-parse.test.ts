@@ -2,6 +2,7 @@
 // inference, and a 400 naming the field for every kind of bad input.
 
 import t from 'tap';
+import { BlockList, isIP } from 'node:net';
 import fc from 'fast-check';
 import { isSiderError } from '../../raft/errors.ts';
 import {
@@ -209,6 +210,8 @@ t.test('every bad field is a 400 naming it', async (t) => {
     [{ Name: 'web', Check: { TTL: '1s', SuccessBeforePassing: -1 } }, /^Check\.SuccessBeforePassing: must be between 0 and 1000/],
     [{ Name: 'web', Check: { TTL: '1s', H2PING: 'x:1' } }, /^Check\.H2PING: H2PING checks are not supported$/],
     [{ Name: 'web', Check: { TTL: '1s', DockerContainerID: 'abc' } }, /^Check\.DockerContainerID: DockerContainerID checks are not supported$/],
+    [{ Name: 'web', Check: { OSService: 'x', TTL: '1s', UDP: 'y' } }, /^Check\.UDP: UDP checks are not supported$/],
+    [{ Name: 'web', Checks: [{ TTL: '1s' }, { TTL: '1s', AliasNode: 'n' }] }, /^Checks\[1\]\.AliasNode: AliasNode checks are not supported$/],
     [{ Name: 'web', Checks: [{ TTL: '1s', CheckID: 'a' }, { TTL: '1s', CheckID: 'a' }] }, /^Checks\[1\]\.CheckID: "a" appears more than once$/],
     [{ Name: 'web', Checks: Array.from({ length: 33 }, () => ({ TTL: '1s' })) }, /^Checks: more than 32 checks$/],
     [{ Name: 'web', name: 'web2' }, /^Name: given more than once/],
@@ -244,6 +247,53 @@ t.test('addresses: IPs (not unspecified) and host names', async (t) => {
   refuses(t, () => parseAddress('', 'TaggedAddresses.lan.Address', false), /^TaggedAddresses\.lan\.Address: must not be empty$/);
   for (const a of ['0.0.0.0', '::', '::0', '::ffff:0.0.0.0']) refuses(t, () => parseAddress(a, 'Address', false), /unspecified/, a);
   for (const a of ['[::1]', 'http://x', 'a..b', '-a.b', 'x'.repeat(254)]) refuses(t, () => parseAddress(a, 'Address', false), /^Address: /, a);
+});
+
+t.test('an IPv4 address is refused as unspecified exactly when BlockList says so', async (t) => {
+  const ref = new BlockList();
+  ref.addAddress('0.0.0.0', 'ipv4');
+  const octet = fc.oneof(fc.constantFrom('0', '00', '000', '255', '256', '01'), fc.nat(300).map(String));
+  fc.assert(
+    fc.property(fc.array(octet, { minLength: 3, maxLength: 5 }), (parts) => {
+      const a = parts.join('.');
+      let refused = false;
+      try {
+        parseAddress(a, 'Address', false);
+      } catch (err) {
+        refused = /unspecified/.test((err as Error).message);
+      }
+      return refused === (isIP(a) === 4 && ref.check(a, 'ipv4'));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+t.test('Meta is read into a fresh object with the keys in order, "__proto__" an own key', async (t) => {
+  const key = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{1,8}$/), fc.constantFrom('__proto__', '0', '7', '10', 'constructor', 'toString'));
+  fc.assert(
+    fc.property(fc.uniqueArray(fc.tuple(key, fc.string({ maxLength: 6 })), { selector: ([k]) => k, maxLength: 8 }), (pairs) => {
+      // As JSON.parse makes it: "__proto__" an own property.
+      const meta = JSON.parse(JSON.stringify(Object.fromEntries(pairs))) as Record<string, unknown>;
+      const got = parseRegisterBody({ Name: 's', Meta: meta }, opts).instance.Meta;
+      const want = Object.fromEntries(Object.entries(meta));
+      return (
+        got !== meta &&
+        Object.getPrototypeOf(got) === Object.prototype &&
+        JSON.stringify(Object.keys(got)) === JSON.stringify(Object.keys(want)) &&
+        Object.keys(want).every((k) => Object.getOwnPropertyDescriptor(got, k)?.value === want[k] && Object.getOwnPropertyDescriptor(got, k)?.enumerable === true)
+      );
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+t.test('durations: a text parsed before gives the same value; a bad one is refused every time', async (t) => {
+  for (let i = 0; i < 2; i++) {
+    const body = parseRegisterBody({ Name: 's', Checks: [{ TTL: '90s' }, { TTL: '1m30s' }, { HTTP: 'http://x/', Interval: '1h0m0.5s' }] }, opts);
+    t.same(body.checks.map((c) => c.TTL || c.Interval), ['90s', '1m30s', '1h0m0.5s'], `pass ${i}`);
+    refuses(t, () => parseRegisterBody({ Name: 's', Check: { TTL: '10 s' } }, opts), /^Check\.TTL: invalid duration "10 s"/, `pass ${i}`);
+    refuses(t, () => parseRegisterBody({ Name: 's', Check: { TTL: '-1s' } }, opts), /^Check\.TTL: must not be negative/, `pass ${i}`);
+  }
 });
 
 t.test('deregister, join and remove bodies', async (t) => {
