@@ -249,7 +249,7 @@ t.test('addresses: IPs (not unspecified) and host names', async (t) => {
   for (const a of ['[::1]', 'http://x', 'a..b', '-a.b', 'x'.repeat(254)]) refuses(t, () => parseAddress(a, 'Address', false), /^Address: /, a);
 });
 
-t.test('an IPv4 address is refused as unspecified exactly when BlockList says so', async (t) => {
+t.test('an IPv4 address is refused as unspecified exactly when BlockList says so', async () => {
   const ref = new BlockList();
   ref.addAddress('0.0.0.0', 'ipv4');
   const octet = fc.oneof(fc.constantFrom('0', '00', '000', '255', '256', '01'), fc.nat(300).map(String));
@@ -268,7 +268,7 @@ t.test('an IPv4 address is refused as unspecified exactly when BlockList says so
   );
 });
 
-t.test('Meta is read into a fresh object with the keys in order, "__proto__" an own key', async (t) => {
+t.test('Meta is read into a fresh object with the keys in order, "__proto__" an own key', async () => {
   const key = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{1,8}$/), fc.constantFrom('__proto__', '0', '7', '10', 'constructor', 'toString'));
   fc.assert(
     fc.property(fc.uniqueArray(fc.tuple(key, fc.string({ maxLength: 6 })), { selector: ([k]) => k, maxLength: 8 }), (pairs) => {
