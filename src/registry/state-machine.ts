@@ -74,6 +74,8 @@ interface ServiceState {
   sorted: ServiceEntry[] | null;
   checks: Check[] | null;
   tags: string[] | null;
+  /** `Service '<name>' check`, the Name of a check registered without one: its checks share this string. */
+  readonly defaultCheckName: string;
 }
 
 interface NamespaceState {
@@ -219,7 +221,7 @@ function tag(counts: Map<string, number>, t: string): boolean {
 }
 
 function newService(name: string, index: number): ServiceState {
-  return { name, index, entries: new Map(), tagCounts: new Map(), order: null, sorted: null, checks: null, tags: null };
+  return { name, index, entries: new Map(), tagCounts: new Map(), order: null, sorted: null, checks: null, tags: null, defaultCheckName: `Service '${name}' check` };
 }
 
 function newNamespace(name: string): NamespaceState {
@@ -243,11 +245,12 @@ function newNamespace(name: string): NamespaceState {
  * the existing check's status and output (a new one starts critical). Returns `old` itself when
  * nothing differs, so callers can tell "unchanged" by identity.
  */
-function buildCheck(c: CheckSpec, ns: string, service: string, id: string, node: string, old: Check | undefined, index: number): Check {
+function buildCheck(c: CheckSpec, ns: string, service: string, id: string, node: string, old: Check | undefined, index: number, sharedName = ''): Check {
   const keepState = c.Status === '' && old !== undefined;
   const check: Check = {
     CheckID: c.CheckID,
-    Name: c.Name,
+    // The service's copy of the default name rather than one per check (only memory differs).
+    Name: c.Name === sharedName ? sharedName : c.Name,
     Type: c.Type,
     Status: keepState ? old.Status : c.Status === '' ? 'critical' : c.Status,
     Notes: c.Notes,
@@ -543,7 +546,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const checks: Check[] = [];
     for (const [i, c] of cmd.checks.entries()) {
       const old = owned[i];
-      const check = buildCheck(c, nsName, service, id, cmd.node, old, index);
+      const check = buildCheck(c, nsName, service, id, cmd.node, old, index, existingSvc?.defaultCheckName);
       if (check !== old) checksChanged = true;
       checks.push(check);
     }
