@@ -24,7 +24,7 @@ import { postInternal } from './internal-post.ts';
 import { snapshotRoutes } from '../http/snapshot-routes.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { isWildcard, parseHostPort } from '../src/config.ts';
-import { createLogger } from '../src/log.ts';
+import { createLogger, logsAt } from '../src/log.ts';
 import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
 import { Readiness } from '../src/readiness.ts';
@@ -201,6 +201,9 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   metrics.setBlockingHeld(() => blocking.held);
   // Writes received here are logged and counted here (who, what, index).
   const observed = observeWrites(registry, { metrics, log, who: () => currentRequest()?.remote });
+  // currentRequest() is read only for the write log lines' `remote`: no request context when the
+  // log drops them (at warn or error).
+  const trackWrites = logsAt(log, 'info');
   const app = createHttpApp(observed, {
     datacenter: cfg.datacenter,
     nodeName: cfg.nodeName,
@@ -210,11 +213,12 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     blocking,
     // 5xx answers and handler errors are logged (the bodies say only "internal error").
     log,
+    trackWrites,
   });
   // Ahead of the public routes: request metrics and the metrics/readiness endpoints, the signed
   // internal API, and the signature check on membership changes.
   app.middleware.unshift(
-    observability({ metrics, readiness, log, logRequests: cfg.logLevel === 'debug' }),
+    observability({ metrics, readiness, log, logRequests: cfg.logLevel === 'debug', trackWrites }),
     internalApi({
       registry,
       clusterKey: cfg.clusterKey,

@@ -59,6 +59,12 @@ export interface HttpAppOptions {
   enableScriptChecks?: boolean;
   /** Largest accepted JSON body in bytes; larger is 413. Default 1 MiB. */
   jsonLimit?: number;
+  /**
+   * Whether a registration taken before Koa runs as the handling of its request (runAsRequest), so
+   * that currentRequest() names its client while it is written. Default true; a server whose log
+   * drops the write lines (the only reader) turns it off: it cost ≈ 1 µs per request.
+   */
+  trackWrites?: boolean;
   /** Blocking queries held at once on this server; more get 429. Default 60,000. Ignored with `blocking`. */
   maxBlockingQueries?: number;
   /** A shared holder of blocking queries (its `held` count is the metric); one is made otherwise. */
@@ -597,7 +603,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   // TTL renewals skip Koa when they are in their plain form (same answers; see check-routes.ts).
   registerRenewalFastPath(app, { renewer, defaultNamespace: DEFAULT_NAMESPACE, log });
   // So do registrations (same answers, metrics and write logging; see register-fast.ts).
-  addFastPath(app, registerFastPath({ ...registerOpts, datacenter, jsonLimit, write: writeWithId, log }));
+  addFastPath(app, registerFastPath({ ...registerOpts, datacenter, jsonLimit, write: writeWithId, log, trackWrites: opts.trackWrites ?? true }));
   // Errors after the response started (a socket reset mid-body) never reach the middleware.
   app.on('error', (err: unknown) => log('warn', 'http connection error', { error: err instanceof Error ? err.message : String(err) }));
   app.use(errorMiddleware(log));

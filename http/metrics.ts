@@ -54,6 +54,8 @@ export interface ObservabilityOptions {
   log?: HttpLogger;
   /** Log every request at debug level (only when the logger's level is debug: it costs a line each). */
   logRequests?: boolean;
+  /** Run each write as its request (runAsRequest) so currentRequest() names the client. Default true. */
+  trackWrites?: boolean;
 }
 
 const kHeld = Symbol('sider.metrics.held');
@@ -179,6 +181,7 @@ export function observability(opts: ObservabilityOptions): Middleware {
       route = await serveOwn(ctx, opts);
       if (route === false) {
         if (ctx.method === 'GET' || ctx.method === 'HEAD') await next();
+        else if (opts.trackWrites === false) await next();
         else await runAsRequest(ctx.req, next);
         route = routeOf(ctx);
       }

@@ -116,7 +116,8 @@ async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAp
   const observed = observeWrites(reg, { metrics, log, who: () => currentRequest()?.remote });
   const koa: Koa = createHttpApp(observed, { log, ...app });
   const s = { reg, metrics, logs, koaSeen: 0, port: 0 };
-  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log, logRequests }), async (_ctx, next) => {
+  const trackWrites = app.trackWrites ?? true;
+  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log, logRequests, trackWrites }), async (_ctx, next) => {
     s.koaSeen++;
     await next();
   });
@@ -216,6 +217,19 @@ t.test('the fast path answers, writes, logs and counts exactly as the Koa route'
     { level: 'info', fields: { ns: 'default', service: 'api', id: 'api-1', remote: '127.0.0.1', index: Number } },
     'a registration is logged with its client',
   );
+});
+
+t.test('without write tracking (a server logging at warn) no request context is made, on either path', async (t) => {
+  const s = await side(t, { jsonLimit: JSON_LIMIT, trackWrites: false });
+  const body = JSON.stringify({ Name: 'api', ID: 'api-9', Port: 80 });
+  const fast = await rawRequest(s.port, wire({ path: '/v1/agent/service/register', body }));
+  const koa = await rawRequest(s.port, wire(viaKoa({ path: '/v1/agent/service/register', body: JSON.stringify({ Name: 'api', ID: 'api-10', Port: 80 }) })));
+  t.equal(fast.head[0]?.split(' ')[1], '200');
+  t.equal(koa.head[0]?.split(' ')[1], '200');
+  t.equal(s.koaSeen, 1, 'one of each');
+  const lines = s.logs.filter((l) => l.msg === 'registered service instance');
+  t.same(lines.map((l) => l.fields?.id), ['api-9', 'api-10']);
+  t.ok(lines.every((l) => l.fields !== undefined && !('remote' in l.fields)), 'no client known to the write');
 });
 
 t.test('with request logging (-log-level debug) the fast path writes the same request line as Koa', async (t) => {
