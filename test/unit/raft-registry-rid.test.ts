@@ -35,26 +35,24 @@ class Recording extends RaftRegistry {
   }
 }
 
-function registry(leader: string, proposed: string[]): Recording {
-  return new Recording({ raft: fakeRaft(leader, proposed), reader: {} as RegistryReader, nodeName: 'me', clusterKey: '', encode: () => new Uint8Array(1) });
-}
-
-t.test('on the leader', async (t) => {
+/** A registry on a node that sees `leader` as leader, after three writes: no ID, '' and the client's. */
+async function afterWrites(leader: string): Promise<{ reg: Recording; proposed: string[] }> {
   const proposed: string[] = [];
-  const reg = registry('me', proposed);
+  const reg = new Recording({ raft: fakeRaft(leader, proposed), reader: {} as RegistryReader, nodeName: 'me', clusterKey: '', encode: () => new Uint8Array(1) });
   await reg.write(cmd);
   await reg.write(cmd, '');
   await reg.write(cmd, 'client-7');
+  return { reg, proposed };
+}
+
+t.test('on the leader', async (t) => {
+  const { reg, proposed } = await afterWrites('me');
   t.same(proposed, ['', '', 'client-7'], "no ID is made up; the client's is kept");
   t.same(reg.sent, [], 'nothing forwarded');
 });
 
 t.test('on a follower', async (t) => {
-  const proposed: string[] = [];
-  const reg = registry('other', proposed);
-  await reg.write(cmd);
-  await reg.write(cmd, '');
-  await reg.write(cmd, 'client-7');
+  const { reg, proposed } = await afterWrites('other');
   const rids = reg.sent.map((w) => w.rid);
   t.equal(rids.length, 3);
   t.match(rids[0], /^[0-9a-f-]{36}$/, 'a forwarded write without an ID is given one');
