@@ -37,6 +37,8 @@ interface CompiledShape {
 
 /** Spellings remembered per shape: the few each client library uses, not every key anyone sends. */
 const RAW_CACHE_LIMIT = 256;
+/** Longer keys are folded each time (no field name comes near it). */
+const RAW_CACHE_KEY_LENGTH = 64;
 
 const compiled = new WeakMap<ObjectShape, CompiledShape>();
 
@@ -71,7 +73,8 @@ function canonicalName(c: CompiledShape, key: string): string {
   let name = c.byRaw.get(key);
   if (name === undefined) {
     name = c.byFold.get(foldKey(key)) ?? key;
-    if (c.byRaw.size < RAW_CACHE_LIMIT) c.byRaw.set(key, name);
+    // Short keys only: a client's made-up keys can be as long as its body.
+    if (c.byRaw.size < RAW_CACHE_LIMIT && key.length <= RAW_CACHE_KEY_LENGTH) c.byRaw.set(key, name);
   }
   return name;
 }

@@ -79,18 +79,21 @@ export function durationValueNs(v: unknown, field: string, reject: (field: strin
   } catch (err) {
     return reject(field, (err as Error).message);
   }
-  if (durationsNs.size >= DURATIONS_KEPT) durationsNs.clear();
-  durationsNs.set(v, ns);
+  if (v.length <= DURATION_KEPT_LENGTH) {
+    if (durationsNs.size >= DURATIONS_KEPT) durationsNs.clear();
+    durationsNs.set(v, ns);
+  }
   return ns;
 }
 
 /**
  * Durations already parsed, by text: registrations repeat a few TTLs and intervals, and parsing one
- * (BigInt arithmetic) cost about as much as the rest of a check's fields. Only valid ones are kept;
- * emptied when full.
+ * (BigInt arithmetic) cost about as much as the rest of a check's fields. Only valid ones are kept,
+ * and only short ones (Go accepts "0h0h…" of any length); emptied when full.
  */
 const durationsNs = new Map<string, bigint>();
 const DURATIONS_KEPT = 1024;
+const DURATION_KEPT_LENGTH = 32;
 
 // null counts as absent everywhere: Consul's Go client sends `"Check": null, "Checks": null`.
 export function optString(v: unknown, field: string, maxLength: number): string {

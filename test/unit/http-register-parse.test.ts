@@ -291,6 +291,8 @@ t.test('durations: a text parsed before gives the same value; a bad one is refus
   for (let i = 0; i < 2; i++) {
     const body = parseRegisterBody({ Name: 's', Checks: [{ TTL: '90s' }, { TTL: '1m30s' }, { HTTP: 'http://x/', Interval: '1h0m0.5s' }] }, opts);
     t.same(body.checks.map((c) => c.TTL || c.Interval), ['90s', '1m30s', '1h0m0.5s'], `pass ${i}`);
+    const long = `1s${'0h'.repeat(40)}`; // valid, and too long to be remembered
+    t.equal(parseRegisterBody({ Name: 's', Check: { TTL: long } }, opts).checks[0]!.TTL, long, `pass ${i}: a long one`);
     refuses(t, () => parseRegisterBody({ Name: 's', Check: { TTL: '10 s' } }, opts), /^Check\.TTL: invalid duration "10 s"/, `pass ${i}`);
     refuses(t, () => parseRegisterBody({ Name: 's', Check: { TTL: '-1s' } }, opts), /^Check\.TTL: must not be negative/, `pass ${i}`);
   }
