@@ -35,6 +35,12 @@ export const messageTypes: readonly MessageType[] = [
 ];
 const confOps: ConfChangeOp[] = ['addLearner', 'promote', 'remove', 'bootstrap'];
 
+/** `v`, a non-negative safe integer, as 64 bits big-endian at `at`: two 32-bit halves, no BigInt. */
+export function writeU64BE(buf: Buffer, v: number, at: number): void {
+  buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), at);
+  buf.writeUInt32BE(v >>> 0, at + 4);
+}
+
 /** Growable byte writer. */
 export class Writer {
   #buf: Buffer;
@@ -61,12 +67,11 @@ export class Writer {
     this.#len += 4;
     return this;
   }
-  /** Non-negative integer up to 2^53 (big-endian 64 bits, as two 32-bit halves: no BigInt). */
+  /** Non-negative integer up to 2^53 (big-endian 64 bits; see writeU64BE). */
   num(v: number): this {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`not a non-negative safe integer: ${v}`);
     this.#ensure(8);
-    this.#buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), this.#len);
-    this.#buf.writeUInt32BE(v >>> 0, this.#len + 4);
+    writeU64BE(this.#buf, v, this.#len);
     this.#len += 8;
     return this;
   }

@@ -3,7 +3,7 @@
 
 import { Level } from 'level';
 import { crc32 } from 'node:zlib';
-import { decodeHardState, decodeStoredEntry, encodeHardState, encodeStoredEntry } from './codec.ts';
+import { decodeHardState, decodeStoredEntry, encodeHardState, encodeStoredEntry, writeU64BE } from './codec.ts';
 import { SiderError, invariant } from './errors.ts';
 import { checkAppend, checkLoadRange } from './memory-storage.ts';
 import type { Identity, RaftStorage } from './ports.ts';
@@ -30,9 +30,7 @@ const COMPACT_BATCH = 1024;
 function entryKey(index: number): Buffer {
   const key = Buffer.allocUnsafe(ENTRY_KEY_BYTES);
   key[0] = ENTRY_PREFIX;
-  // Big-endian 64 bits as two halves (index is a safe integer): no BigInt per key.
-  key.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 1);
-  key.writeUInt32BE(index >>> 0, 5);
+  writeU64BE(key, index, 1);
   return key;
 }
 
