@@ -178,9 +178,14 @@ export function registerMedians(results: RegisterResult[]): RegisterMedians {
   };
 }
 
-/** The target of issue #3 on medians: ≥ 5,000 registrations/s with p99 ≤ 50 ms. */
+/** The target of issue #3: ≥ 5,000 registrations/s with p99 ≤ 50 ms (of one run, or of medians). */
+export function meetsRegisterTarget(r: { opsPerSec: number; p99Ms: number }): boolean {
+  return r.opsPerSec >= 5_000 && r.p99Ms <= 50;
+}
+
+/** The target of issue #3 on medians. */
 export function formatRegisterMedians(label: string, m: RegisterMedians): string {
-  const ok = m.opsPerSec >= 5_000 && m.p99Ms <= 50;
+  const ok = meetsRegisterTarget(m);
   const each = m.each.map((r) => `${Math.round(r.opsPerSec)}/s ${r.p99Ms.toFixed(1)} ms`).join(', ');
   const corrected = m.correctedP99Ms === undefined ? '' : ` (wrk's corrected p99 ${m.correctedP99Ms.toFixed(1)} ms)`;
   return (
