@@ -53,8 +53,8 @@ export interface RegisterFastPathOptions extends RegisterCommandOptions {
   /** The app's write: proposes (or forwards) and turns a refused apply into its HTTP error. */
   write: (cmd: RegistryCommand, rid: string) => Promise<void>;
   log: HttpLogger;
-  /** Run each write as its request (runAsRequest) so currentRequest() names the client. Default true. */
-  trackWrites?: boolean;
+  /** Run each write as its request (runAsRequest) so currentRequest() names the client (the app's trackWrites). */
+  trackWrites: boolean;
 }
 
 /** The query as Koa's `ctx.query` would hold it, when the fast path can take it; null otherwise. */
@@ -91,8 +91,7 @@ function header(req: IncomingMessage, name: string): string {
  * the body is read, goes to the Koa route. Counted in the request metrics by instrumentHttpServer.
  */
 export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
-  const { write, log } = opts;
-  const track = opts.trackWrites ?? true;
+  const { write, log, trackWrites } = opts;
   const handle = async (req: IncomingMessage, query: Record<string, string>): Promise<void> => {
     const body = await readJsonBody(req, opts.jsonLimit);
     const cmd = registerCommand(body, query, header(req, 'x-sider-namespace'), opts);
@@ -118,7 +117,7 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
       res.end(body);
     };
-    (track ? runAsRequest(req, () => handle(req, query)) : handle(req, query)).then(
+    (trackWrites ? runAsRequest(req, () => handle(req, query)) : handle(req, query)).then(
       () => send(200, ''),
       (err: unknown) => {
         const { status, message } = errorReply(err, log, 'PUT', REGISTER_PATH);
