@@ -29,7 +29,7 @@ import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
 import { Readiness } from '../src/readiness.ts';
 import { INTERNAL_JOIN, RaftRegistry } from '../src/raft-registry.ts';
-import { REGISTRY_DATA_VERSION } from '../src/registry/command-codec.ts';
+import { REGISTRY_DATA_VERSION, REGISTRY_SNAPSHOT_LOG_RATIO } from '../src/registry/command-codec.ts';
 import { LeaderHealth } from '../src/health/leader.ts';
 import { INTERNAL_RENEW, RenewalForwarder } from '../src/health/renewals.ts';
 import type { CheckRenewer, RenewResult } from '../src/health/renewals.ts';
@@ -132,6 +132,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     ...(clusterId ? { clusterId } : {}),
     tickMs: cfg.tickMs,
     electionTicks: cfg.electionTicks,
+    snapshotLogRatio: REGISTRY_SNAPSHOT_LOG_RATIO,
     log,
     observer: metrics.raftObserver(),
     transport: (cid) =>

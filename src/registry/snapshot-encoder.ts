@@ -3,7 +3,6 @@
 // them, copying the bytes of each unchanged instance (with its checks) from the previous snapshot.
 
 import { performance } from 'node:perf_hooks';
-import type { SnapshotData, SnapshotNamespace } from './command-codec.ts';
 
 /**
  * A long list of small rows (the dedup table, a namespace's check times) that the encoder makes a
@@ -30,14 +29,6 @@ export class LazyRows<T> {
   toJSON(): T[] {
     return this.rows(0, this.length);
   }
-}
-
-type Rows<T> = T[] | LazyRows<T>;
-
-/** SnapshotData with its long lists of rows possibly lazy: what the snapshot writer encodes. */
-export interface SnapshotDocument extends Omit<SnapshotData, 'namespaces' | 'dedup'> {
-  namespaces: (Omit<SnapshotNamespace, 'checkTimes'> & { checkTimes?: Rows<[string, number, number, number]> })[];
-  dedup: Rows<SnapshotData['dedup'][number]>;
 }
 
 /**
@@ -75,6 +66,11 @@ const START_LIMIT = 2 ** 32;
 export interface SnapshotEncodeOptions {
   /** Positions of the previous snapshot's elements of `instances` arrays (see SnapshotCache). */
   cache?: SnapshotCache;
+  /**
+   * The JSON of a leaf, an object element of an `instances` array: JSON.stringify by default. The
+   * registry's leaves are its stored records, written in the compact snapshot form.
+   */
+  leafJson?: (leaf: object) => string;
   /** Longest stretch of synchronous work before yielding to the event loop. Default 4 ms. */
   sliceMs?: number;
   /**
@@ -133,11 +129,14 @@ class Output {
   }
 
   /**
-   * Counts one unit of work. Returns a promise to await when the current slice has run long enough
-   * (it resolves on a later turn of the event loop), otherwise null: no await per unit.
+   * Counts `count` units of work (elements written). Returns a promise to await when the current
+   * slice has run long enough (it resolves on a later turn of the event loop), otherwise null: no
+   * await per unit.
    */
-  unit(): Promise<void> | null {
-    if (++this.#units % CLOCK_EVERY !== 0) return null;
+  unit(count = 1): Promise<void> | null {
+    const before = this.#units;
+    this.#units += count;
+    if (Math.floor(before / CLOCK_EVERY) === Math.floor(this.#units / CLOCK_EVERY)) return null;
     return this.bigUnit();
   }
 
@@ -208,13 +207,16 @@ class Output {
     return packPosition(at, this.#doneBytes + this.#len - at);
   }
 
-  /** Writes one cached element's bytes, copied from `from` (the previous snapshot); returns where they went, as elementJson does. */
-  elementBytes(from: Buffer, start: number, end: number): number {
+  /**
+   * Copies bytes [start, end) of `from` (the previous snapshot: one cached element, or a run of them
+   * with their commas); returns where they went in the output.
+   */
+  copyBytes(from: Buffer, start: number, end: number): number {
     this.#flush();
     this.#room(end - start);
     const at = this.#doneBytes + this.#len;
     this.#len += from.copy(this.#buf, this.#len, start, end);
-    return packPosition(at, end - start);
+    return at;
   }
 }
 
@@ -231,40 +233,79 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Writes a cached element: its bytes from the previous snapshot when it has not changed since, its JSON otherwise; remembers where it went. */
-function writeCached(out: Output, el: object, { prev, next }: Positions): void {
+/** The byte JSON writes between two elements of an array. */
+const COMMA = 0x2c;
+/** A run of elements copied at once ends after this many bytes (a slice's worth of copying). */
+const RUN_BYTES = 256 * 1024;
+
+/** One encode: its output, how leaves are written, and (with a cache) where elements were and go. */
+interface Encoding {
+  out: Output;
+  leafJson: (leaf: object) => string;
+  /** With a cache: where the last snapshot holds each leaf (as the cache was when this encode began), and where this one puts them. */
+  positions: { prev: CachePositions; next: WeakMap<object, number> } | null;
+}
+
+/**
+ * Writes the cached leaves arr[i], arr[i+1], … that can be copied together and returns how many it
+ * wrote (at least 1). A leaf unchanged since the last snapshot is copied from that snapshot's
+ * bytes, and so are the leaves that followed it there, one comma apart, and follow it here too (in
+ * a registry that changed little, most of each service): one copy for the run instead of one per
+ * leaf. Any other leaf gets its JSON. Each written leaf's place is remembered.
+ */
+function writeCachedRun(enc: Encoding, arr: readonly unknown[], i: number): number {
+  const { out } = enc;
+  const { prev, next } = enc.positions!;
+  const el = arr[i] as object;
   const packed = prev.at.get(el);
-  let at: number;
   if (packed === undefined) {
-    at = out.elementJson(JSON.stringify(el));
-  } else {
-    const start = Math.floor(packed / LENGTH_SPAN);
-    at = out.elementBytes(prev.bytes, start, start + (packed % LENGTH_SPAN));
+    const at = out.elementJson(enc.leafJson(el));
+    if (at >= 0) next.set(el, at);
+    return 1;
   }
-  if (at >= 0) next.set(el, at);
+  const bytes = prev.bytes;
+  const start = Math.floor(packed / LENGTH_SPAN);
+  let end = start + (packed % LENGTH_SPAN);
+  let j = i + 1;
+  while (j < arr.length && end - start < RUN_BYTES && bytes[end] === COMMA) {
+    const following = arr[j];
+    if (!isObject(following)) break;
+    const p = prev.at.get(following);
+    if (p === undefined || Math.floor(p / LENGTH_SPAN) !== end + 1) break;
+    end += 1 + (p % LENGTH_SPAN);
+    j++;
+  }
+  const at = out.copyBytes(bytes, start, end);
+  for (let k = i; k < j; k++) {
+    const e = arr[k] as object;
+    const p = prev.at.get(e)!;
+    const moved = packPosition(at + (Math.floor(p / LENGTH_SPAN) - start), p % LENGTH_SPAN);
+    if (moved >= 0) next.set(e, moved);
+  }
+  return j - i;
 }
 
-/** With a cache: where the last snapshot holds each element (as the cache was when this encode began), and where this one puts them. */
-interface Positions {
-  prev: CachePositions;
-  next: WeakMap<object, number>;
+function isObject(v: unknown): v is object {
+  return typeof v === 'object' && v !== null;
 }
 
-async function writeArray(out: Output, key: string, arr: readonly unknown[], positions: Positions | null): Promise<void> {
+async function writeArray(enc: Encoding, key: string, arr: readonly unknown[]): Promise<void> {
+  const { out } = enc;
   if (!DESCEND.has(key)) return writeChunked(out, arr.length, (from, to) => arr.slice(from, to));
   // Elements of the innermost walked container are leaves (cached when possible); the others are walked.
   const leaves = key === CACHED_ELEMENTS;
   out.text('[');
-  for (let i = 0; i < arr.length; i++) {
+  for (let i = 0; i < arr.length; ) {
     if (i > 0) out.text(',');
     const el = arr[i];
-    if (!isPlainObject(el)) out.text(JSON.stringify(el) ?? 'null');
-    else if (leaves) {
-      if (positions) writeCached(out, el, positions);
-      else out.text(JSON.stringify(el));
-    }
-    else await writeObject(out, el, positions);
-    const pause = out.unit();
+    let written = 1;
+    if (leaves && isObject(el)) {
+      if (enc.positions) written = writeCachedRun(enc, arr, i);
+      else out.text(enc.leafJson(el));
+    } else if (isPlainObject(el)) await writeObject(enc, el);
+    else out.text(JSON.stringify(el) ?? 'null');
+    i += written;
+    const pause = out.unit(written);
     if (pause) await pause;
   }
   out.text(']');
@@ -286,7 +327,8 @@ async function writeChunked(out: Output, length: number, items: (from: number, t
 }
 
 /** An object whose array members are walked element by element, with yields between elements. */
-async function writeObject(out: Output, obj: Record<string, unknown>, positions: Positions | null): Promise<void> {
+async function writeObject(enc: Encoding, obj: Record<string, unknown>): Promise<void> {
+  const { out } = enc;
   out.text('{');
   let first = true;
   for (const key of Object.keys(obj)) {
@@ -294,7 +336,7 @@ async function writeObject(out: Output, obj: Record<string, unknown>, positions:
     const name = first ? `${JSON.stringify(key)}:` : `,${JSON.stringify(key)}:`;
     if (Array.isArray(v) && (DESCEND.has(key) || v.length > ARRAY_SLICE)) {
       out.text(name);
-      await writeArray(out, key, v, positions);
+      await writeArray(enc, key, v);
     } else if (v instanceof LazyRows) {
       out.text(name);
       await writeChunked(out, v.length, (from, to) => v.rows(from, to));
@@ -311,16 +353,17 @@ async function writeObject(out: Output, obj: Record<string, unknown>, positions:
 }
 
 /**
- * The snapshot document's JSON as UTF-8 bytes, identical to `JSON.stringify(data)`, produced in
- * slices of at most about `sliceMs` of work with the event loop free (for `pauseMs`) in between.
- * With a cache, unchanged elements are copied from the previous snapshot's bytes, and the cache
- * then points into these bytes (which must not be modified afterwards).
+ * A snapshot document's JSON as UTF-8 bytes, identical to `JSON.stringify(data)` once each leaf (an
+ * element of an `instances` array) is replaced by the value whose JSON `leafJson` gives, produced
+ * in slices of at most about `sliceMs` of work with the event loop free (for `pauseMs`) in
+ * between. With a cache, unchanged leaves are copied from the previous snapshot's bytes, and the
+ * cache then points into these bytes (which must not be modified afterwards).
  */
-export async function encodeSnapshotSliced(data: SnapshotData | SnapshotDocument, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
+export async function encodeSnapshotSliced(data: object, opts: SnapshotEncodeOptions = {}): Promise<Buffer> {
   const out = new Output(opts.sliceMs ?? 4, opts.pauseMs ?? 0, opts.sizeHint ?? 0);
   const cache = opts.cache;
   const positions = cache ? { prev: { bytes: cache.bytes, at: cache.at }, next: new WeakMap<object, number>() } : null;
-  await writeObject(out, data as unknown as Record<string, unknown>, positions);
+  await writeObject({ out, leafJson: opts.leafJson ?? JSON.stringify, positions }, data as Record<string, unknown>);
   const bytes = await out.finish();
   if (cache && positions) {
     cache.bytes = bytes;

@@ -6,8 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { SiderError } from '../../raft/errors.ts';
 import type { SnapshotWriter, StateMachine } from '../../raft/ports.ts';
 import type { Entry, SnapshotMeta } from '../../raft/types.ts';
-import { decodeCommand, decodeSnapshot, encodeCommandKnown, SNAPSHOT_FORMAT, SNAPSHOT_VERSION } from './command-codec.ts';
-import type { DecodeResult, SnapshotData, SnapshotInstance, SnapshotNamespace } from './command-codec.ts';
+import { compactSnapshotInstance, decodeCommand, decodeSnapshot, encodeCommandKnown, SNAPSHOT_FORMAT, SNAPSHOT_VERSION, SNAPSHOT_VERSION_OBJECTS } from './command-codec.ts';
+import type { DecodeResult, SnapshotData, SnapshotNamespace } from './command-codec.ts';
 import { aggregateHealth } from './health.ts';
 import type {
   ApplyResult,
@@ -26,7 +26,6 @@ import type {
 import { checkChangeKey } from './model.ts';
 import { catalogKey, namespaceKey, serviceKey, Watchers } from './watchers.ts';
 import { LazyRows, SnapshotCache, encodeSnapshotSliced, pause } from './snapshot-encoder.ts';
-import type { SnapshotDocument } from './snapshot-encoder.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { sortSteps } from './sort-steps.ts';
 import { shiftOldest } from '../../raft/shift-oldest.ts';
@@ -397,7 +396,7 @@ export class RegistryStateMachine implements StateMachine, RegistryReader, Healt
     const sizeHint = Math.ceil(last.bytes * grown * (17 / 16));
     return async () => {
       const data = await toSnapshotDocumentSliced(captured);
-      const bytes = await encodeSnapshotSliced(data, { cache, sliceMs: SNAPSHOT_SLICE_MS, pauseMs: SNAPSHOT_PAUSE_MS, sizeHint });
+      const bytes = await encodeSnapshotSliced(data, { cache, leafJson: entryJson, sliceMs: SNAPSHOT_SLICE_MS, pauseMs: SNAPSHOT_PAUSE_MS, sizeHint });
       this.#snapshotSize = { bytes: bytes.length, instances };
       return bytes;
     };
@@ -936,16 +935,33 @@ function serviceTags(svc: ServiceState): string[] {
   return svc.tags;
 }
 
-/** One snapshot element per entry (entries are immutable), so the encoder can reuse its encoding. */
-const snapshotInstances = new WeakMap<ServiceEntry, SnapshotInstance>();
+type Rows<T> = T[] | LazyRows<T>;
 
-function snapshotInstance(e: ServiceEntry): SnapshotInstance {
-  let si = snapshotInstances.get(e);
-  if (!si) {
-    si = { instance: e.instance, checks: e.checks };
-    snapshotInstances.set(e, si);
-  }
-  return si;
+/**
+ * The snapshot document as the writer encodes it: its instances are the stored entries themselves
+ * (immutable, so the encoder's cache can key on them), written in the compact form (entryJson);
+ * its long lists of rows are LazyRows, made only as they are written.
+ */
+interface SnapshotDocument {
+  format: typeof SNAPSHOT_FORMAT;
+  version: typeof SNAPSHOT_VERSION;
+  index: number;
+  namespaces: {
+    name: string;
+    index: number;
+    catalogIndex: number;
+    services: { name: string; index: number; instances: ServiceEntry[] }[];
+    tombstones: [string, number][];
+    checkTimes: Rows<[string, number, number, number]>;
+  }[];
+  servers: ServerInfo[];
+  dedup: Rows<[string, ApplyResult]>;
+}
+
+/** A stored entry as a snapshot element (the compact form). */
+function entryJson(e: object): string {
+  const entry = e as ServiceEntry;
+  return JSON.stringify(compactSnapshotInstance(entry.instance, entry.checks));
 }
 
 /**
@@ -957,12 +973,12 @@ function snapshotInstance(e: ServiceEntry): SnapshotInstance {
 function* snapshotDataSteps(c: Captured): Generator<void, SnapshotDocument, void> {
   const namespaces: SnapshotDocument['namespaces'] = [];
   for (const ns of c.namespaces.sort((a, b) => cmp(a.name, b.name))) {
-    const services: SnapshotData['namespaces'][number]['services'] = [];
+    const services: SnapshotDocument['namespaces'][number]['services'] = [];
     for (const svc of ns.services.sort((a, b) => cmp(a.name, b.name))) {
       services.push({
         name: svc.name,
         index: svc.index,
-        instances: svc.entries.sort((a, b) => cmp(a.instance.ID, b.instance.ID)).map(snapshotInstance),
+        instances: svc.entries.sort((a, b) => cmp(a.instance.ID, b.instance.ID)),
       });
       yield;
     }
@@ -1002,7 +1018,10 @@ function lazyRows<T>(length: number, row: (i: number) => T): LazyRows<T> {
   });
 }
 
-/** The snapshot document as plain data, its LazyRows made whole: what digest() hashes. */
+/**
+ * The snapshot document as plain data in the object form (as a snapshot is read), its LazyRows
+ * made whole: what digest() hashes, the same whichever form snapshots are written in.
+ */
 function toSnapshotData(c: Captured): SnapshotData {
   const steps = snapshotDataSteps(c);
   let r = steps.next();
@@ -1011,7 +1030,12 @@ function toSnapshotData(c: Captured): SnapshotData {
   const whole = <T>(rows: T[] | LazyRows<T>): T[] => (rows instanceof LazyRows ? rows.toJSON() : rows);
   return {
     ...doc,
-    namespaces: doc.namespaces.map((ns) => ({ ...ns, checkTimes: ns.checkTimes && whole(ns.checkTimes) })),
+    version: SNAPSHOT_VERSION_OBJECTS,
+    namespaces: doc.namespaces.map((ns) => ({
+      ...ns,
+      services: ns.services.map((svc) => ({ ...svc, instances: svc.instances.map((e) => ({ instance: e.instance, checks: e.checks })) })),
+      checkTimes: whole(ns.checkTimes),
+    })),
     dedup: whole(doc.dedup),
   };
 }

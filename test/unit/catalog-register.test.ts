@@ -4,7 +4,7 @@
 
 import t from 'tap';
 import { parseCatalogRegisterBody } from '../../http/catalog-register.ts';
-import { decodeCommand, encodeCommand } from '../../src/registry/command-codec.ts';
+import { decodeCommand, decodeSnapshot, encodeCommand, encodeSnapshot } from '../../src/registry/command-codec.ts';
 import type { RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
 
@@ -134,8 +134,8 @@ t.test('the node and its address are replicated state: upserts, indexes and snap
   t.equal(restored.digest(), h.sm.digest(), 'a restored snapshot has the same state');
   t.match(restored.instance('default', 'web', 'web-1'), { Node: 'host-1', NodeAddress: '10.0.0.7' });
 
-  // A snapshot written before instances had NodeAddress.
-  const doc = JSON.parse(Buffer.from(snap).toString('utf8')) as Record<string, unknown>;
+  // A snapshot written before instances had NodeAddress (so in the object form, version 1).
+  const doc = JSON.parse(Buffer.from(encodeSnapshot(decodeSnapshot(snap))).toString('utf8')) as Record<string, unknown>;
   let removed = 0;
   const strip = (v: unknown): void => {
     if (Array.isArray(v)) v.forEach(strip);

@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import fc from 'fast-check';
-import { decodeCommand, encodeCommand } from '../../src/registry/command-codec.ts';
+import { decodeCommand, decodeSnapshot, encodeCommand, encodeSnapshot } from '../../src/registry/command-codec.ts';
 import type {
   ApplyResult,
   CheckSpec,
@@ -234,9 +234,14 @@ t.test('applying the same log on two machines gives the same state; a restored s
         if (JSON.stringify(a.applyRaw(stepData(s), s.rid)) !== JSON.stringify(b.applyRaw(stepData(s), s.rid))) return false;
       }
       const c = new Harness(opts);
-      c.sm.restore(await a.sm.snapshot()(), meta);
+      const bytes = await a.sm.snapshot()();
+      c.sm.restore(bytes, meta);
       c.next = a.next;
       if (c.sm.digest() !== a.sm.digest() || readsOf(c.sm) !== readsOf(a.sm)) return false;
+      // The same state written in the object form (snapshots before the compact one) reads the same.
+      const old = new Harness(opts);
+      old.sm.restore(encodeSnapshot(decodeSnapshot(bytes)), meta);
+      if (old.sm.digest() !== a.sm.digest() || readsOf(old.sm) !== readsOf(a.sm)) return false;
       for (const s of steps.slice(k)) {
         const ra = a.applyRaw(stepData(s), s.rid);
         if (JSON.stringify(ra) !== JSON.stringify(b.applyRaw(stepData(s), s.rid))) return false;
@@ -766,19 +771,20 @@ t.test('a malformed snapshot is refused and the state is left as it was', async 
   const h = new Harness();
   h.apply(reg('api', 'a', { checks: [checkSpec('c1')] }));
   const before = h.sm.digest();
-  const good = JSON.parse(Buffer.from(await h.sm.snapshot()()).toString()) as Record<string, unknown>;
+  const bytes = await h.sm.snapshot()();
+  const good = JSON.parse(Buffer.from(bytes).toString()) as Record<string, unknown>;
   const cases: unknown[] = [
     'nope',
     { ...good, format: 'other' },
-    { ...good, version: 2 },
+    { ...good, version: 3 },
     { ...good, index: -1 },
     { ...good, namespaces: [{ name: 'default', index: 1, catalogIndex: 1, services: [{ name: 'api', index: 1, instances: [] }], tombstones: [] }] },
   ];
   for (const c of cases) {
     t.throws(() => h.sm.restore(Buffer.from(typeof c === 'string' ? c : JSON.stringify(c)), meta), { code: 'SIDER_BAD_REQUEST' });
   }
-  // A check filed under the wrong instance.
-  const wrong = structuredClone(good) as { namespaces: { services: { instances: { checks: { ServiceID: string }[] }[] }[] }[] };
+  // A check filed under the wrong instance (the object form names it; the compact one leaves it out).
+  const wrong = JSON.parse(Buffer.from(encodeSnapshot(decodeSnapshot(bytes))).toString()) as { namespaces: { services: { instances: { checks: { ServiceID: string }[] }[] }[] }[] };
   wrong.namespaces[0]!.services[0]!.instances[0]!.checks[0]!.ServiceID = 'other';
   t.throws(() => h.sm.restore(Buffer.from(JSON.stringify(wrong)), meta), { code: 'SIDER_BAD_REQUEST' });
   t.equal(h.sm.digest(), before);

@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import fc from 'fast-check';
-import { encodeCommand } from '../../src/registry/command-codec.ts';
+import { decodeSnapshot, encodeCommand } from '../../src/registry/command-codec.ts';
 import type { SnapshotData } from '../../src/registry/command-codec.ts';
 import type { RegistryCommand } from '../../src/registry/model.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
@@ -128,7 +128,7 @@ t.test('a warm cache gives the same snapshot as a cold one after registrations, 
   t.ok(second.equals(coldBytes), 'warm-cache snapshot equals the snapshot of a machine that never encoded before');
   t.notOk(second.equals(first), 'the changes are in the second snapshot');
 
-  const doc = JSON.parse(second.toString('utf8')) as SnapshotData;
+  const doc = decodeSnapshot(second);
   const checks = doc.namespaces.flatMap((ns) => ns.services.flatMap((s) => s.instances.flatMap((i) => i.checks)));
   t.equal(checks.find((c) => c.CheckID === 'service:i-1')?.Status, 'passing', 'the changed check status is encoded');
   const restored = new RegistryStateMachine();
