@@ -192,7 +192,7 @@ export class ServerMetrics {
   readonly electionsStarted: Counter;
   readonly electionsWon: Counter;
   readonly leaderChanges: Counter;
-  readonly commitDuration: Histogram;
+  readonly commitDuration: LeanHistogram;
   readonly fsyncDuration: Histogram;
   readonly appendRtt: Histogram<'peer'>;
   readonly snapshots: Counter<'kind'>;
@@ -400,12 +400,13 @@ export class ServerMetrics {
     this.electionsStarted = new Counter({ name: 'sider_raft_elections_started_total', help: 'Elections this node started (became candidate after a successful pre-vote).', registers });
     this.electionsWon = new Counter({ name: 'sider_raft_elections_won_total', help: 'Elections this node won (became leader).', registers });
     this.leaderChanges = new Counter({ name: 'sider_raft_leader_changes_total', help: 'Times this node saw a new leader.', registers });
-    this.commitDuration = new Histogram({
-      name: 'sider_raft_commit_duration_seconds',
-      help: 'Proposal to commit-and-apply latency of proposals made on this node (leader).',
-      buckets: COMMIT_BUCKETS,
-      registers,
-    });
+    // Observed once per proposal (per registration on the leader): the lean histogram.
+    this.commitDuration = new LeanHistogram(
+      'sider_raft_commit_duration_seconds',
+      'Proposal to commit-and-apply latency of proposals made on this node (leader).',
+      COMMIT_BUCKETS,
+    );
+    this.registry.registerMetric(this.commitDuration as unknown as Metric);
     this.appendRtt = new Histogram({
       name: 'sider_raft_peer_append_rtt_seconds',
       help: 'Leader: time from sending entries to a follower to its acknowledgement of them (transport both ways and the follower\'s own write).',
