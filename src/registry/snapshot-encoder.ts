@@ -1,6 +1,7 @@
 // Snapshot serialization that neither blocks the event loop nor re-encodes what has not changed: the
-// same bytes as JSON.stringify of the snapshot document, produced in slices with a yield between
-// them, copying the bytes of each unchanged instance (with its checks) from the previous snapshot.
+// same bytes as JSON.stringify of the snapshot document (each leaf written by the caller's
+// leafJson), produced in slices with a yield between them, copying the bytes of each unchanged
+// instance (with its checks) from the previous snapshot, a run of adjacent ones at a time.
 
 import { performance } from 'node:perf_hooks';
 
@@ -34,8 +35,8 @@ export class LazyRows<T> {
 /**
  * Where each cached element's encoding sits in the previous snapshot's bytes, so the next snapshot
  * copies those bytes instead of encoding the element again. Valid only because the elements are
- * never mutated once made: the registry hands the same element object for an instance until the
- * instance or its checks change, and then a new one. Every encode replaces both fields at its end
+ * never mutated once made: the registry's elements are its stored entries, the same object for an
+ * instance until the instance or its checks change, and then a new one. Every encode replaces both fields at its end
  * (one pair, so a cache is always consistent): elements of the new snapshot only, located in its
  * bytes — which Raft keeps in memory as its latest snapshot anyway, so the cache adds no JS string
  * per instance to the heap (it used to hold each element's JSON, about as much heap again as the
