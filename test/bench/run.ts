@@ -1,4 +1,4 @@
-// `npm run bench [-- --only raft-commit|level-fsync|snapshot-write|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
+// `npm run bench [-- --only raft-commit|level-fsync|snapshot-write|snapshot-encode|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { spawnSync } from 'node:child_process';
@@ -21,6 +21,8 @@ import type { ReadResult } from './http-read.ts';
 import { formatRegisterMedians, meetsRegisterTarget, registerMedians, runHttpRegister, runHttpRegisterRuns } from './http-register.ts';
 import type { RegisterMedians, RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
+import { runSnapshotEncode, snapshotEncodeLines } from './snapshot-encode.ts';
+import type { SnapshotEncodeResult } from './snapshot-encode.ts';
 import { runSnapshotWrite, snapshotWriteTable } from './snapshot-write.ts';
 import type { SnapshotWriteResult } from './snapshot-write.ts';
 import { runMetricsBench } from './metrics.ts';
@@ -50,7 +52,7 @@ function die(message: string): never {
   process.exit(2);
 }
 
-const BENCHES = ['level-fsync', 'snapshot-write', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
+const BENCHES = ['level-fsync', 'snapshot-write', 'snapshot-encode', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
 type Bench = (typeof BENCHES)[number];
 const only = values.only;
 if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
@@ -94,6 +96,12 @@ if (runs('snapshot-write')) {
   console.log('\n== Synced Raft log writes while a 45 MB snapshot file is written (whole, or in flushed 4 MiB chunks)');
   snapshotWrite = await runSnapshotWrite({ rounds: 3 });
   console.table(snapshotWriteTable(snapshotWrite));
+}
+let snapshotEncode: SnapshotEncodeResult | null = null;
+if (runs('snapshot-encode')) {
+  console.log("\n== Snapshot encoding (the register benchmark's instances; main-thread time, 3 machines)");
+  snapshotEncode = await runSnapshotEncode({ from: 10_000, to: 50_000, machines: 3 });
+  for (const line of snapshotEncodeLines(snapshotEncode)) console.log(line);
 }
 if (runs('raft-commit')) {
   console.log('\n== Raft commits, 3 nodes on loopback, fsync on, ~100-byte commands');
@@ -376,5 +384,5 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, snapshotEncode, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);

@@ -41,9 +41,19 @@ async function snapshot(sm: RegistryStateMachine): Promise<{ ms: number; bytes: 
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-export async function runSnapshotEncode(opts: { from: number; to: number; machines: number }): Promise<string[]> {
-  const grown: number[] = [];
-  const unchanged: number[] = [];
+export interface SnapshotEncodeResult {
+  from: number;
+  to: number;
+  /** Main-thread ms of the snapshot taken after growing from `from` to `to`, one per machine. */
+  grownMs: number[];
+  /** Main-thread ms of snapshots with nothing changed since the last one, 3 per machine. */
+  unchangedMs: number[];
+  bytesPerInstance: number;
+}
+
+export async function runSnapshotEncode(opts: { from: number; to: number; machines: number }): Promise<SnapshotEncodeResult> {
+  const grownMs: number[] = [];
+  const unchangedMs: number[] = [];
   let bytes = 0;
   for (let m = 0; m < opts.machines; m++) {
     const sm = new RegistryStateMachine();
@@ -51,15 +61,20 @@ export async function runSnapshotEncode(opts: { from: number; to: number; machin
     await snapshot(sm);
     register(sm, opts.from + 1, opts.to - opts.from);
     const g = await snapshot(sm);
-    grown.push(g.ms);
+    grownMs.push(g.ms);
     bytes = g.bytes;
-    for (let k = 0; k < 3; k++) unchanged.push((await snapshot(sm)).ms);
+    for (let k = 0; k < 3; k++) unchangedMs.push((await snapshot(sm)).ms);
   }
+  return { from: opts.from, to: opts.to, grownMs, unchangedMs, bytesPerInstance: bytes / opts.to };
+}
+
+/** The result as the lines the script and `npm run bench` print. */
+export function snapshotEncodeLines(r: SnapshotEncodeResult): string[] {
   const fmt = (xs: number[]): string => `${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(', ')})`;
   return [
-    `snapshot after growing ${opts.from} → ${opts.to} instances: ${fmt(grown)} of main-thread time`,
-    `snapshot of ${opts.to} unchanged instances: ${fmt(unchanged)}`,
-    `${(bytes / opts.to).toFixed(0)} bytes per instance (${bytes} in all)`,
+    `snapshot after growing ${r.from} → ${r.to} instances: ${fmt(r.grownMs)} of main-thread time`,
+    `snapshot of ${r.to} unchanged instances: ${fmt(r.unchangedMs)}`,
+    `${r.bytesPerInstance.toFixed(0)} bytes per instance`,
   ];
 }
 
@@ -70,5 +85,5 @@ if (import.meta.main) {
   const machines = Number(values.machines);
   if (!Number.isInteger(from) || from < 1 || !Number.isInteger(to) || to <= from || to > 500_000) throw new Error('--from and --to: integers, 1 ≤ from < to ≤ 500000');
   if (!Number.isInteger(machines) || machines < 1 || machines > 10) throw new Error('--machines: an integer in [1, 10]');
-  for (const line of await runSnapshotEncode({ from, to, machines })) console.log(line);
+  for (const line of snapshotEncodeLines(await runSnapshotEncode({ from, to, machines }))) console.log(line);
 }
