@@ -119,7 +119,7 @@ function compactRegister(cmd: RegisterCommand): unknown[] {
     cmd.node,
     cmd.nodeAddress ?? null,
     [i.Service, i.ID, i.Address, i.Port, i.Tags, i.Meta, i.Weights.Passing, i.Weights.Warning, i.TaggedAddresses, i.EnableTagOverride],
-    cmd.checks.map((c) => CHECK_SPEC_FIELDS.map((name) => c[name])),
+    cmd.checks.map(checkSpecValues),
     cmd.replaceExistingChecks,
     cmd.now,
   ];
@@ -313,6 +313,18 @@ const CHECK_SPEC_FIELDS = [
   'TLSSkipVerify',
   'Args',
 ] as const satisfies readonly (keyof CheckSpec)[];
+
+/**
+ * A check's CheckSpec fields in CHECK_SPEC_FIELDS order, as both compact forms (register entries,
+ * snapshots) write them: spelt out, which is faster than a map over the names, so the order lives
+ * here and in CHECK_SPEC_FIELDS (the readers'); the round-trip properties hold the two together.
+ */
+function checkSpecValues(c: CheckSpec): unknown[] {
+  return [
+    c.CheckID, c.Name, c.Type, c.Status, c.Notes, c.Output, c.Interval, c.Timeout, c.TTL, c.DeregisterCriticalServiceAfter,
+    c.SuccessBeforePassing, c.FailuresBeforeCritical, c.HTTP, c.Method, c.Header, c.TCP, c.GRPC, c.GRPCUseTLS, c.TLSSkipVerify, c.Args,
+  ];
+}
 
 /** Each CheckSpec field's position in the compact form, from CHECK_SPEC_FIELDS. */
 const CHECK_FIELD_AT = Object.fromEntries(CHECK_SPEC_FIELDS.map((name, i) => [name, i])) as Record<(typeof CHECK_SPEC_FIELDS)[number], number>;
@@ -551,11 +563,9 @@ export function compactSnapshotInstance(instance: Instance, checks: readonly Che
   const i = instance;
   const compactChecks: unknown[][] = [];
   for (const c of checks) {
-    compactChecks.push([
-      c.CheckID, c.Name, c.Type, c.Status, c.Notes, c.Output, c.Interval, c.Timeout, c.TTL, c.DeregisterCriticalServiceAfter,
-      c.SuccessBeforePassing, c.FailuresBeforeCritical, c.HTTP, c.Method, c.Header, c.TCP, c.GRPC, c.GRPCUseTLS, c.TLSSkipVerify, c.Args,
-      c.Node, c.CreateIndex, c.ModifyIndex,
-    ]);
+    const values = checkSpecValues(c);
+    values.push(c.Node, c.CreateIndex, c.ModifyIndex);
+    compactChecks.push(values);
   }
   return [
     [i.ID, i.Address, i.Port, i.Tags, i.Meta, i.Weights.Passing, i.Weights.Warning, i.TaggedAddresses, i.EnableTagOverride, i.Node, i.NodeAddress, i.CreateIndex, i.ModifyIndex],
