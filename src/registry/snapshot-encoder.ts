@@ -267,24 +267,29 @@ function writeCachedRun(enc: Encoding, arr: readonly unknown[], i: number): numb
   const bytes = prev.bytes;
   const start = Math.floor(packed / LENGTH_SPAN);
   let end = start + (packed % LENGTH_SPAN);
-  let j = i + 1;
-  while (j < arr.length && end - start < RUN_BYTES && bytes[end] === COMMA) {
-    const following = arr[j];
+  // The run's old positions, looked up once: run[k] is arr[i + k]'s.
+  const run = runPositions;
+  run.length = 0;
+  run.push(packed);
+  while (i + run.length < arr.length && end - start < RUN_BYTES && bytes[end] === COMMA) {
+    const following = arr[i + run.length];
     if (!isObject(following)) break;
     const p = prev.at.get(following);
     if (p === undefined || Math.floor(p / LENGTH_SPAN) !== end + 1) break;
     end += 1 + (p % LENGTH_SPAN);
-    j++;
+    run.push(p);
   }
   const at = out.copyBytes(bytes, start, end);
-  for (let k = i; k < j; k++) {
-    const e = arr[k] as object;
-    const p = prev.at.get(e)!;
+  for (let k = 0; k < run.length; k++) {
+    const p = run[k]!;
     const moved = packPosition(at + (Math.floor(p / LENGTH_SPAN) - start), p % LENGTH_SPAN);
-    if (moved >= 0) next.set(e, moved);
+    if (moved >= 0) next.set(arr[i + k] as object, moved);
   }
-  return j - i;
+  return run.length;
 }
+
+/** writeCachedRun's scratch list (encodes do not interleave within one call). */
+const runPositions: number[] = [];
 
 function isObject(v: unknown): v is object {
   return typeof v === 'object' && v !== null;
