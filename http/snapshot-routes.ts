@@ -68,9 +68,11 @@ export function snapshotRoutes(opts: SnapshotRoutesOptions): Middleware {
       // the JSON of the command: the document in the object form (about 3 times a compact one).
       // Refuse a larger restore here rather than send the leader a body it must cut off.
       if (!opts.isLeader()) {
-        const forwarded = Buffer.byteLength(JSON.stringify(snapshot));
+        // Never smaller than the document as sent: a large archive is refused without encoding
+        // (up to 256 MiB of it, which could exceed what one string may hold).
+        const forwarded = archive.document.length > MAX_FORWARDED_DOCUMENT_BYTES ? archive.document.length : Buffer.byteLength(JSON.stringify(snapshot));
         if (forwarded > MAX_FORWARDED_DOCUMENT_BYTES) {
-          throw new SiderError('SIDER_BAD_REQUEST', `snapshot too large to restore through a follower (${forwarded} bytes to forward, at most ${MAX_FORWARDED_DOCUMENT_BYTES}): send it to the leader`, { status: 413 });
+          throw new SiderError('SIDER_BAD_REQUEST', `snapshot too large to restore through a follower (at least ${forwarded} bytes to forward, at most ${MAX_FORWARDED_DOCUMENT_BYTES}): send it to the leader`, { status: 413 });
         }
       }
       const { result, index } = await opts.service.write({ type: 'restore', snapshot, now: Date.now() });
