@@ -1,8 +1,8 @@
 // What encoding a registry snapshot costs the event loop (issue #3): a RegistryStateMachine fed the
-// register benchmark's registrations (http-register.lua's bodies, through the HTTP layer's
-// parser), then snapshot() as a server takes it — after growing from --from to --to instances (the
-// new ones encoded, the others copied from the last snapshot) and with nothing changed since the
-// last one. Reports main-thread time (eventLoopUtilization: the writer runs in slices with pauses)
+// register benchmark's registrations (http-read.ts registration(), the bodies http-register.lua
+// builds too, through the HTTP layer's parser), then snapshot() as a server takes it — after
+// growing from --from to --to instances (the new ones encoded, the others copied from the last
+// snapshot) and with nothing changed since the last one. Reports main-thread time (eventLoopUtilization: the writer runs in slices with pauses)
 // and the bytes per instance. Bounded: --machines (≤ 10) fresh machines, 3 unchanged snapshots each.
 //
 //   node test/bench/snapshot-encode.ts [--from 10000] [--to 50000] [--machines 3]
@@ -11,21 +11,14 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { registerCommand } from '../../http/register-fast.ts';
 import { RegistryStateMachine } from '../../src/registry/state-machine.ts';
+import { registration } from './http-read.ts';
 
 const SERVICES = 256;
 
 /** Registrations n … n + count − 1 of the register benchmark, applied to `sm` from Raft index `n`. */
 function register(sm: RegistryStateMachine, n: number, count: number): void {
   for (let k = n; k < n + count; k++) {
-    const body = {
-      Name: `bench-reg-${k % SERVICES}`,
-      ID: `wrkm-1-${k}`,
-      Address: `10.${(k >> 16) & 255}.${(k >> 8) & 255}.${k & 255}`,
-      Port: 8080,
-      Tags: ['v1', 'http'],
-      Meta: { version: '1.2.3' },
-      Check: { TTL: '10m' },
-    };
+    const body = registration(`bench-reg-${k % SERVICES}`, `wrkm-1-${k}`, k);
     const cmd = registerCommand(body, {}, '', { nodeName: 'n1', defaultNamespace: 'default', enableScriptChecks: false });
     sm.apply({ index: k, term: 1, type: 'normal', data: sm.encodeProposal(cmd), rid: '' });
   }
