@@ -283,3 +283,37 @@ t.test('Connection: close and HTTP/1.0 waiters are answered by Node and closed; 
     }
   }
 });
+
+t.test("a parked query leaves none of Koa's listeners on its response or socket, however often a connection parks", async (t) => {
+  const h = await start(t);
+  await h.register({ Name: 'web', ID: 'w1' });
+  const path = '/v1/health/service/web';
+  const conn = await Conn.open(h.port, t);
+  conn.send(path);
+  let index = indexOf(await conn.next());
+  const socket = h.responses.at(-1)!.req.socket;
+  const counts = (): number[] => ['error', 'close', 'end', 'timeout'].map((e) => socket.listenerCount(e));
+  // What the connection carries between requests, after a plain read that Koa answered.
+  const idle = counts();
+  for (let round = 0; round < 5; round++) {
+    conn.send(`${path}?index=${index}&wait=30s`);
+    await until(`round ${round}: parked`, () => h.blocking.held === 1);
+    const res = h.responses.at(-1)!;
+    t.equal(res.req.socket, socket, `round ${round}: the same connection`);
+    // on-finished watches through ee-first, whose listeners are all named onevent.
+    const koa = ['end', 'finish', 'error', 'close'].flatMap((e) => [...res.listeners(e), ...socket.listeners(e)]).filter((f) => f.name === 'onevent');
+    t.same(koa, [], `round ${round}: no on-finished (ee-first) listener on the held response or its socket`);
+    await h.register({ Name: 'web', ID: `w${round + 2}` });
+    const woken = await conn.next();
+    t.ok(indexOf(woken) > index, `round ${round}: woken with a higher index`);
+    index = indexOf(woken);
+    await until(`round ${round}: the response closed`, () => res.closed);
+  }
+  t.same(counts(), idle, 'after 5 parked queries the connection has what it had');
+  // A held query whose client goes away is still released (BlockingQueries watches the response).
+  conn.send(`${path}?index=${index}&wait=30s`);
+  await until('parked once more', () => h.blocking.held === 1);
+  conn.sock.destroy();
+  await until('released when the client left', () => h.blocking.held === 0);
+  t.equal(h.reg.activeWatches, 0, 'and its registry watcher with it');
+});
