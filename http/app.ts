@@ -99,24 +99,22 @@ const PRETTY = 4;
 let appSeq = 0;
 
 /**
- * Koa keeps a request's context (ctx, request, response, router state) alive until the response
- * finishes, through the one listener it registers with on-finished, whose only job is to hand a
- * socket error to ctx.onerror. A parked query is answered outside Koa and watched for disconnects
- * by BlockingQueries, so that listener is dropped: about 1.4 KiB of heap per held query. Leaves
- * anything but on-finished's known shape (one queued listener: Koa's) alone.
+ * Koa watches every response through on-finished, which keeps the request's context (ctx,
+ * request, response, router state) alive until the response finishes, only to hand a socket error
+ * to ctx.onerror. A parked query is answered outside Koa and watched for disconnects by
+ * BlockingQueries, so when it parks that watch is ended: Koa's queued listener is dropped (about
+ * 1.4 KiB of heap per held query), then ee-first's listener for the response's 'end' (an event a
+ * ServerResponse never emits) is called, which removes all four of on-finished's listeners
+ * (response 'end'/'finish', socket 'error'/'close') and calls nothing back. They would otherwise be
+ * removed while writing the answer, when one change may be answering 10,000 queries (~10 % of a
+ * woken answer's main-thread time). Leaves anything but that known shape alone.
  */
 function releaseKoaContext(res: ServerResponse): void {
   const attached = (res as ServerResponse & { __onFinished?: { queue?: unknown } }).__onFinished;
   if (!attached || !Array.isArray(attached.queue) || attached.queue.length !== 1) return;
   attached.queue.length = 0;
-  // on-finished watches the response ('end', 'finish') and its socket ('error', 'close') through
-  // ee-first, whose listener for the response's 'end' (an event a ServerResponse never emits) ends
-  // the watch when called: its four listeners go now, while the query is held, instead of as part
-  // of writing the answer, when one change may be answering 10,000 of them (~10 % of a woken
-  // answer's main-thread time). Nothing is called back: the queue is empty.
   const ends = res.listeners('end');
-  const onEnd = ends.length === 1 ? ends[0] : undefined;
-  if (typeof onEnd === 'function' && onEnd.name === 'onevent') (onEnd as (this: ServerResponse) => void).call(res);
+  if (ends.length === 1 && ends[0]!.name === 'onevent') ends[0]!.call(res);
 }
 
 /** The rendered results `?filter=` selects (all of them without one). */
