@@ -25,6 +25,7 @@ import { snapshotRoutes } from '../http/snapshot-routes.ts';
 import type { ServerConfig } from '../src/config.ts';
 import { isWildcard, parseHostPort } from '../src/config.ts';
 import { createLogger, logsAt } from '../src/log.ts';
+import { IdleGc } from '../src/idle-gc.ts';
 import { ServerMetrics } from '../src/metrics.ts';
 import { observeHealthProposals, observeRaftEvents, observeWrites } from '../src/observe.ts';
 import { Readiness } from '../src/readiness.ts';
@@ -200,6 +201,9 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
 
   const blocking = new BlockingQueries();
   metrics.setBlockingHeld(() => blocking.held);
+  // Young-generation collections while idle, not in the next burst (a change waking every held query).
+  const idleGc = cfg.idleGcMs > 0 ? new IdleGc({ intervalMs: cfg.idleGcMs }) : null;
+  idleGc?.start();
   // Writes received here are logged and counted here (who, what, index).
   const observed = observeWrites(registry, { metrics, log, who: () => currentRequest()?.remote });
   // currentRequest() is read only for the write log lines' `remote`: no request context when the
@@ -310,6 +314,7 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
   };
   const closeAll = async (): Promise<void> => {
     closed = true;
+    idleGc?.stop();
     readiness.close();
     await dns?.close();
     offLeader();

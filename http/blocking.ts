@@ -241,7 +241,12 @@ export class BlockingQueries {
     this.#addDeadline(w, performance.now() + waitMs + jitter);
     (req as WithWaiter)[kWaiter] = w;
     // Also emitted for a pipelined response still queued behind another when the socket closes.
+    // Never removed: once the waiter is done the listener finds nothing to release (cheaper than
+    // a removeListener per answer, 10,000 of them in one wake).
     res.on('close', onResClose);
+    // What Node's server does with an unread request once its response finishes (resume it, let
+    // it end and be destroyed), done now rather than inside the wake. A GET's body is empty.
+    if (!req.readableEnded) req.resume();
     if (fresh) {
       const g = group;
       g.cancel = kind.target.watch(after, () => this.#fire(g));
@@ -427,7 +432,6 @@ export class BlockingQueries {
     this.#held--;
     const req = w.req as WithWaiter;
     req[kWaiter] = undefined;
-    w.res.off('close', onResClose);
   }
 }
 

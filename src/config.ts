@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { DEFAULT_IDLE_GC_INTERVAL_MS, MIN_IDLE_GC_INTERVAL_MS } from './idle-gc.ts';
 import { SiderError } from '../raft/errors.ts';
 import { parseFlags, unknownFlag } from './flags.ts';
 
@@ -46,6 +47,8 @@ export interface ServerConfig {
   enableScriptChecks: boolean;
   /** After a leader change, TTL checks are not expired for this long (clients find the new leader). */
   ttlFailoverGraceMs: number;
+  /** How often an idle server looks whether to collect V8's young generation (src/idle-gc.ts); 0 = never. */
+  idleGcMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   logFormat: 'json' | 'text';
   /** Raft timing (DESIGN §8 defaults). */
@@ -83,6 +86,7 @@ const FIELDS: FieldSpec[] = [
   { key: 'nodeName', flag: 'node-name', kind: 'string' },
   { key: 'enableScriptChecks', flag: 'enable-script-checks', kind: 'boolean' },
   { key: 'ttlFailoverGraceMs', flag: 'ttl-failover-grace-ms', kind: 'int', min: 0, max: 600_000 },
+  { key: 'idleGcMs', flag: 'idle-gc-ms', kind: 'int', min: 0, max: 60_000 },
   { key: 'logLevel', flag: 'log-level', kind: 'string' },
   { key: 'logFormat', flag: 'log-format', kind: 'string' },
   { key: 'tickMs', flag: 'raft-tick-ms', kind: 'int', min: 10, max: 10_000 },
@@ -116,6 +120,8 @@ export const SERVER_USAGE = `usage: sider server [flags]
   -node-name NAME            Node of instances registered here (default: -raft-id)
   -enable-script-checks      allow script checks in HTTP registrations
   -ttl-failover-grace-ms N   a new leader expires no TTL check for N ms (default 2000)
+  -idle-gc-ms N              every N ms, collect V8's young generation if the server was idle
+                             (default 250; 0 = never; README "Idle-time collection")
   -log-level debug|info|warn|error, -log-format json|text
   -config-file FILE          JSON file with any of the above (keys as flag names)
 
@@ -142,6 +148,12 @@ export function parseHostPort(value: string, field: string): { host: string; por
 /** Whether `host` (as parseHostPort returns it) means every interface. */
 export function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+function idleGcMs(v: number | undefined): number {
+  if (v === undefined) return DEFAULT_IDLE_GC_INTERVAL_MS;
+  if (v !== 0 && v < MIN_IDLE_GC_INTERVAL_MS) throw configError(`-idle-gc-ms: must be 0 (never) or at least ${MIN_IDLE_GC_INTERVAL_MS}, got ${v}`);
+  return v;
 }
 
 /** Builds the configuration from argv (after the `server` word), the environment and an optional file. */
@@ -220,6 +232,7 @@ export function loadServerConfig(argv: string[], env: NodeJS.ProcessEnv = proces
     nodeName: (raw.nodeName as string | undefined) ?? raftId,
     enableScriptChecks: (raw.enableScriptChecks as boolean | undefined) ?? false,
     ttlFailoverGraceMs: (raw.ttlFailoverGraceMs as number | undefined) ?? 2000,
+    idleGcMs: idleGcMs(raw.idleGcMs as number | undefined),
     logLevel: ((raw.logLevel as string | undefined) ?? 'info') as ServerConfig['logLevel'],
     logFormat: ((raw.logFormat as string | undefined) ?? 'json') as ServerConfig['logFormat'],
     tickMs: (raw.tickMs as number | undefined) ?? 100,
