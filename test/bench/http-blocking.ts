@@ -5,7 +5,7 @@
 import { fork, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
@@ -442,6 +442,39 @@ interface ProcCpu {
   mainWaitS: number;
 }
 
+/** Running time (ns, schedstat) of each of `pid`'s threads but the main one, summed. */
+function helperThreadsNs(pid: number): number {
+  let sum = 0;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return Number.NaN;
+  }
+  for (const tid of tids) {
+    if (tid === String(pid)) continue;
+    try {
+      sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return sum;
+}
+
+/** The server's own collection counters (prom-client's default metrics on GET /metrics). */
+async function gcCounters(http: string): Promise<{ minor: number; major: number; seconds: number }> {
+  const r = await getText(`http://${http}/metrics`);
+  const o = { minor: 0, major: 0, seconds: 0 };
+  for (const m of r.text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} (\S+)$/gm)) {
+    const v = Number(m[3]);
+    if (m[1] === 'sum') o.seconds += v;
+    else if (m[2] === 'minor') o.minor += v;
+    else o.major += v;
+  }
+  return o;
+}
+
 function procCpu(pid: number): ProcCpu {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -556,6 +589,14 @@ export interface WakeResult {
    */
   server: ProcCpu;
   clients: ProcCpu;
+  /**
+   * Running time of the server's threads other than the main one in the same window, ms: V8's
+   * workers (optimizing compiler, parallel scavenge, concurrent marking) and libuv's. Large when
+   * the wake path is still being compiled or a collection runs during the wake.
+   */
+  helperThreadsMs: number;
+  /** Collections the server made in the window (its own nodejs_gc_duration_seconds). */
+  gc: { minor: number; major: number; ms: number };
   /** Acknowledgement → the last answer, ms (the wake's wall time). */
   wallMs: number;
 }
@@ -569,6 +610,13 @@ export interface BlockingOptions {
    * process runs the wake path in V8's lower tiers; a server under steady watch load has it compiled.
    */
   warmups?: number;
+  /**
+   * Unmeasured wakes before the first measured case of each cluster (default 3). After one, V8's
+   * optimizing compiler was still at work during the measured wake on 2 vCPUs (80 – 90 ms of
+   * helper-thread time in a ~250 ms wake, taken from the holders' share of the cores); after
+   * three, 5 – 20 ms.
+   */
+  firstWarmups?: number;
   wakeCounts?: number[];
   cpuProfDir?: string;
   /** Run the wake cases on a 3-node cluster too (watchers on a follower, the write to the leader). Default true. */
@@ -691,6 +739,8 @@ export async function runWake(
   const held = await holdAll(`http://${http}`, pid, [`${path}?index=${index}&wait=5m`], watchers, { children: watchers >= 5_000 ? 2 : 1, client });
   try {
     const holderPids = held.holders.map((h) => h.pid);
+    const gc0 = await gcCounters(http);
+    const helpers0 = helperThreadsNs(pid);
     const server0 = procCpu(pid);
     const clients0 = holderPids.map(procCpu);
     const cpu0 = cpuSeconds(pid);
@@ -710,6 +760,8 @@ export async function runWake(
     }
     const cpu1 = cpuSeconds(pid);
     const server = cpuSince(server0, procCpu(pid));
+    const helperThreadsMs = (helperThreadsNs(pid) - helpers0) / 1e6;
+    const gc1 = await gcCounters(http);
     const clients = sumCpu(holderPids.map((p, i) => cpuSince(clients0[i]!, procCpu(p))));
     const st = await Promise.all(held.holders.map((h) => h.stats()));
     const statuses: Record<string, number> = {};
@@ -737,6 +789,8 @@ export async function runWake(
       serverCpuSeconds: cpu1 - cpu0,
       server,
       clients,
+      helperThreadsMs,
+      gc: { minor: gc1.minor - gc0.minor, major: gc1.major - gc0.major, ms: (gc1.seconds - gc0.seconds) * 1000 },
       wallMs: fromAck.at(-1) ?? 0,
     };
     log(formatBlocking(r));
@@ -766,9 +820,12 @@ export async function runHttpBlocking(opts: BlockingOptions = {}): Promise<Block
       const holdOn = layout.size === 1 ? leader : cluster.ids.find((id) => id !== leader)!;
       const clients = opts.clients ?? (cHolder() ? (['c', 'raw', 'undici'] as const) : (['raw', 'undici'] as const));
       if (!cHolder()) log('(no C compiler — bash test/bench/install-deps.sh — so the C holder does not run)');
+      let first = true;
       for (const client of clients) {
         for (const n of wakeCounts) {
-          for (let w = 0; w < (opts.warmups ?? 1); w++) await runWake(cluster, layout.label, holdOn, leader, n, (l) => log(`  (warm-up) ${l}`), client, `-warmup${w}`);
+          const warmups = first ? (opts.firstWarmups ?? 3) : (opts.warmups ?? 1);
+          first = false;
+          for (let w = 0; w < warmups; w++) await runWake(cluster, layout.label, holdOn, leader, n, (l) => log(`  (warm-up) ${l}`), client, `-warmup${w}`);
           results.push(await runWake(cluster, layout.label, holdOn, leader, n, log, client));
         }
       }
@@ -808,7 +865,8 @@ export function formatBlocking(r: BlockingResult): string {
     `\n      per answer: server ${perAnswer(r.server.userS + r.server.sysS, r.watchers)} µs CPU (user ${perAnswer(r.server.userS, r.watchers)}, system ${perAnswer(r.server.sysS, r.watchers)}; ` +
     `main thread ran ${perAnswer(r.server.mainRunS, r.watchers)} and waited ${perAnswer(r.server.mainWaitS, r.watchers)} for a CPU), ` +
     `clients ${perAnswer(r.clients.userS + r.clients.sysS, r.watchers)} µs CPU (user ${perAnswer(r.clients.userS, r.watchers)}, system ${perAnswer(r.clients.sysS, r.watchers)}; main threads waited ${perAnswer(r.clients.mainWaitS, r.watchers)}); ` +
-    `last answer ${r.wallMs.toFixed(0)} ms after the ack`
+    `last answer ${r.wallMs.toFixed(0)} ms after the ack` +
+    `\n      server's other threads ran ${r.helperThreadsMs.toFixed(0)} ms; collections during the wake: ${r.gc.minor} minor, ${r.gc.major} major (${r.gc.ms.toFixed(1)} ms)`
   );
 }
 
