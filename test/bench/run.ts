@@ -177,11 +177,22 @@ if (runs('http-blocking')) {
   const measured = httpBlocking.find((r): r is HeldResult => r.case === 'held' && r.pipelining === 1 && r.held === held);
   const rss = measured?.serverRssHeldMiB ?? estimate?.fitMiB;
   if (rss !== undefined) console.log(`target: ${held} held with RSS ≤ 1024 MiB — ${measured ? '' : 'estimated '}${rss.toFixed(0)} MiB: ${rss <= 1024 ? 'met' : 'NOT met'}`);
+  // Judged as DESIGN §10 states the peers' figures: the median of the measured rounds' p99s.
+  const judge = (client: string, watchers: number, limitMs: number): void => {
+    const rounds = wakes.filter((r) => r.watchers === watchers && r.cluster === '1 node' && r.client === client);
+    if (rounds.length === 0) return;
+    const p99s = rounds.map((r) => r.fromAck.p99).sort((a, b) => a - b);
+    const median = p99s[Math.floor(p99s.length / 2)]!;
+    const all = rounds.every((r) => r.answered === watchers);
+    const what = watchers === 10_000 ? '10000 woken' : `${watchers} watchers`;
+    console.log(
+      `target (${client} client): ${what}, p99 ≤ ${limitMs} ms after the ack — median of ${rounds.length} ${median.toFixed(1)} ms ` +
+        `(rounds ${rounds.map((r) => r.fromAck.p99.toFixed(1)).join(', ')}): ${median <= limitMs && all ? 'met' : 'NOT met'}`,
+    );
+  };
   for (const client of new Set(wakes.map((r) => r.client))) {
-    const w10k = wakes.find((r) => r.watchers === 10_000 && r.cluster === '1 node' && r.client === client);
-    const w1k = wakes.find((r) => r.watchers === 1_000 && r.cluster === '1 node' && r.client === client);
-    if (w10k) console.log(`target (${client} client): 10000 woken, p99 ≤ 200 ms after the ack — ${w10k.fromAck.p99.toFixed(1)} ms: ${w10k.fromAck.p99 <= 200 && w10k.answered === 10_000 ? 'met' : 'NOT met'}`);
-    if (w1k) console.log(`target (${client} client): 1000 watchers, p99 ≤ 50 ms after the ack — ${w1k.fromAck.p99.toFixed(1)} ms: ${w1k.fromAck.p99 <= 50 && w1k.answered === 1_000 ? 'met' : 'NOT met'}`);
+    judge(client, 10_000, 200);
+    judge(client, 1_000, 50);
   }
 }
 
