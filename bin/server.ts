@@ -201,9 +201,6 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
 
   const blocking = new BlockingQueries();
   metrics.setBlockingHeld(() => blocking.held);
-  // Young-generation collections while idle, not in the next burst (a change waking every held query).
-  const idleGc = cfg.idleGcMs > 0 ? new IdleGc({ intervalMs: cfg.idleGcMs }) : null;
-  idleGc?.start();
   // Writes received here are logged and counted here (who, what, index).
   const observed = observeWrites(registry, { metrics, log, who: () => currentRequest()?.remote });
   // currentRequest() is read only for the write log lines' `remote`: no request context when the
@@ -255,6 +252,16 @@ export async function startServer(cfg: ServerConfig, opts: { log?: Logger } = {}
     await raft.close();
     throw err;
   }
+  // Young-generation collections while idle, not in the next burst (a change waking every held
+  // query). Started once the server is up: a start that failed leaves no timer behind.
+  const idleGc =
+    cfg.idleGcMs > 0
+      ? new IdleGc({
+          intervalMs: cfg.idleGcMs,
+          onCollect: (ms, young) => log('debug', 'idle-time young-generation collection', { ms: Math.round(ms * 10) / 10, young: Math.round(young * 100) / 100 }),
+        })
+      : null;
+  idleGc?.start();
   const bound = http.address();
   const httpAddr = typeof bound === 'object' && bound ? `${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : cfg.http;
   const advertised = cfg.httpAdvertise || (isWildcard(host) ? `127.0.0.1:${port}` : httpAddr);

@@ -20,6 +20,8 @@ export interface IdleGcOptions {
   maxUtilization?: number;
   /** Collect when the young generation is at least this full (0 – 1). Default 0.1. */
   minYoungFraction?: number;
+  /** Told after each collection: how long it took (ms) and how full the young generation was. */
+  onCollect?: (ms: number, youngFraction: number) => void;
 }
 
 /** What the policy reads and does; the defaults are V8's and Node's, a test hands in its own. */
@@ -40,6 +42,7 @@ export class IdleGc {
   readonly #maxUtilization: number;
   readonly #minYoung: number;
   readonly #rt: IdleGcRuntime;
+  readonly #onCollect: ((ms: number, youngFraction: number) => void) | undefined;
   #timer: NodeJS.Timeout | null = null;
   #collections = 0;
   #collectMs = 0;
@@ -57,6 +60,7 @@ export class IdleGc {
     this.#maxUtilization = maxUtilization;
     this.#minYoung = minYoung;
     this.#rt = runtime ?? v8Runtime();
+    this.#onCollect = opts.onCollect;
   }
 
   /** Young-generation collections made so far, and the milliseconds they took. */
@@ -84,12 +88,15 @@ export class IdleGc {
   check(): boolean {
     const busy = this.#rt.utilization();
     if (busy > this.#maxUtilization) return false;
-    if (this.#rt.youngFraction() < this.#minYoung) return false;
+    const young = this.#rt.youngFraction();
+    if (young < this.#minYoung) return false;
     const t0 = performance.now();
     this.#rt.collectYoung();
-    this.#collectMs += performance.now() - t0;
+    const ms = performance.now() - t0;
+    this.#collectMs += ms;
     this.#collections++;
-    // The collection itself must not count as the next interval's work.
+    this.#onCollect?.(ms, young);
+    // The collection itself (and its report) must not count as the next interval's work.
     this.#rt.utilization();
     return true;
   }

@@ -39,6 +39,19 @@ t.test('collects after an idle interval when the young generation is full enough
   t.ok(gc.collections.ms >= 0);
 });
 
+t.test('each collection is reported with its time and how full the young generation was', async (t) => {
+  const rt = fake();
+  const seen: [number, number][] = [];
+  const gc = new IdleGc({ onCollect: (ms, young) => seen.push([ms, young]) }, rt);
+  rt.young = 0.42;
+  t.equal(gc.check(), true);
+  rt.young = 0.05;
+  t.equal(gc.check(), false);
+  t.equal(seen.length, 1);
+  t.equal(seen[0]![1], 0.42);
+  t.ok(seen[0]![0] >= 0);
+});
+
 t.test('a busy interval never collects, however full the young generation', async (t) => {
   const rt = fake();
   const gc = new IdleGc({ maxUtilization: 0.05 }, rt);
