@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { waitFor } from '../support/ports.ts';
+import { parseExposition, sumOf } from '../support/prom-text.ts';
 import { percentile } from './level-fsync.ts';
 import { SiderCluster, cpuSeconds, fdCount, formatErrors, getText, monoMs, putJson, registration, statusKiB } from './http-read.ts';
 
@@ -442,19 +443,25 @@ interface ProcCpu {
   mainWaitS: number;
 }
 
-/** Running time (ns, schedstat) of each of `pid`'s threads but the main one, summed. */
+/** A thread's running time and time runnable but waiting for a CPU (schedstat, ns). */
+function schedstat(pid: number, tid: number | string): [number, number] {
+  const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ').map(Number);
+  return [run!, wait!];
+}
+
+/** Running time (ns) of each of `pid`'s threads but the main one, summed. */
 function helperThreadsNs(pid: number): number {
-  let sum = 0;
-  let tids: string[] = [];
+  let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
   } catch {
     return Number.NaN;
   }
+  let sum = 0;
   for (const tid of tids) {
     if (tid === String(pid)) continue;
     try {
-      sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      sum += schedstat(pid, tid)[0];
     } catch {
       // The thread ended meanwhile.
     }
@@ -462,25 +469,19 @@ function helperThreadsNs(pid: number): number {
   return sum;
 }
 
-/** The server's own collection counters (prom-client's default metrics on GET /metrics). */
+/** The server's own collection counters (prom-client's default metrics on GET /metrics); major counts every kind but minor. */
 async function gcCounters(http: string): Promise<{ minor: number; major: number; seconds: number }> {
-  const r = await getText(`http://${http}/metrics`);
-  const o = { minor: 0, major: 0, seconds: 0 };
-  for (const m of r.text.matchAll(/^nodejs_gc_duration_seconds_(sum|count)\{kind="(\w+)"\} (\S+)$/gm)) {
-    const v = Number(m[3]);
-    if (m[1] === 'sum') o.seconds += v;
-    else if (m[2] === 'minor') o.minor += v;
-    else o.major += v;
-  }
-  return o;
+  const e = parseExposition((await getText(`http://${http}/metrics`)).text);
+  const minor = sumOf(e, 'nodejs_gc_duration_seconds_count', { kind: 'minor' });
+  return { minor, major: sumOf(e, 'nodejs_gc_duration_seconds_count') - minor, seconds: sumOf(e, 'nodejs_gc_duration_seconds_sum') };
 }
 
 function procCpu(pid: number): ProcCpu {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(' ').map(Number);
-    return { userS: Number(f[11]) / 100, sysS: Number(f[12]) / 100, mainRunS: run! / 1e9, mainWaitS: wait! / 1e9 };
+    const [run, wait] = schedstat(pid, pid);
+    return { userS: Number(f[11]) / 100, sysS: Number(f[12]) / 100, mainRunS: run / 1e9, mainWaitS: wait / 1e9 };
   } catch {
     return { userS: Number.NaN, sysS: Number.NaN, mainRunS: Number.NaN, mainWaitS: Number.NaN };
   }

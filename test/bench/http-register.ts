@@ -149,7 +149,7 @@ export async function runHttpRegisterRuns(runs: number, opts: RegisterOptions): 
 }
 
 /** The middle value (the lower middle of an even count). */
-function median(values: number[]): number {
+export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor((sorted.length - 1) / 2)] ?? NaN;
 }

@@ -18,7 +18,7 @@ import { runHttpBlocking } from './http-blocking.ts';
 import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
 import { runHttpRead } from './http-read.ts';
 import type { ReadResult } from './http-read.ts';
-import { formatRegisterMedians, meetsRegisterTarget, registerMedians, runHttpRegister, runHttpRegisterRuns } from './http-register.ts';
+import { formatRegisterMedians, median, meetsRegisterTarget, registerMedians, runHttpRegister, runHttpRegisterRuns } from './http-register.ts';
 import type { RegisterMedians, RegisterResult } from './http-register.ts';
 import { runLevelFsync } from './level-fsync.ts';
 import { runSnapshotEncode, snapshotEncodeLines } from './snapshot-encode.ts';
@@ -181,13 +181,12 @@ if (runs('http-blocking')) {
   const judge = (client: string, watchers: number, limitMs: number): void => {
     const rounds = wakes.filter((r) => r.watchers === watchers && r.cluster === '1 node' && r.client === client);
     if (rounds.length === 0) return;
-    const p99s = rounds.map((r) => r.fromAck.p99).sort((a, b) => a - b);
-    const median = p99s[Math.floor(p99s.length / 2)]!;
+    const p99 = median(rounds.map((r) => r.fromAck.p99));
     const all = rounds.every((r) => r.answered === watchers);
     const what = watchers === 10_000 ? '10000 woken' : `${watchers} watchers`;
     console.log(
-      `target (${client} client): ${what}, p99 ≤ ${limitMs} ms after the ack — median of ${rounds.length} ${median.toFixed(1)} ms ` +
-        `(rounds ${rounds.map((r) => r.fromAck.p99.toFixed(1)).join(', ')}): ${median <= limitMs && all ? 'met' : 'NOT met'}`,
+      `target (${client} client): ${what}, p99 ≤ ${limitMs} ms after the ack — median of ${rounds.length} ${p99.toFixed(1)} ms ` +
+        `(rounds ${rounds.map((r) => r.fromAck.p99.toFixed(1)).join(', ')}): ${p99 <= limitMs && all ? 'met' : 'NOT met'}`,
     );
   };
   for (const client of new Set(wakes.map((r) => r.client))) {
