@@ -15,7 +15,7 @@ import { jsonBody } from './body.ts';
 import { parseCatalogDeregisterBody, parseCatalogRegisterBody } from './catalog-register.ts';
 import { addCheckRoutes, addFastPath, directRenewer, fastPathOf, registerRenewalFastPath } from './check-routes.ts';
 import { BlockingQueries, parseBlockingParams } from './blocking.ts';
-import type { ParkTarget, WatchFn } from './blocking.ts';
+import type { ParkTarget, ParkedReply, WatchFn } from './blocking.ts';
 import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, readHeaders, setReadHeaders } from './consistency.ts';
 import type { EffectiveConsistency } from './consistency.ts';
 import { errorMiddleware, errorReply } from './errors.ts';
@@ -24,6 +24,7 @@ import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
 import { badRequest, parseDeregisterBody, parseId, parseRaftJoinBody, parseRaftRemoveBody, parseRequestId, parseServiceName, pickNamespace } from './register-parse.ts';
 import { registerCommand, registerFastPath } from './register-fast.ts';
+import { serviceReadFastPath } from './read-fast.ts';
 import { fastPathTaken } from './metrics.ts';
 import {
   AGENT_SERVICE_SCHEMA,
@@ -95,6 +96,8 @@ const NOT_IN_BODY_KEY = new Set(['index', 'wait', 'stale', 'consistent', 'pretty
 /** A parked query's variant (BlockingQueries): its effective consistency's position here, bit 2 for ?pretty. */
 const EFFECTIVE: readonly EffectiveConsistency[] = ['leader', 'consistent', 'stale'];
 const PRETTY = 4;
+/** No `tag` parameter: every instance. */
+const ANY_TAGS = (): boolean => true;
 /** Sets apart the parked-query kinds of apps sharing one BlockingQueries. */
 let appSeq = 0;
 
@@ -192,7 +195,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   /** Consul's `tag` parameters: every one must be on the instance (case-insensitive). */
   function tagsOf(ctx: Context): (tags: readonly string[]) => boolean {
     const wanted = queryValues(ctx.query, 'tag').map((t) => t.toLowerCase());
-    if (wanted.length === 0) return () => true;
+    if (wanted.length === 0) return ANY_TAGS;
     return (tags) => {
       const have = new Set(tags.map((t) => t.toLowerCase()));
       return wanted.every((t) => have.has(t));
@@ -203,13 +206,17 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   const parkPrefix = `${++appSeq}\u0000`;
 
   /** Namespace, path and the query parameters that shape the result (not index/wait/consistency). */
-  function bodyCacheKey(ctx: Context): string {
-    const q = new URLSearchParams(ctx.querystring);
+  function bodyCacheKey(ns: string, path: string, querystring: string): string {
+    const q = new URLSearchParams(querystring);
     const kept: string[] = [];
     // Re-encoded: `?tag=a%26tag%3Db` (one tag) must not share a key with `?tag=a&tag=b` (two).
     for (const [k, v] of q) if (!NOT_IN_BODY_KEY.has(k)) kept.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
     kept.sort();
-    return `${namespaceOf(ctx)}\u0000${ctx.path}\u0000${kept.join('&')}`;
+    return `${ns}\u0000${path}\u0000${kept.join('&')}`;
+  }
+
+  function bodyCacheKeyOf(ctx: Context): string {
+    return bodyCacheKey(namespaceOf(ctx), ctx.path, ctx.querystring);
   }
 
   /**
@@ -228,27 +235,26 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   }
 
   /**
-   * What parked queries of one kind share (made by the first of them): the answer rendered from
-   * the state at the moment of answering, with the headers and body the Koa path would send, or
-   * the error reply the error middleware would send.
+   * A read's whole answer from the state at the moment of the call, with the headers and body the
+   * Koa path would send, or the error reply the error middleware would send. Never throws.
    */
+  function renderRead<T>(key: string, path: string, spec: ReadSpec<T>, variant: number): ParkedReply {
+    try {
+      const index = spec.index();
+      const headers = readHeaders(service, index, EFFECTIVE[variant & 3]!);
+      const body = variant & PRETTY ? Buffer.from(`${JSON.stringify(spec.body(), null, 4)}\n`) : cachedBody(key, spec.body);
+      headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length));
+      return { status: 200, headers, body };
+    } catch (err) {
+      const { status, message } = errorReply(err, log, 'GET', path);
+      const body = Buffer.from(message);
+      return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
+    }
+  }
+
+  /** What parked queries of one kind share (made by the first of them): their answer, renderRead. */
   function parkTarget<T>(key: string, path: string, spec: ReadSpec<T>): ParkTarget {
-    return {
-      watch: spec.watch!,
-      render(variant) {
-        try {
-          const index = spec.index();
-          const headers = readHeaders(service, index, EFFECTIVE[variant & 3]!);
-          const body = variant & PRETTY ? Buffer.from(`${JSON.stringify(spec.body(), null, 4)}\n`) : cachedBody(key, spec.body);
-          headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length));
-          return { status: 200, headers, body };
-        } catch (err) {
-          const { status, message } = errorReply(err, log, 'GET', path);
-          const body = Buffer.from(message);
-          return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
-        }
-      },
-    };
+    return { watch: spec.watch!, render: (variant) => renderRead(key, path, spec, variant) };
   }
 
   /**
@@ -265,7 +271,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     if (spec.local) effective = 'stale';
     else await readBarrier(service, mode);
     if (params && spec.watch && !spec.local && !spec.uncached && spec.index() <= params.index) {
-      const key = bodyCacheKey(ctx);
+      const key = bodyCacheKeyOf(ctx);
       const path = ctx.path;
       const variant = EFFECTIVE.indexOf(effective) | (pretty ? PRETTY : 0);
       // Throws 429 at the cap; false when the client already left (nobody to answer).
@@ -283,7 +289,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       return;
     }
     ctx.type = 'application/json';
-    ctx.body = cachedBody(bodyCacheKey(ctx), spec.body);
+    ctx.body = cachedBody(bodyCacheKeyOf(ctx), spec.body);
   }
 
   /** The client's X-Sider-Request-Id (a retried write is applied once), or a fresh one. */
@@ -338,12 +344,9 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     });
   });
 
-  router.get('/v1/catalog/service/:name', async (ctx) => {
-    const ns = namespaceOf(ctx);
-    const name = parseServiceName(ctx.params.name, 'service name');
-    const hasTags = tagsOf(ctx);
-    const filter = filterOf(ctx, CATALOG_SERVICE_SCHEMA);
-    await serveRead(ctx, {
+  /** `/v1/catalog/service/:name`: the service's instances with the tags asked for, through the filter. */
+  function catalogServiceSpec(ns: string, name: string, hasTags: (tags: readonly string[]) => boolean, filter: Filter | undefined): ReadSpec<unknown[]> {
+    return {
       index: () => reader.serviceIndex(ns, name),
       watch: (after, fire) => reader.watchService(ns, name, after, fire),
       body: () => {
@@ -353,18 +356,22 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
           .map((e) => renderCatalogService(e.instance, rc));
         return matching(out, filter);
       },
-    });
+    };
+  }
+
+  router.get('/v1/catalog/service/:name', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const name = parseServiceName(ctx.params.name, 'service name');
+    const hasTags = tagsOf(ctx);
+    const filter = filterOf(ctx, CATALOG_SERVICE_SCHEMA);
+    await serveRead(ctx, catalogServiceSpec(ns, name, hasTags, filter));
   });
 
   // ------------------------------------------------------------------------------- health
 
-  router.get('/v1/health/service/:name', async (ctx) => {
-    const ns = namespaceOf(ctx);
-    const name = parseServiceName(ctx.params.name, 'service name');
-    const passingOnly = queryFlag(ctx.query, 'passing');
-    const hasTags = tagsOf(ctx);
-    const filter = filterOf(ctx, HEALTH_ENTRY_SCHEMA);
-    await serveRead(ctx, {
+  /** `/v1/health/service/:name`: the service's entries (passing ones only with `passing`) with the tags asked for, through the filter. */
+  function healthServiceSpec(ns: string, name: string, passingOnly: boolean, hasTags: (tags: readonly string[]) => boolean, filter: Filter | undefined): ReadSpec<unknown[]> {
+    return {
       index: () => reader.serviceIndex(ns, name),
       watch: (after, fire) => reader.watchService(ns, name, after, fire),
       body: () => {
@@ -374,7 +381,16 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
           .map((e) => renderHealthEntry(e, rc));
         return matching(out, filter);
       },
-    });
+    };
+  }
+
+  router.get('/v1/health/service/:name', async (ctx) => {
+    const ns = namespaceOf(ctx);
+    const name = parseServiceName(ctx.params.name, 'service name');
+    const passingOnly = queryFlag(ctx.query, 'passing');
+    const hasTags = tagsOf(ctx);
+    const filter = filterOf(ctx, HEALTH_ENTRY_SCHEMA);
+    await serveRead(ctx, healthServiceSpec(ns, name, passingOnly, hasTags, filter));
   });
 
   router.get('/v1/health/checks/:name', async (ctx) => {
@@ -611,6 +627,27 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   registerRenewalFastPath(app, { renewer, defaultNamespace: DEFAULT_NAMESPACE, log });
   // So do registrations (same answers, metrics and write logging; see register-fast.ts).
   addFastPath(app, registerFastPath({ ...registerOpts, datacenter, jsonLimit, write: writeWithId, log, trackWrites: opts.trackWrites ?? true }));
+  // And the two service reads without a blocking index (same barrier and answers; see read-fast.ts).
+  addFastPath(
+    app,
+    serviceReadFastPath({
+      datacenter,
+      log,
+      prepare: (read, nsHeader) => {
+        // In the order the routes parse (serveRead's consistency after the route's own parameters).
+        const ns = pickNamespace(queryValue(read.query, 'ns'), nsHeader, undefined, DEFAULT_NAMESPACE);
+        const name = parseServiceName(read.name, 'service name');
+        const spec =
+          read.kind === 'health'
+            ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), ANY_TAGS, undefined)
+            : catalogServiceSpec(ns, name, ANY_TAGS, undefined);
+        const mode = parseReadMode(read.query);
+        const key = bodyCacheKey(ns, read.path, read.querystring);
+        const variant = EFFECTIVE.indexOf(mode.effective);
+        return { barrier: () => readBarrier(service, mode), reply: () => renderRead(key, read.path, spec, variant) };
+      },
+    }),
+  );
   // Errors after the response started (a socket reset mid-body) never reach the middleware.
   app.on('error', (err: unknown) => log('warn', 'http connection error', { error: err instanceof Error ? err.message : String(err) }));
   app.use(errorMiddleware(log));

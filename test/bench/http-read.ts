@@ -15,6 +15,7 @@ import { Agent, Pool, request } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
 import { SIDER_BIN } from '../support/server-process.ts';
 import { percentile } from './level-fsync.ts';
+import { wrkLoop } from './wrk.ts';
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CLK_TCK = 100;
@@ -516,6 +517,8 @@ export function spreadPools(origins: string[], total: number, extra: Pool.Option
 
 export interface ReadResult extends LoopResult {
   case: string;
+  /** The load generator. */
+  client: ReadClient;
   /** Where the load went. */
   target: string;
   connections: number;
@@ -524,7 +527,18 @@ export interface ReadResult extends LoopResult {
   ratioToBare?: number;
 }
 
+/** undici in this process (default), or wrk (C; http-read.lua sends the same GET). */
+export type ReadClient = 'undici' | 'wrk';
+
+const WRK_READ_SCRIPT = fileURLToPath(new URL('./http-read.lua', import.meta.url));
+
 export interface ReadOptions {
+  /**
+   * The load generator. undici shares the 2 cores with the servers at 40 – 95 % of one core; wrk
+   * takes a fraction of that, as in the register and renewal benchmarks. The bare server is
+   * measured with the same client.
+   */
+  client?: ReadClient;
   durationMs?: number;
   warmupMs?: number;
   connections?: number;
@@ -586,6 +600,7 @@ export async function runHttpRead(opts: ReadOptions = {}): Promise<ReadResult[]>
   const durationMs = opts.durationMs ?? 5_000;
   const warmupMs = opts.warmupMs ?? 1_000;
   const connections = opts.connections ?? 64;
+  const client = opts.client ?? 'undici';
   const log = opts.log ?? ((line: string) => console.log(line));
   const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
   const graceMs = opts.cpuProfDir ? 15_000 : 5_000;
@@ -620,28 +635,35 @@ export async function runHttpRead(opts: ReadOptions = {}): Promise<ReadResult[]>
     ];
     for (const c of cases) {
       const origins = c.targets.map((t) => (t === 'bare' ? bare!.addr : cluster.http(t)));
-      const pools = spreadPools(origins, connections);
       const p = `${path}${c.query}`;
-      try {
-        const r = await closedLoop({
-          workers: connections,
-          warmupMs,
-          durationMs,
-          maxOps: 2_000_000,
-          pids: c.pids,
-          op: async (w) => {
-            const res = await pools[w % pools.length]!.request({ method: 'GET', path: p });
-            if (res.statusCode !== 200) throw httpError(res.statusCode, await res.body.text());
-            await res.body.dump({ limit: 1 << 20 });
-          },
-        });
-        const target = c.targets.length === 1 ? (c.targets[0] === leader ? `leader ${leader}` : c.targets[0] === 'bare' ? 'bare' : `follower ${c.targets[0]}`) : `all ${c.targets.length}`;
-        const rr: ReadResult = { case: c.name, target, connections, bodyBytes, ...r };
-        results.push(rr);
-        log(formatRead(rr));
-      } finally {
-        await Promise.all(pools.map((pl) => pl.close()));
+      const target = c.targets.length === 1 ? (c.targets[0] === leader ? `leader ${leader}` : c.targets[0] === 'bare' ? 'bare' : `follower ${c.targets[0]}`) : `all ${c.targets.length}`;
+      let r: LoopResult;
+      let conns = connections;
+      if (client === 'wrk') {
+        // One wrk thread per target: the connections are rounded down to a multiple of the targets.
+        ({ result: r, connections: conns } = await wrkLoop({ script: WRK_READ_SCRIPT, origins, connections, env: { READ_PATH: p }, warmupMs, durationMs, pids: c.pids }));
+      } else {
+        const pools = spreadPools(origins, connections);
+        try {
+          r = await closedLoop({
+            workers: connections,
+            warmupMs,
+            durationMs,
+            maxOps: 2_000_000,
+            pids: c.pids,
+            op: async (w) => {
+              const res = await pools[w % pools.length]!.request({ method: 'GET', path: p });
+              if (res.statusCode !== 200) throw httpError(res.statusCode, await res.body.text());
+              await res.body.dump({ limit: 1 << 20 });
+            },
+          });
+        } finally {
+          await Promise.all(pools.map((pl) => pl.close()));
+        }
       }
+      const rr: ReadResult = { case: c.name, client, target, connections: conns, bodyBytes, ...r };
+      results.push(rr);
+      log(formatRead(rr));
     }
     const bareRate = results.find((r) => r.target === 'bare')?.opsPerSec ?? 0;
     for (const r of results) if (bareRate > 0) r.ratioToBare = r.opsPerSec / bareRate;
@@ -655,7 +677,7 @@ export async function runHttpRead(opts: ReadOptions = {}): Promise<ReadResult[]>
 export function formatRead(r: ReadResult): string {
   const errs = formatErrors(r.errors);
   return (
-    `${r.case.padEnd(14)} → ${r.target.padEnd(12)} ${r.connections} conns: ${r.opsPerSec.toFixed(0).padStart(6)} req/s  ` +
+    `${r.case.padEnd(14)} (${r.client}) → ${r.target.padEnd(12)} ${r.connections} conns: ${r.opsPerSec.toFixed(0).padStart(6)} req/s  ` +
     `${formatLatency(r)}${errs ? `  errors: ${errs}` : ''} | cpu: ${formatCpu(r.cpu)}`
   );
 }
@@ -664,7 +686,11 @@ if (import.meta.main) {
   const i = process.argv.indexOf('--bare-server');
   if (i >= 0) bareServerMain(process.argv[i + 1] ?? '');
   else {
-    await runHttpRead();
+    // `node test/bench/http-read.ts [--client undici|wrk]`
+    const j = process.argv.indexOf('--client');
+    const client = j >= 0 ? process.argv[j + 1] : undefined;
+    if (client !== undefined && client !== 'undici' && client !== 'wrk') throw new Error(`--client must be undici or wrk, got ${client}`);
+    await runHttpRead(client ? { client } : {});
     await probeAgent.close();
   }
 }

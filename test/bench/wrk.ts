@@ -1,4 +1,4 @@
-// wrk as a load generator for the HTTP benchmarks (ttl-renew, http-register): a warm-up run, then
+// wrk as a load generator for the HTTP benchmarks (ttl-renew, http-register, http-read): a warm-up run, then
 // the measured one, with every process's CPU read inside the window. wrk (C) costs the shared
 // 2 cores far less than an undici client in Node. Scripts load wrk-common.lua, whose done() prints
 // one JSON line: {"requests","durationUs","p50Us","p99Us","p50CorrectedUs","p99CorrectedUs","maxUs",

@@ -1,0 +1,144 @@
+// `GET /v1/health/service/:name` and `GET /v1/catalog/service/:name` before Koa (issue #3): the
+// reads every client polls, answered with the route's own barrier, headers and body.
+
+import { STATUS_CODES } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ParkedReply } from './blocking.ts';
+import type { FastPath } from './check-routes.ts';
+import { errorReply } from './errors.ts';
+import type { HttpLogger } from './errors.ts';
+
+export type ServiceReadKind = 'health' | 'catalog';
+
+/** The router's template of each route: the label its requests are counted under. */
+export const SERVICE_READ_ROUTES: Readonly<Record<ServiceReadKind, string>> = {
+  health: '/v1/health/service/:name',
+  catalog: '/v1/catalog/service/:name',
+};
+
+const PREFIXES: readonly [string, ServiceReadKind][] = [
+  ['/v1/health/service/', 'health'],
+  ['/v1/catalog/service/', 'catalog'],
+];
+/** A name without percent-encoding or a trailing slash (parseServiceName still decides whether it is valid). */
+const PLAIN_NAME = /^[A-Za-z0-9-]{1,63}$/;
+/** Query strings taken here: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
+const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
+/**
+ * The parameters taken here. Anything else — `index`/`wait` (a blocking query), `tag`, `filter`,
+ * `pretty`, parameters the route ignores — goes to Koa, as does any parameter given twice.
+ */
+const PARAMS: Readonly<Record<ServiceReadKind, ReadonlySet<string>>> = {
+  health: new Set(['ns', 'dc', 'stale', 'consistent', 'passing']),
+  catalog: new Set(['ns', 'dc', 'stale', 'consistent']),
+};
+
+/** A read in the form taken before Koa. */
+export interface PlainServiceRead {
+  kind: ServiceReadKind;
+  /** The service name as sent. */
+  name: string;
+  /** The URL's path (Koa's `ctx.path`). */
+  path: string;
+  /** The URL's query without '?' (Koa's `ctx.querystring`). */
+  querystring: string;
+  /** The query as Koa's `ctx.query` would hold it. */
+  query: Record<string, string>;
+}
+
+/** The read `url` asks for when it is in the plain form; null otherwise (Koa's to answer). */
+export function plainServiceRead(url: string, datacenter: string): PlainServiceRead | null {
+  const q = url.indexOf('?');
+  const path = q < 0 ? url : url.slice(0, q);
+  const querystring = q < 0 ? '' : url.slice(q + 1);
+  let kind: ServiceReadKind | undefined;
+  let name = '';
+  for (const [prefix, k] of PREFIXES) {
+    if (path.startsWith(prefix)) {
+      kind = k;
+      name = path.slice(prefix.length);
+      break;
+    }
+  }
+  if (kind === undefined || !PLAIN_NAME.test(name)) return null;
+  const query: Record<string, string> = {};
+  if (querystring !== '') {
+    if (!PLAIN_QUERY.test(querystring)) return null;
+    const allowed = PARAMS[kind];
+    for (const part of querystring.split('&')) {
+      const eq = part.indexOf('=');
+      const key = eq < 0 ? part : part.slice(0, eq);
+      const value = eq < 0 ? '' : part.slice(eq + 1);
+      if (!allowed.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
+      query[key] = value;
+    }
+  }
+  // `?dc=` naming another datacenter is the router's 404.
+  const dc = query.dc;
+  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
+  return { kind, name, path, querystring, query };
+}
+
+/** A read whose parameters all parsed: what is left is the wait for consistency and the answer. */
+export interface PreparedRead {
+  /** The route's consistency barrier (ReadIndex for default and ?consistent; nothing for ?stale). */
+  barrier(): Promise<void>;
+  /** The route's answer from the state at the moment of the call; never throws (errors are their reply). */
+  reply(): ParkedReply;
+}
+
+export interface ServiceReadFastPathOptions {
+  datacenter: string;
+  /**
+   * What the route does before it waits, synchronously: namespace, name and consistency parsed as
+   * the route parses them. Throws for anything the route would refuse, and the request then goes to
+   * Koa, which answers it with the route's own error.
+   */
+  prepare: (read: PlainServiceRead, nsHeader: string) => PreparedRead;
+  log: HttpLogger;
+}
+
+function send(res: ServerResponse, reply: ParkedReply): void {
+  // Koa's respond(): only an end once the client is gone.
+  if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {
+    res.end();
+    return;
+  }
+  res.writeHead(reply.status, STATUS_CODES[reply.status] ?? 'unknown', reply.headers as string[]);
+  res.end(reply.body);
+}
+
+function textReply(status: number, message: string): ParkedReply {
+  const body = Buffer.from(message);
+  return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
+}
+
+/**
+ * The plain form of the two service reads without Koa: the same barrier, headers (X-Consul-Index
+ * and the rest, Content-Type, Content-Length, in the same order), body (the app's body cache) and
+ * error replies as the Koa routes, counted under the route's template (instrumentHttpServer).
+ * Koa's context, middleware chain and router cost more than the read itself.
+ */
+export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath {
+  const { datacenter, prepare, log } = opts;
+  return (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method !== 'GET') return false;
+    const read = plainServiceRead(req.url ?? '', datacenter);
+    if (!read) return false;
+    const ns = req.headers['x-sider-namespace'];
+    let prepared: PreparedRead;
+    try {
+      prepared = prepare(read, typeof ns === 'string' ? ns : '');
+    } catch {
+      return false;
+    }
+    prepared.barrier().then(
+      () => send(res, prepared.reply()),
+      (err: unknown) => {
+        const { status, message } = errorReply(err, log, 'GET', read.path);
+        send(res, textReply(status, message));
+      },
+    );
+    return SERVICE_READ_ROUTES[read.kind];
+  };
+}

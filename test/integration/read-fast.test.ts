@@ -1,0 +1,181 @@
+// The service-read fast path (http/read-fast.ts) against the Koa routes it stands in for: two apps
+// assembled as `sider server` assembles its own, holding the same registrations, one asked in the
+// fast path's form and one with `x=1` added (a parameter the routes ignore, so Koa answers). Their
+// raw answers, barriers, request metrics and log lines must be identical.
+
+import t from 'tap';
+import { SiderError } from '../../raft/errors.ts';
+import { plainServiceRead } from '../../http/read-fast.ts';
+import { httpCounts, rawRequest, side } from '../support/fast-path.ts';
+import type { Side } from '../support/fast-path.ts';
+
+function get(path: string, headers: Record<string, string> = {}, method = 'GET'): string {
+  const lines = [`${method} ${path} HTTP/1.1`, 'Host: 127.0.0.1'];
+  for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+  return `${lines.join('\r\n')}\r\n\r\n`;
+}
+
+/** The same path with a query parameter the routes ignore, so that Koa answers it. */
+function viaKoa(path: string): string {
+  return `${path}${path.includes('?') ? '&' : '?'}x=1`;
+}
+
+function put(path: string, body: unknown): string {
+  const text = JSON.stringify(body);
+  return `PUT ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+}
+
+/** Registers an instance of `api` with a TTL check in that status, through the app. */
+async function register(s: Side, ns: string, id: string, status: 'passing' | 'critical', tags = ['v1']): Promise<void> {
+  const body = { Name: 'api', ID: id, Address: '10.0.0.5', Port: 8080, Tags: tags, Meta: { zone: 'a' }, Check: { CheckID: `${id}-ttl`, TTL: '30s', Status: status } };
+  const r = await rawRequest(s.port, put(`/v1/agent/service/register?ns=${ns}`, body));
+  if (r.head[0] !== 'HTTP/1.1 200 OK') throw new Error(`register ${id}: ${r.head[0]} ${r.body}`);
+}
+
+/** Both sides hold the same registrations at the same indexes (request counts reset after). */
+async function populate(s: Side): Promise<void> {
+  await register(s, 'default', 'api-1', 'passing');
+  await register(s, 'default', 'api-2', 'critical', ['v2']);
+  await register(s, 'team-a', 'api-3', 'passing');
+  s.metrics.httpRequests.reset();
+  s.metrics.httpDuration.reset();
+  s.logs.length = 0;
+}
+
+/** [name, path, headers, expected status]: answered by the fast path. */
+const FAST: [string, string, Record<string, string>, number][] = [
+  ['health, default consistency', '/v1/health/service/api', {}, 200],
+  ['health, ?stale', '/v1/health/service/api?stale', {}, 200],
+  ['health, ?stale=true', '/v1/health/service/api?stale=true', {}, 200],
+  ['health, ?consistent', '/v1/health/service/api?consistent', {}, 200],
+  ['health, ?passing', '/v1/health/service/api?passing', {}, 200],
+  ['health, ?passing=false', '/v1/health/service/api?passing=false', {}, 200],
+  ['health, ?passing&stale', '/v1/health/service/api?passing&stale', {}, 200],
+  ['health, an upper-case name', '/v1/health/service/API', {}, 200],
+  ['health, ?ns=', '/v1/health/service/api?ns=team-a', {}, 200],
+  ['health, the namespace header', '/v1/health/service/api', { 'X-Sider-Namespace': 'team-a' }, 200],
+  ['health, this ?dc=', '/v1/health/service/api?dc=DC1', {}, 200],
+  ['health, an empty ?dc=', '/v1/health/service/api?dc=', {}, 200],
+  ['health, an unknown service', '/v1/health/service/nothing', {}, 200],
+  ['catalog, default consistency', '/v1/catalog/service/api', {}, 200],
+  ['catalog, ?stale', '/v1/catalog/service/api?stale', {}, 200],
+  ['catalog, ?ns= and the same header', '/v1/catalog/service/api?ns=team-a', { 'X-Sider-Namespace': 'team-a' }, 200],
+];
+
+/** Requests the fast path leaves to Koa (answered the same on both sides). */
+const KOA: [string, string, Record<string, string>, string?][] = [
+  ['a blocking index', '/v1/health/service/api?index=1', {}],
+  ['a wait', '/v1/health/service/api?wait=1s', {}],
+  ['a tag', '/v1/health/service/api?tag=v1', {}],
+  ['a filter', '/v1/health/service/api?filter=Service.Port%20%3D%3D%208080', {}],
+  ['pretty', '/v1/health/service/api?pretty', {}],
+  ['?passing on the catalog (ignored there)', '/v1/catalog/service/api?passing', {}],
+  ['?stale and ?consistent', '/v1/health/service/api?stale&consistent', {}],
+  ['a bad ?passing', '/v1/health/service/api?passing=maybe', {}],
+  ['an invalid name', '/v1/health/service/-api', {}],
+  ['a name with an underscore', '/v1/health/service/no_such', {}],
+  ['an invalid ?ns=', '/v1/health/service/api?ns=Team', {}],
+  ['namespaces that disagree', '/v1/health/service/api?ns=team-a', { 'X-Sider-Namespace': 'team-b' }],
+  ['?ns twice', '/v1/health/service/api?ns=a&ns=b', {}],
+  ['another ?dc=', '/v1/health/service/api?dc=dc2', {}],
+  ['percent-encoding', '/v1/health/service/api?ns=team%2Da', {}],
+  ['a trailing slash', '/v1/health/service/api/', {}],
+  ['an upper-case path', '/V1/health/service/api', {}],
+  ['another method (405)', '/v1/health/service/api', {}, 'POST'],
+];
+
+t.test('the fast path answers and counts exactly as the Koa routes', async (t) => {
+  const fast = await side(t);
+  const koa = await side(t);
+  await populate(fast);
+  await populate(koa);
+  for (const [name, path, headers, status] of FAST) {
+    const seen = [fast.koaSeen, koa.koaSeen];
+    const barriers = [fast.reg.barriers.length, koa.reg.barriers.length];
+    const a = await rawRequest(fast.port, get(path, headers));
+    const b = await rawRequest(koa.port, get(viaKoa(path), headers));
+    t.equal(a.head[0], `HTTP/1.1 ${status} OK`, `${name}: status`);
+    t.same(a, b, `${name}: the same bytes`);
+    t.equal(fast.koaSeen, seen[0], `${name}: answered without Koa`);
+    t.equal(koa.koaSeen, seen[1]! + 1, `${name}: the other app's request went through Koa`);
+    t.same(fast.reg.barriers.slice(barriers[0]), koa.reg.barriers.slice(barriers[1]), `${name}: the same barrier`);
+  }
+  const passing = await rawRequest(fast.port, get('/v1/health/service/api?passing'));
+  await rawRequest(koa.port, get(viaKoa('/v1/health/service/api?passing')));
+  t.same(
+    JSON.parse(passing.body).map((e: { Service: { ID: string } }) => e.Service.ID),
+    ['api-1'],
+    '?passing leaves out the critical instance',
+  );
+  t.same(fast.reg.barriers.slice(0, 4), ['default', 'stale', 'stale', 'default'], 'default and ?consistent wait for ReadIndex, ?stale does not');
+  for (const [name, path, headers, method] of KOA) {
+    const before = fast.koaSeen;
+    const a = await rawRequest(fast.port, get(path, headers, method));
+    const b = await rawRequest(koa.port, get(path, headers, method));
+    t.equal(fast.koaSeen, before + 1, `${name}: left to Koa (${a.head[0]})`);
+    t.same(a, b, `${name}: the same answer`);
+  }
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts and latency observations');
+  const counts = await httpCounts(fast.metrics);
+  t.ok(counts['requests /v1/health/service/:name 200']! > FAST.length && counts['requests /v1/catalog/service/:name 200']! >= 3, 'counted under the routes\' templates');
+  t.same(fast.logs, koa.logs, 'the same log lines');
+});
+
+t.test('with request logging (-log-level debug) the fast path writes the same request line as Koa', async (t) => {
+  const fast = await side(t, {}, true);
+  const koa = await side(t, {}, true);
+  await populate(fast);
+  await populate(koa);
+  for (const [, path, headers] of FAST) {
+    await rawRequest(fast.port, get(path, headers));
+    // Koa's line names the path, not the query: the extra parameter leaves it alike.
+    await rawRequest(koa.port, get(viaKoa(path), headers));
+  }
+  t.equal(fast.koaSeen, 0, 'all answered by the fast path');
+  const lines = (s: Side): unknown[] => s.logs.filter((l) => l.msg === 'http request').map((l) => ({ ...l, fields: { ...l.fields, ms: typeof l.fields?.ms } }));
+  t.equal(lines(fast).length, FAST.length, 'one line per request');
+  t.same(lines(fast), lines(koa), 'the same lines (but the time)');
+  t.match(lines(fast)[0], { level: 'debug', fields: { method: 'GET', path: '/v1/health/service/api', route: '/v1/health/service/:name', status: 200, ms: 'number', remote: '127.0.0.1' } });
+});
+
+t.test('a failed barrier: 503 without a leader, 500 for anything unexpected (logged), as Koa answers', async (t) => {
+  const fast = await side(t);
+  const koa = await side(t);
+  const failures: [string, () => Error, number][] = [
+    ['no leader', () => new SiderError('SIDER_NO_LEADER', 'no cluster leader is known; retry later'), 503],
+    ['a bug', () => new Error('boom'), 500],
+  ];
+  for (const [name, err, status] of failures) {
+    fast.reg.failNext = err();
+    koa.reg.failNext = err();
+    const a = await rawRequest(fast.port, get('/v1/health/service/api'));
+    const b = await rawRequest(koa.port, get(viaKoa('/v1/health/service/api')));
+    t.equal(a.head[0]?.split(' ')[1], String(status), name);
+    t.same(a, b, `${name}: the same bytes`);
+  }
+  const scrub = (logs: Side['logs']): unknown[] => logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
+  t.same(scrub(fast.logs), scrub(koa.logs), 'the same log lines');
+  t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
+  t.equal(fast.koaSeen, 0, 'neither went through Koa');
+});
+
+t.test('a cached body is renewed when anything changes', async (t) => {
+  const fast = await side(t);
+  await populate(fast);
+  const ids = async (): Promise<string[]> => JSON.parse((await rawRequest(fast.port, get('/v1/health/service/api'))).body).map((e: { Service: { ID: string } }) => e.Service.ID);
+  t.same(await ids(), ['api-1', 'api-2']);
+  await register(fast, 'default', 'api-4', 'passing');
+  t.same(await ids(), ['api-1', 'api-2', 'api-4'], 'a new instance shows at once');
+  await fast.reg.write({ type: 'deregister', ns: 'default', service: 'api', id: 'api-1', now: 0 });
+  t.same(await ids(), ['api-2', 'api-4'], 'a removed one is gone');
+  t.equal(fast.koaSeen, 0);
+});
+
+t.test('plainServiceRead: the form taken before Koa', async (t) => {
+  t.match(plainServiceRead('/v1/health/service/web?passing&ns=a', 'dc1'), { kind: 'health', name: 'web', path: '/v1/health/service/web', querystring: 'passing&ns=a', query: { passing: '', ns: 'a' } });
+  t.match(plainServiceRead('/v1/catalog/service/web', 'dc1'), { kind: 'catalog', name: 'web', querystring: '', query: {} });
+  for (const url of ['/v1/health/service/', '/v1/health/service/a/b', '/v1/health/services/web', '/v1/health/service/web?=x', '/v1/health/service/web?&stale', '/v1/health/service/web?stale=a=b', `/v1/health/service/${'a'.repeat(64)}`, '/v1/health/service/web?__proto__']) {
+    t.equal(plainServiceRead(url, 'dc1'), null, url);
+  }
+});

@@ -1,0 +1,108 @@
+// Fast paths (answers written before Koa) against the Koa routes they stand in for: raw requests
+// and answers as bytes, and apps assembled as `sider server` assembles its own (request metrics,
+// write logging) over an in-memory registry, counting what went through Koa.
+
+import { connect } from 'node:net';
+import type Koa from 'koa';
+import { createHttpApp } from '../../http/app.ts';
+import type { HttpAppOptions } from '../../http/app.ts';
+import { currentRequest, instrumentHttpServer, observability } from '../../http/metrics.ts';
+import { ServerMetrics } from '../../src/metrics.ts';
+import { observeWrites } from '../../src/observe.ts';
+import { LocalRegistry, listenForTest } from './local-registry.ts';
+
+export interface RawReply {
+  /** Status line and every header but Date, in the order sent. */
+  head: string[];
+  body: string;
+}
+
+/**
+ * One request on its own connection, as bytes, and the answer as bytes: status line and headers
+ * in wire order (Date left out), and the Content-Length body.
+ */
+export function rawRequest(port: number, request: string, timeoutMs = 5_000): Promise<RawReply> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => done(new Error(`no whole answer within ${timeoutMs} ms: ${JSON.stringify(buf.toString('latin1'))}`)), timeoutMs);
+    let settled = false;
+    function done(err: Error | null, reply?: RawReply): void {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve(reply!);
+    }
+    const parse = (): RawReply | null => {
+      let end = buf.indexOf('\r\n\r\n');
+      // An interim answer (100 Continue) before the real one.
+      while (end >= 0 && /^HTTP\/1\.1 1\d\d /.test(buf.subarray(0, 13).toString('latin1'))) {
+        buf = buf.subarray(end + 4);
+        end = buf.indexOf('\r\n\r\n');
+      }
+      if (end < 0) return null;
+      const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
+      const length = Number(/^content-length:\s*(\d+)$/im.exec(lines.join('\n'))?.[1] ?? NaN);
+      if (!Number.isInteger(length)) throw new Error(`no Content-Length in ${JSON.stringify(lines)}`);
+      if (buf.length < end + 4 + length) return null;
+      return { head: lines.filter((l) => !/^date:/i.test(l)), body: buf.subarray(end + 4, end + 4 + length).toString('utf8') };
+    };
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      try {
+        const r = parse();
+        if (r) done(null, r);
+      } catch (err) {
+        done(err as Error);
+      }
+    });
+    socket.on('error', (err) => done(err));
+    socket.on('close', () => done(new Error(`connection closed before a whole answer: ${JSON.stringify(buf.toString('latin1'))}`)));
+    socket.write(Buffer.from(request, 'latin1'));
+  });
+}
+
+export interface Side {
+  reg: LocalRegistry;
+  metrics: ServerMetrics;
+  port: number;
+  logs: { level: string; msg: string; fields: Record<string, unknown> | undefined }[];
+  /** Requests Koa's middleware saw. */
+  koaSeen: number;
+}
+
+/** createHttpApp over an in-memory registry, with the request metrics and write logging of `sider server`. */
+export async function side(tt: Parameters<typeof listenForTest>[0], app: Partial<HttpAppOptions> = {}, logRequests = false): Promise<Side> {
+  const reg = new LocalRegistry();
+  const metrics = new ServerMetrics({ nodeId: 'node-1', reader: reg.reader, defaultMetrics: false });
+  const logs: Side['logs'] = [];
+  const log = (level: string, msg: string, fields?: Record<string, unknown>): void => {
+    logs.push({ level, msg, fields });
+  };
+  const observed = observeWrites(reg, { metrics, log, who: () => currentRequest()?.remote });
+  const koa: Koa = createHttpApp(observed, { log, ...app });
+  const s = { reg, metrics, logs, koaSeen: 0, port: 0 };
+  const trackWrites = app.trackWrites ?? true;
+  koa.middleware.unshift(observability({ metrics, readiness: { state: () => ({ ready: true, reason: '' }) }, log, logRequests, trackWrites }), async (_ctx, next) => {
+    s.koaSeen++;
+    await next();
+  });
+  const { server, port } = await listenForTest(tt, koa);
+  instrumentHttpServer(server, metrics, logRequests ? { logRequests: log } : {});
+  s.port = port;
+  return s;
+}
+
+/** Request counts and latency observations per route and status, as the metrics hold them. */
+export async function httpCounts(m: ServerMetrics): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of (await m.httpRequests.get()).values) out[`requests ${v.labels.path} ${v.labels.status}`] = v.value;
+  for (const v of (await m.httpDuration.get()).values) {
+    if (v.metricName === 'sider_http_request_duration_seconds_count') out[`observed ${v.labels.path}`] = v.value;
+  }
+  out.registrations = (await m.registrations.get()).values[0]?.value ?? 0;
+  return out;
+}
+
