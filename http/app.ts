@@ -25,7 +25,7 @@ import type { Filter, FilterType } from './filter.ts';
 import { badRequest, parseDeregisterBody, parseId, parseRaftJoinBody, parseRaftRemoveBody, parseRequestId, parseServiceName, pickNamespace } from './register-parse.ts';
 import { registerCommand, registerFastPath } from './register-fast.ts';
 import { serviceReadFastPath } from './read-fast.ts';
-import { fastPathTaken } from './metrics.ts';
+import { fastPathHeld, fastPathTaken } from './metrics.ts';
 import {
   AGENT_SERVICE_SCHEMA,
   CATALOG_SERVICE_SCHEMA,
@@ -627,7 +627,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   registerRenewalFastPath(app, { renewer, defaultNamespace: DEFAULT_NAMESPACE, log });
   // So do registrations (same answers, metrics and write logging; see register-fast.ts).
   addFastPath(app, registerFastPath({ ...registerOpts, datacenter, jsonLimit, write: writeWithId, log, trackWrites: opts.trackWrites ?? true }));
-  // And the two service reads without a blocking index (same barrier and answers; see read-fast.ts).
+  // And the two service reads, blocking ones too (same barrier, answers and parking; see read-fast.ts).
   addFastPath(
     app,
     serviceReadFastPath({
@@ -642,9 +642,19 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
             ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), ANY_TAGS, undefined)
             : catalogServiceSpec(ns, name, ANY_TAGS, undefined);
         const mode = parseReadMode(read.query);
+        const params = parseBlockingParams(read.query);
         const key = bodyCacheKey(ns, read.path, read.querystring);
         const variant = EFFECTIVE.indexOf(mode.effective);
-        return { barrier: () => readBarrier(service, mode), reply: () => renderRead(key, read.path, spec, variant) };
+        return {
+          barrier: () => readBarrier(service, mode),
+          park: (req, res) => {
+            if (!params || spec.index() > params.index) return false;
+            // As serveRead parks (false: the client already left, nobody to answer).
+            if (blocking.park(req, res, parkPrefix + key, () => parkTarget(key, read.path, spec), params.index, params.waitMs, variant)) fastPathHeld(res, name);
+            return true;
+          },
+          reply: () => renderRead(key, read.path, spec, variant),
+        };
       },
     }),
   );

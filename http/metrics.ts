@@ -233,6 +233,22 @@ export function fastPathTaken(res: ServerResponse, route: string): void {
 }
 
 /**
+ * A request a fast path took (fastPathTaken) was parked as a blocking query on `service`: from
+ * now on it is followed as the middleware follows the queries Koa parks — a held watcher until
+ * answered or abandoned, counted then, its held time not a latency (onHeldClose).
+ */
+export function fastPathHeld(res: ServerResponse, service: string): void {
+  const m = res as Marked;
+  const metrics = m[kMetrics];
+  const route = m[kRoute];
+  if (!metrics || route === undefined) return;
+  res.off('close', onFastPathClose);
+  m[kHeld] = { metrics, route, service };
+  metrics.watcherParked(service);
+  res.on('close', onHeldClose);
+}
+
+/**
  * Counts what the Koa middleware cannot see: requests the fast paths (TTL renewals, registrations)
  * answer before Koa (listenHttp), and open connections per client address. Call once, right after listening.
  */

@@ -25,12 +25,12 @@ const PLAIN_NAME = /^[A-Za-z0-9-]{1,63}$/;
 /** Query strings taken here: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
 const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
 /**
- * The parameters taken here. Anything else — `index`/`wait` (a blocking query), `tag`, `filter`,
- * `pretty`, parameters the route ignores — goes to Koa, as does any parameter given twice.
+ * The parameters taken here. Anything else — `tag`, `filter`, `pretty`, parameters the route
+ * ignores — goes to Koa, as does any parameter given twice.
  */
 const PARAMS: Readonly<Record<ServiceReadKind, ReadonlySet<string>>> = {
-  health: new Set(['ns', 'dc', 'stale', 'consistent', 'passing']),
-  catalog: new Set(['ns', 'dc', 'stale', 'consistent']),
+  health: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait', 'passing']),
+  catalog: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait']),
 };
 
 /** A read in the form taken before Koa. */
@@ -83,6 +83,12 @@ export function plainServiceRead(url: string, datacenter: string): PlainServiceR
 export interface PreparedRead {
   /** The route's consistency barrier (ReadIndex for default and ?consistent; nothing for ?stale). */
   barrier(): Promise<void>;
+  /**
+   * After the barrier, a blocking query whose index has not moved past the client's is parked as
+   * the route parks it (true; answered later by BlockingQueries). False: answer now. Throws the
+   * route's error (429 at the cap of held queries).
+   */
+  park(req: IncomingMessage, res: ServerResponse): boolean;
   /** The route's answer from the state at the moment of the call; never throws (errors are their reply). */
   reply(): ParkedReply;
 }
@@ -115,9 +121,11 @@ function textReply(status: number, message: string): ParkedReply {
 
 /**
  * The plain form of the two service reads without Koa: the same barrier, headers (X-Consul-Index
- * and the rest, Content-Type, Content-Length, in the same order), body (the app's body cache) and
- * error replies as the Koa routes, counted under the route's template (instrumentHttpServer).
- * Koa's context, middleware chain and router cost more than the read itself.
+ * and the rest, Content-Type, Content-Length, in the same order), body (the app's body cache),
+ * blocking (the app's BlockingQueries) and error replies as the Koa routes, counted under the
+ * route's template (instrumentHttpServer; a parked query as the middleware counts one, see
+ * fastPathHeld). Koa's context, middleware chain and router cost more than the read itself, and
+ * every watcher asks again after each change.
  */
 export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath {
   const { datacenter, prepare, log } = opts;
@@ -132,13 +140,18 @@ export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath 
     } catch {
       return false;
     }
-    prepared.barrier().then(
-      () => send(res, prepared.reply()),
-      (err: unknown) => {
-        const { status, message } = errorReply(err, log, 'GET', read.path);
-        send(res, textReply(status, message));
-      },
-    );
+    prepared
+      .barrier()
+      .then(() => prepared.park(req, res))
+      .then(
+        (parked) => {
+          if (!parked) send(res, prepared.reply());
+        },
+        (err: unknown) => {
+          const { status, message } = errorReply(err, log, 'GET', read.path);
+          send(res, textReply(status, message));
+        },
+      );
     return SERVICE_READ_ROUTES[read.kind];
   };
 }

@@ -3,10 +3,13 @@
 // fast path's form and one with `x=1` added (a parameter the routes ignore, so Koa answers). Their
 // raw answers, barriers, request metrics and log lines must be identical.
 
+import { connect } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
 import { plainServiceRead } from '../../http/read-fast.ts';
 import { httpCounts, rawRequest, side } from '../support/fast-path.ts';
+import { parseExposition, sumOf } from '../support/prom-text.ts';
 import type { Side } from '../support/fast-path.ts';
 
 function get(path: string, headers: Record<string, string> = {}, method = 'GET'): string {
@@ -60,12 +63,15 @@ const FAST: [string, string, Record<string, string>, number][] = [
   ['catalog, default consistency', '/v1/catalog/service/api', {}, 200],
   ['catalog, ?stale', '/v1/catalog/service/api?stale', {}, 200],
   ['catalog, ?ns= and the same header', '/v1/catalog/service/api?ns=team-a', { 'X-Sider-Namespace': 'team-a' }, 200],
+  ['a blocking index already passed', '/v1/health/service/api?index=1&wait=10s', {}, 200],
+  ['index=0', '/v1/catalog/service/api?index=0', {}, 200],
+  ['a wait without an index', '/v1/health/service/api?wait=1s&stale', {}, 200],
 ];
 
 /** Requests the fast path leaves to Koa (answered the same on both sides). */
 const KOA: [string, string, Record<string, string>, string?][] = [
-  ['a blocking index', '/v1/health/service/api?index=1', {}],
-  ['a wait', '/v1/health/service/api?wait=1s', {}],
+  ['a bad index', '/v1/health/service/api?index=x1', {}],
+  ['a bad wait', '/v1/health/service/api?wait=5parsecs', {}],
   ['a tag', '/v1/health/service/api?tag=v1', {}],
   ['a filter', '/v1/health/service/api?filter=Service.Port%20%3D%3D%208080', {}],
   ['pretty', '/v1/health/service/api?pretty', {}],
@@ -170,6 +176,84 @@ t.test('a cached body is renewed when anything changes', async (t) => {
   await fast.reg.write({ type: 'deregister', ns: 'default', service: 'api', id: 'api-1', now: 0 });
   t.same(await ids(), ['api-2', 'api-4'], 'a removed one is gone');
   t.equal(fast.koaSeen, 0);
+});
+
+/** Held watchers on `service` as the metrics report them. */
+async function watchers(s: Side, service = 'api'): Promise<number> {
+  return sumOf(parseExposition((await s.metrics.scrape(false)).body), 'sider_watchers_active', { service });
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+t.test('blocking queries: parked, woken, timed out and refused as the Koa routes do', async (t) => {
+  const fast = await side(t, { maxBlockingQueries: 2 });
+  const koa = await side(t, { maxBlockingQueries: 2 });
+  await populate(fast);
+  await populate(koa);
+  const index = Number(/^X-Consul-Index: (\d+)$/m.exec((await rawRequest(fast.port, get('/v1/health/service/api'))).head.join('\n'))?.[1]);
+  await rawRequest(koa.port, get(viaKoa('/v1/health/service/api')));
+  t.ok(index > 0, `the service's index (${index})`);
+
+  // Woken by a change: the same answer, parked the same way.
+  const path = `/v1/health/service/api?index=${index}&wait=30s&passing`;
+  const a = rawRequest(fast.port, get(path), 10_000);
+  const b = rawRequest(koa.port, get(viaKoa(path)), 10_000);
+  await until(async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1, 'both queries held');
+  t.equal(fast.koaSeen, 0, 'parked without Koa');
+  await register(fast, 'default', 'api-5', 'passing');
+  await register(koa, 'default', 'api-5', 'passing');
+  const [wa, wb] = await Promise.all([a, b]);
+  t.equal(wa.head[0], 'HTTP/1.1 200 OK');
+  t.same(wa, wb, 'woken: the same bytes');
+  t.same(JSON.parse(wa.body).map((e: { Service: { ID: string } }) => e.Service.ID), ['api-1', 'api-5'], 'the new instance is in the answer');
+  t.equal(await watchers(fast), 0, 'released');
+
+  // Timed out: the unchanged index, after the wait (and at most wait/16 of jitter).
+  const current = Number(/^X-Consul-Index: (\d+)$/m.exec(wa.head.join('\n'))?.[1]);
+  const slow = `/v1/catalog/service/api?index=${current}&wait=300ms&stale`;
+  const t0 = performance.now();
+  const [ta, tb] = await Promise.all([rawRequest(fast.port, get(slow)), rawRequest(koa.port, get(viaKoa(slow)))]);
+  const took = performance.now() - t0;
+  t.ok(took >= 290 && took < 3_000, `answered after the wait (${Math.round(took)} ms)`);
+  t.same(ta, tb, 'timed out: the same bytes');
+  t.match(ta.head, [/200 OK/, `X-Consul-Index: ${current}`], 'with the unchanged index');
+
+  // A client that leaves while held: released and counted as having left, on both.
+  const gone = `/v1/health/service/api?index=${current}&wait=30s`;
+  const socketOf = (port: number, p: string): Promise<import('node:net').Socket> =>
+    new Promise((resolve) => {
+      const sock = connect({ host: '127.0.0.1', port }, () => {
+        sock.write(get(p));
+        resolve(sock);
+      });
+    });
+  const sa = await socketOf(fast.port, gone);
+  const sb = await socketOf(koa.port, viaKoa(gone));
+  await until(async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1, 'both held');
+  sa.destroy();
+  sb.destroy();
+  await until(async () => (await watchers(fast)) === 0 && (await watchers(koa)) === 0, 'both released');
+
+  // At the cap (2 here): 429, as the route answers.
+  const held = [rawRequest(fast.port, get(gone), 10_000), rawRequest(fast.port, get(gone), 10_000), rawRequest(koa.port, get(viaKoa(gone)), 10_000), rawRequest(koa.port, get(viaKoa(gone)), 10_000)];
+  await until(async () => (await watchers(fast)) === 2 && (await watchers(koa)) === 2, 'two held on each');
+  const [ra, rb] = await Promise.all([rawRequest(fast.port, get(gone)), rawRequest(koa.port, get(viaKoa(gone)))]);
+  t.equal(ra.head[0], 'HTTP/1.1 429 Too Many Requests');
+  t.same(ra, rb, 'over the cap: the same bytes');
+  await register(fast, 'default', 'api-6', 'passing');
+  await register(koa, 'default', 'api-6', 'passing');
+  const answers = await Promise.all(held);
+  t.same(answers.slice(0, 2), answers.slice(2), 'the held ones woken alike');
+
+  t.equal(fast.koaSeen, 0, 'no blocking query went through Koa');
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts (499 for the one that left) and latency observations (none for held ones)');
+  t.match(await httpCounts(fast.metrics), { 'requests /v1/health/service/:name 499': 1, 'requests /v1/health/service/:name 429': 1 });
 });
 
 t.test('plainServiceRead: the form taken before Koa', async (t) => {
