@@ -53,6 +53,30 @@ export function queryFlag(query: Query, name: string): boolean {
   }
 }
 
+/** Query strings a fast path takes: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
+const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
+
+/**
+ * A fast path's query (the part after '?') as Koa's `ctx.query` would hold it, or null when it
+ * must go to Koa: encoded characters, a parameter not in `allowed`, one given twice, a value with
+ * '=', or `?dc=` naming another datacenter than `datacenter` (the router's 404).
+ */
+export function plainQuery(qs: string, allowed: ReadonlySet<string>, datacenter: string): Record<string, string> | null {
+  const query: Record<string, string> = {};
+  if (qs === '') return query;
+  if (!PLAIN_QUERY.test(qs)) return null;
+  for (const part of qs.split('&')) {
+    const eq = part.indexOf('=');
+    const key = eq < 0 ? part : part.slice(0, eq);
+    const value = eq < 0 ? '' : part.slice(eq + 1);
+    if (!allowed.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
+    query[key] = value;
+  }
+  const dc = query.dc;
+  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
+  return query;
+}
+
 export function parseReadMode(query: Query): ReadMode {
   const stale = queryFlag(query, 'stale');
   const consistent = queryFlag(query, 'consistent');

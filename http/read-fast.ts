@@ -5,6 +5,7 @@ import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ParkedReply } from './blocking.ts';
 import type { FastPath } from './check-routes.ts';
+import { plainQuery } from './consistency.ts';
 import { errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 
@@ -22,8 +23,6 @@ const PREFIXES: readonly [string, ServiceReadKind][] = [
 ];
 /** A name without percent-encoding or a trailing slash (parseServiceName still decides whether it is valid). */
 const PLAIN_NAME = /^[A-Za-z0-9-]{1,63}$/;
-/** Query strings taken here: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
-const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
 /**
  * The parameters taken here. Anything else — `tag`, `filter`, `pretty`, parameters the route
  * ignores — goes to Koa, as does any parameter given twice.
@@ -61,21 +60,8 @@ export function plainServiceRead(url: string, datacenter: string): PlainServiceR
     }
   }
   if (kind === undefined || !PLAIN_NAME.test(name)) return null;
-  const query: Record<string, string> = {};
-  if (querystring !== '') {
-    if (!PLAIN_QUERY.test(querystring)) return null;
-    const allowed = PARAMS[kind];
-    for (const part of querystring.split('&')) {
-      const eq = part.indexOf('=');
-      const key = eq < 0 ? part : part.slice(0, eq);
-      const value = eq < 0 ? '' : part.slice(eq + 1);
-      if (!allowed.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
-      query[key] = value;
-    }
-  }
-  // `?dc=` naming another datacenter is the router's 404.
-  const dc = query.dc;
-  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
+  const query = plainQuery(querystring, PARAMS[kind], datacenter);
+  if (!query) return null;
   return { kind, name, path, querystring, query };
 }
 

@@ -6,7 +6,7 @@ import type { Context } from 'koa';
 import type { RegistryCommand } from '../src/registry/model.ts';
 import { readJsonBody } from './body.ts';
 import type { FastPath } from './check-routes.ts';
-import { queryFlag, queryValue } from './consistency.ts';
+import { plainQuery, queryFlag, queryValue } from './consistency.ts';
 import { errorReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { runAsRequest } from './metrics.ts';
@@ -14,8 +14,6 @@ import { parseRegisterBody, parseRequestId, pickNamespace } from './register-par
 
 export const REGISTER_PATH = '/v1/agent/service/register';
 const REGISTER_QUERY = `${REGISTER_PATH}?`;
-/** Query strings taken here: no percent-encoding, '+', '#' or ';', so Koa's parser and a split agree. */
-const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
 /** Every query parameter the route reads; any other one (ignored by the route) goes to Koa. */
 const ROUTE_PARAMS = new Set(['ns', 'dc', 'replace-existing-checks']);
 
@@ -57,24 +55,6 @@ export interface RegisterFastPathOptions extends RegisterCommandOptions {
   trackWrites: boolean;
 }
 
-/** The query as Koa's `ctx.query` would hold it, when the fast path can take it; null otherwise. */
-function plainQuery(qs: string, datacenter: string): Record<string, string> | null {
-  const query: Record<string, string> = {};
-  if (qs === '') return query;
-  if (!PLAIN_QUERY.test(qs)) return null;
-  for (const part of qs.split('&')) {
-    const eq = part.indexOf('=');
-    const key = eq < 0 ? part : part.slice(0, eq);
-    const value = eq < 0 ? '' : part.slice(eq + 1);
-    // Repeated parameters and values with '=' are Koa's to parse (and refuse).
-    if (!ROUTE_PARAMS.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
-    query[key] = value;
-  }
-  const dc = query.dc;
-  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
-  return query;
-}
-
 /** A request header as Koa's `ctx.get` reads it ('' when absent). */
 function header(req: IncomingMessage, name: string): string {
   const v = req.headers[name];
@@ -105,7 +85,7 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
     else if (url.startsWith(REGISTER_QUERY)) qs = url.slice(REGISTER_QUERY.length);
     else return false;
     if (req.headers['content-encoding'] !== undefined || req.headers.expect !== undefined) return false;
-    const query = plainQuery(qs, opts.datacenter);
+    const query = plainQuery(qs, ROUTE_PARAMS, opts.datacenter);
     if (!query) return false;
     // Koa's reply: text/plain (its type for a string body), Content-Length, nothing else; only
     // an end once the client is gone (Koa's ctx.writable).

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
 import { plainServiceRead } from '../../http/read-fast.ts';
-import { httpCounts, rawRequest, side } from '../support/fast-path.ts';
+import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
 import { parseExposition, sumOf } from '../support/prom-text.ts';
 import type { Side } from '../support/fast-path.ts';
 
@@ -138,7 +138,7 @@ t.test('with request logging (-log-level debug) the fast path writes the same re
     await rawRequest(koa.port, get(viaKoa(path), headers));
   }
   t.equal(fast.koaSeen, 0, 'all answered by the fast path');
-  const lines = (s: Side): unknown[] => s.logs.filter((l) => l.msg === 'http request').map((l) => ({ ...l, fields: { ...l.fields, ms: typeof l.fields?.ms } }));
+  const lines = requestLines;
   t.equal(lines(fast).length, FAST.length, 'one line per request');
   t.same(lines(fast), lines(koa), 'the same lines (but the time)');
   t.match(lines(fast)[0], { level: 'debug', fields: { method: 'GET', path: '/v1/health/service/api', route: '/v1/health/service/:name', status: 200, ms: 'number', remote: '127.0.0.1' } });
@@ -159,8 +159,7 @@ t.test('a failed barrier: 503 without a leader, 500 for anything unexpected (log
     t.equal(a.head[0]?.split(' ')[1], String(status), name);
     t.same(a, b, `${name}: the same bytes`);
   }
-  const scrub = (logs: Side['logs']): unknown[] => logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
-  t.same(scrub(fast.logs), scrub(koa.logs), 'the same log lines');
+  t.same(withoutStacks(fast.logs), withoutStacks(koa.logs), 'the same log lines');
   t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
   t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
   t.equal(fast.koaSeen, 0, 'neither went through Koa');

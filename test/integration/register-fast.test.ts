@@ -6,7 +6,7 @@
 
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
-import { httpCounts, rawRequest, side } from '../support/fast-path.ts';
+import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
 import type { Side } from '../support/fast-path.ts';
 import { SiderCluster } from '../support/server-process.ts';
 
@@ -139,7 +139,7 @@ t.test('with request logging (-log-level debug) the fast path writes the same re
     await rawRequest(koa.port, wire(viaKoa(req)));
   }
   t.equal(fast.koaSeen, 0, 'all answered by the fast path');
-  const lines = (s: Side): unknown[] => s.logs.filter((l) => l.msg === 'http request').map((l) => ({ ...l, fields: { ...l.fields, ms: typeof l.fields?.ms } }));
+  const lines = requestLines;
   t.equal(lines(fast).length, CASES.length, 'one line per request');
   t.same(lines(fast), lines(koa), 'the same lines (but the time)');
   t.match(lines(fast)[0], { level: 'debug', fields: { method: 'PUT', path: '/v1/agent/service/register', route: '/v1/agent/service/register', status: 200, ms: 'number', remote: '127.0.0.1' } });
@@ -162,8 +162,7 @@ t.test('failed writes: 503 without a leader, 500 for anything unexpected (logged
     t.equal(a.head[0]?.split(' ')[1], String(status), name);
     t.same(a, b, `${name}: the same bytes`);
   }
-  const scrub = (logs: Side['logs']): unknown[] => logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
-  t.same(scrub(fast.logs), scrub(koa.logs), 'the same log lines');
+  t.same(withoutStacks(fast.logs), withoutStacks(koa.logs), 'the same log lines');
   t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
   t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
   t.equal(fast.koaSeen, 0, 'none of them went through Koa');

@@ -106,3 +106,13 @@ export async function httpCounts(m: ServerMetrics): Promise<Record<string, numbe
   return out;
 }
 
+
+/** The `http request` lines a side logged (debug level), their time left out. */
+export function requestLines(s: Side): unknown[] {
+  return s.logs.filter((l) => l.msg === 'http request').map((l) => ({ ...l, fields: { ...l.fields, ms: typeof l.fields?.ms } }));
+}
+
+/** Log lines without their stack traces (which name the path each side took). */
+export function withoutStacks(logs: Side['logs']): unknown[] {
+  return logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
+}
