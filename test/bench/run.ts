@@ -1,4 +1,4 @@
-// `npm run bench [-- --only raft-commit|level-fsync|snapshot-write|snapshot-encode|http-read|http-blocking|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
+// `npm run bench [-- --only raft-commit|level-fsync|snapshot-write|snapshot-encode|http-read|http-blocking|watch-cycle|http-register|health-probes|agent|dns|ttl-renew|metrics|failover] [--mode direct|http]
 // [--levels 1,16,64,256] [--duration-ms 5000] [--held 50000] [--cpu-prof-dir DIR]`: runs the benchmarks, prints tables, writes JSON.
 
 import { spawnSync } from 'node:child_process';
@@ -26,6 +26,8 @@ import type { SnapshotEncodeResult } from './snapshot-encode.ts';
 import { runSnapshotWrite, snapshotWriteTable } from './snapshot-write.ts';
 import type { SnapshotWriteResult } from './snapshot-write.ts';
 import { runMetricsBench } from './metrics.ts';
+import { runWatchCycle } from './watch-cycle.ts';
+import type { WatchCycleResult } from './watch-cycle.ts';
 import type { MetricsBenchResult } from './metrics.ts';
 import type { FsyncResult } from './level-fsync.ts';
 import { runRaftCommit } from './raft-commit.ts';
@@ -52,7 +54,7 @@ function die(message: string): never {
   process.exit(2);
 }
 
-const BENCHES = ['level-fsync', 'snapshot-write', 'snapshot-encode', 'raft-commit', 'http-read', 'http-blocking', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
+const BENCHES = ['level-fsync', 'snapshot-write', 'snapshot-encode', 'raft-commit', 'http-read', 'http-blocking', 'watch-cycle', 'http-register', 'health-probes', 'agent', 'dns', 'ttl-renew', 'metrics', 'failover'] as const;
 type Bench = (typeof BENCHES)[number];
 const only = values.only;
 if (only !== undefined && !(BENCHES as readonly string[]).includes(only)) die(`--only must be one of ${BENCHES.join(', ')}, got ${only}`);
@@ -205,6 +207,12 @@ if (runs('http-blocking')) {
     judge(client, 10_000, 200);
     judge(client, 1_000, 50);
   }
+}
+
+let watchCycle: WatchCycleResult | undefined;
+if (runs('watch-cycle')) {
+  console.log('\n== Watch cycle: 4,000 watchers asking again after every change, server CPU per watcher per change');
+  watchCycle = await runWatchCycle({ changes: 20 });
 }
 
 let httpRegister: RegisterResult[] = [];
@@ -406,5 +414,5 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, snapshotEncode, raftCommit: commit, httpRead, httpBlocking, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, snapshotEncode, raftCommit: commit, httpRead, httpBlocking, watchCycle, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
