@@ -193,13 +193,17 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   }
 
   /** Consul's `tag` parameters: every one must be on the instance (case-insensitive). */
-  function tagsOf(ctx: Context): (tags: readonly string[]) => boolean {
-    const wanted = queryValues(ctx.query, 'tag').map((t) => t.toLowerCase());
+  function tagsIn(query: Context['query']): (tags: readonly string[]) => boolean {
+    const wanted = queryValues(query, 'tag').map((t) => t.toLowerCase());
     if (wanted.length === 0) return ANY_TAGS;
     return (tags) => {
       const have = new Set(tags.map((t) => t.toLowerCase()));
       return wanted.every((t) => have.has(t));
     };
+  }
+
+  function tagsOf(ctx: Context): (tags: readonly string[]) => boolean {
+    return tagsIn(ctx.query);
   }
 
   const bodyCache = new Map<string, { global: number; body: Buffer }>();
@@ -639,8 +643,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
         const name = parseServiceName(read.name, 'service name');
         const spec =
           read.kind === 'health'
-            ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), ANY_TAGS, undefined)
-            : catalogServiceSpec(ns, name, ANY_TAGS, undefined);
+            ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), tagsIn(read.query), undefined)
+            : catalogServiceSpec(ns, name, tagsIn(read.query), undefined);
         const mode = parseReadMode(read.query);
         const params = parseBlockingParams(read.query);
         const key = bodyCacheKey(ns, read.path, read.querystring);

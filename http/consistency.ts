@@ -58,24 +58,31 @@ const PLAIN_QUERY = /^[A-Za-z0-9._~=&-]*$/;
 
 /**
  * A fast path's query (the part after '?') as Koa's `ctx.query` would hold it, or null when it
- * must go to Koa: encoded characters, a parameter not in `allowed`, one given twice, a value with
- * '=', or `?dc=` naming another datacenter than `datacenter` (the router's 404).
+ * must go to Koa: encoded characters, a parameter not in `allowed`, one given twice (unless it is
+ * in `repeatable`: then its values are an array, as Koa gives them), a value with '=', or `?dc=`
+ * naming another datacenter than `datacenter` (the router's 404).
  */
-export function plainQuery(qs: string, allowed: ReadonlySet<string>, datacenter: string): Record<string, string> | null {
-  const query: Record<string, string> = {};
+export function plainQuery(qs: string, allowed: ReadonlySet<string>, datacenter: string, repeatable: ReadonlySet<string> = NONE): Record<string, string | string[]> | null {
+  const query: Record<string, string | string[]> = {};
   if (qs === '') return query;
   if (!PLAIN_QUERY.test(qs)) return null;
   for (const part of qs.split('&')) {
     const eq = part.indexOf('=');
     const key = eq < 0 ? part : part.slice(0, eq);
     const value = eq < 0 ? '' : part.slice(eq + 1);
-    if (!allowed.has(key) || Object.hasOwn(query, key) || value.includes('=')) return null;
-    query[key] = value;
+    if (!allowed.has(key) || value.includes('=')) return null;
+    const prev = query[key];
+    if (prev === undefined) query[key] = value;
+    else if (!repeatable.has(key)) return null;
+    else if (Array.isArray(prev)) prev.push(value);
+    else query[key] = [prev, value];
   }
   const dc = query.dc;
-  if (dc !== undefined && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
+  if (typeof dc === 'string' && dc !== '' && dc.toLowerCase() !== datacenter.toLowerCase()) return null;
   return query;
 }
+
+const NONE: ReadonlySet<string> = new Set();
 
 export function parseReadMode(query: Query): ReadMode {
   const stale = queryFlag(query, 'stale');

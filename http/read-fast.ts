@@ -24,13 +24,15 @@ const PREFIXES: readonly [string, ServiceReadKind][] = [
 /** A name without percent-encoding or a trailing slash (parseServiceName still decides whether it is valid). */
 const PLAIN_NAME = /^[A-Za-z0-9-]{1,63}$/;
 /**
- * The parameters taken here. Anything else — `tag`, `filter`, `pretty`, parameters the route
- * ignores — goes to Koa, as does any parameter given twice.
+ * The parameters taken here. Anything else — `filter`, `pretty`, parameters the route ignores —
+ * goes to Koa, as does any parameter but `tag` given twice.
  */
 const PARAMS: Readonly<Record<ServiceReadKind, ReadonlySet<string>>> = {
-  health: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait', 'passing']),
-  catalog: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait']),
+  health: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait', 'tag', 'passing']),
+  catalog: new Set(['ns', 'dc', 'stale', 'consistent', 'index', 'wait', 'tag']),
 };
+/** Consul's `tag` may be given several times (every one must be on the instance). */
+const REPEATABLE: ReadonlySet<string> = new Set(['tag']);
 
 /** A read in the form taken before Koa. */
 export interface PlainServiceRead {
@@ -41,8 +43,8 @@ export interface PlainServiceRead {
   path: string;
   /** The URL's query without '?' (Koa's `ctx.querystring`). */
   querystring: string;
-  /** The query as Koa's `ctx.query` would hold it. */
-  query: Record<string, string>;
+  /** The query as Koa's `ctx.query` would hold it (`tag` an array when repeated). */
+  query: Record<string, string | string[]>;
 }
 
 /** The read `url` asks for when it is in the plain form; null otherwise (Koa's to answer). */
@@ -60,7 +62,7 @@ export function plainServiceRead(url: string, datacenter: string): PlainServiceR
     }
   }
   if (kind === undefined || !PLAIN_NAME.test(name)) return null;
-  const query = plainQuery(querystring, PARAMS[kind], datacenter);
+  const query = plainQuery(querystring, PARAMS[kind], datacenter, REPEATABLE);
   if (!query) return null;
   return { kind, name, path, querystring, query };
 }

@@ -72,7 +72,7 @@ function header(req: IncomingMessage, name: string): string {
  */
 export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
   const { write, log, trackWrites } = opts;
-  const handle = async (req: IncomingMessage, query: Record<string, string>): Promise<void> => {
+  const handle = async (req: IncomingMessage, query: Context['query']): Promise<void> => {
     const body = await readJsonBody(req, opts.jsonLimit);
     const cmd = registerCommand(body, query, header(req, 'x-sider-namespace'), opts);
     await write(cmd, parseRequestId(header(req, 'x-sider-request-id')));

@@ -66,13 +66,18 @@ const FAST: [string, string, Record<string, string>, number][] = [
   ['a blocking index already passed', '/v1/health/service/api?index=1&wait=10s', {}, 200],
   ['index=0', '/v1/catalog/service/api?index=0', {}, 200],
   ['a wait without an index', '/v1/health/service/api?wait=1s&stale', {}, 200],
+  ['a tag', '/v1/health/service/api?tag=v1', {}, 200],
+  ['a tag in another case', '/v1/health/service/api?tag=V2', {}, 200],
+  ['two tags', '/v1/health/service/api?tag=v1&passing&tag=v2', {}, 200],
+  ['an empty tag', '/v1/health/service/api?tag=', {}, 200],
+  ['a tag on the catalog', '/v1/catalog/service/api?tag=v2&stale', {}, 200],
 ];
 
 /** Requests the fast path leaves to Koa (answered the same on both sides). */
 const KOA: [string, string, Record<string, string>, string?][] = [
   ['a bad index', '/v1/health/service/api?index=x1', {}],
   ['a bad wait', '/v1/health/service/api?wait=5parsecs', {}],
-  ['a tag', '/v1/health/service/api?tag=v1', {}],
+  ['an encoded tag', '/v1/health/service/api?tag=v%31', {}],
   ['a filter', '/v1/health/service/api?filter=Service.Port%20%3D%3D%208080', {}],
   ['pretty', '/v1/health/service/api?pretty', {}],
   ['?passing on the catalog (ignored there)', '/v1/catalog/service/api?passing', {}],
@@ -114,6 +119,11 @@ t.test('the fast path answers and counts exactly as the Koa routes', async (t) =
     '?passing leaves out the critical instance',
   );
   t.same(fast.reg.barriers.slice(0, 4), ['default', 'stale', 'stale', 'default'], 'default and ?consistent wait for ReadIndex, ?stale does not');
+  const idsOf = async (path: string): Promise<string[]> => JSON.parse((await rawRequest(fast.port, get(path))).body).map((e: { Service: { ID: string } }) => e.Service.ID);
+  t.same(await idsOf('/v1/health/service/api?tag=V2'), ['api-2'], 'a tag selects, in any case');
+  t.same(await idsOf('/v1/health/service/api?tag=v1&tag=v2'), [], 'two tags: instances with both');
+  await rawRequest(koa.port, get(viaKoa('/v1/health/service/api?tag=V2')));
+  await rawRequest(koa.port, get(viaKoa('/v1/health/service/api?tag=v1&tag=v2')));
   for (const [name, path, headers, method] of KOA) {
     const before = fast.koaSeen;
     const a = await rawRequest(fast.port, get(path, headers, method));
@@ -123,7 +133,7 @@ t.test('the fast path answers and counts exactly as the Koa routes', async (t) =
   }
   t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts and latency observations');
   const counts = await httpCounts(fast.metrics);
-  t.ok(counts['requests /v1/health/service/:name 200']! > FAST.length && counts['requests /v1/catalog/service/:name 200']! >= 3, 'counted under the routes\' templates');
+  t.ok(counts['requests /v1/health/service/:name 200']! > FAST.length && counts['requests /v1/catalog/service/:name 200']! >= 4, 'counted under the routes\' templates');
   t.same(fast.logs, koa.logs, 'the same log lines');
 });
 
@@ -258,6 +268,8 @@ t.test('blocking queries: parked, woken, timed out and refused as the Koa routes
 t.test('plainServiceRead: the form taken before Koa', async (t) => {
   t.match(plainServiceRead('/v1/health/service/web?passing&ns=a', 'dc1'), { kind: 'health', name: 'web', path: '/v1/health/service/web', querystring: 'passing&ns=a', query: { passing: '', ns: 'a' } });
   t.match(plainServiceRead('/v1/catalog/service/web', 'dc1'), { kind: 'catalog', name: 'web', querystring: '', query: {} });
+  t.same(plainServiceRead('/v1/health/service/web?tag=a&tag=b&tag=c', 'dc1')?.query, { tag: ['a', 'b', 'c'] }, 'tag repeated: an array, as Koa gives it');
+  t.same(plainServiceRead('/v1/health/service/web?tag=a', 'dc1')?.query, { tag: 'a' });
   for (const url of ['/v1/health/service/', '/v1/health/service/a/b', '/v1/health/services/web', '/v1/health/service/web?=x', '/v1/health/service/web?&stale', '/v1/health/service/web?stale=a=b', `/v1/health/service/${'a'.repeat(64)}`, '/v1/health/service/web?__proto__']) {
     t.equal(plainServiceRead(url, 'dc1'), null, url);
   }
