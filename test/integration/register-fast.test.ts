@@ -7,7 +7,6 @@
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
 import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
-import type { Side } from '../support/fast-path.ts';
 import { SiderCluster } from '../support/server-process.ts';
 
 interface Req {
