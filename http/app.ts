@@ -18,7 +18,7 @@ import { BlockingQueries, parseBlockingParams } from './blocking.ts';
 import type { ParkTarget, ParkedReply, WatchFn } from './blocking.ts';
 import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, readHeaders, setReadHeaders } from './consistency.ts';
 import type { EffectiveConsistency } from './consistency.ts';
-import { errorMiddleware, errorReply } from './errors.ts';
+import { errorMiddleware, errorReply, textReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
@@ -193,17 +193,13 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   }
 
   /** Consul's `tag` parameters: every one must be on the instance (case-insensitive). */
-  function tagsIn(query: Context['query']): (tags: readonly string[]) => boolean {
+  function tagsOf(query: Context['query']): (tags: readonly string[]) => boolean {
     const wanted = queryValues(query, 'tag').map((t) => t.toLowerCase());
     if (wanted.length === 0) return ANY_TAGS;
     return (tags) => {
       const have = new Set(tags.map((t) => t.toLowerCase()));
       return wanted.every((t) => have.has(t));
     };
-  }
-
-  function tagsOf(ctx: Context): (tags: readonly string[]) => boolean {
-    return tagsIn(ctx.query);
   }
 
   const bodyCache = new Map<string, { global: number; body: Buffer }>();
@@ -251,8 +247,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       return { status: 200, headers, body };
     } catch (err) {
       const { status, message } = errorReply(err, log, 'GET', path);
-      const body = Buffer.from(message);
-      return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
+      return textReply(status, message);
     }
   }
 
@@ -366,7 +361,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
   router.get('/v1/catalog/service/:name', async (ctx) => {
     const ns = namespaceOf(ctx);
     const name = parseServiceName(ctx.params.name, 'service name');
-    const hasTags = tagsOf(ctx);
+    const hasTags = tagsOf(ctx.query);
     const filter = filterOf(ctx, CATALOG_SERVICE_SCHEMA);
     await serveRead(ctx, catalogServiceSpec(ns, name, hasTags, filter));
   });
@@ -392,7 +387,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
     const ns = namespaceOf(ctx);
     const name = parseServiceName(ctx.params.name, 'service name');
     const passingOnly = queryFlag(ctx.query, 'passing');
-    const hasTags = tagsOf(ctx);
+    const hasTags = tagsOf(ctx.query);
     const filter = filterOf(ctx, HEALTH_ENTRY_SCHEMA);
     await serveRead(ctx, healthServiceSpec(ns, name, passingOnly, hasTags, filter));
   });
@@ -643,8 +638,8 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
         const name = parseServiceName(read.name, 'service name');
         const spec =
           read.kind === 'health'
-            ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), tagsIn(read.query), undefined)
-            : catalogServiceSpec(ns, name, tagsIn(read.query), undefined);
+            ? healthServiceSpec(ns, name, queryFlag(read.query, 'passing'), tagsOf(read.query), undefined)
+            : catalogServiceSpec(ns, name, tagsOf(read.query), undefined);
         const mode = parseReadMode(read.query);
         const params = parseBlockingParams(read.query);
         const key = bodyCacheKey(ns, read.path, read.querystring);

@@ -1,7 +1,10 @@
 // The one place HTTP errors are mapped (CONVENTIONS "Errors"): a SiderError becomes its status with
 // its message as a plain-text body; anything else is logged and answered 500 "internal error".
 
+import { STATUS_CODES } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { Middleware } from 'koa';
+import type { ParkedReply } from './blocking.ts';
 import { isSiderError } from '../raft/errors.ts';
 import { LogThrottle, leftOut } from '../src/log.ts';
 
@@ -100,4 +103,20 @@ export function errorReply(err: unknown, log: HttpLogger, method: string, path: 
     stack: err instanceof Error ? err.stack : undefined,
   });
   return reply(500, 'internal error');
+}
+
+/** A plain-text answer written outside Koa, with the headers Koa gives a string body. */
+export function textReply(status: number, message: string): ParkedReply {
+  const body = Buffer.from(message);
+  return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
+}
+
+/** Writes a whole answer outside Koa as Koa's respond() would: only an end once the client is gone. */
+export function sendReply(res: ServerResponse, reply: ParkedReply): void {
+  if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {
+    res.end();
+    return;
+  }
+  res.writeHead(reply.status, STATUS_CODES[reply.status] ?? 'unknown', reply.headers as string[]);
+  res.end(reply.body);
 }

@@ -92,6 +92,13 @@ function watchedService(route: string, ctx: Context): string {
   return route === '/v1/catalog/services' ? '_catalog' : '_namespace';
 }
 
+/** A parked query on `route` watching `service`: a held watcher until its response closes (onHeldClose counts it then). */
+function holdWatcher(res: Marked, metrics: ServerMetrics, route: string, service: string): void {
+  res[kHeld] = { metrics, route, service };
+  metrics.watcherParked(service);
+  res.on('close', onHeldClose);
+}
+
 // Shared listeners (no closure per request); `this` is the response.
 function onHeldClose(this: Marked): void {
   const h = this[kHeld];
@@ -198,10 +205,7 @@ export function observability(opts: ObservabilityOptions): Middleware {
         if (res.destroyed || ctx.req.socket.destroyed) {
           metrics.httpRequests.inc({ path, status: CLIENT_LEFT });
         } else {
-          const service = watchedService(path, ctx);
-          res[kHeld] = { metrics, route: path, service };
-          metrics.watcherParked(service);
-          res.on('close', onHeldClose);
+          holdWatcher(res, metrics, path, watchedService(path, ctx));
         }
       } else {
         const seconds = (performance.now() - start) / 1000;
@@ -243,9 +247,7 @@ export function fastPathHeld(res: ServerResponse, service: string): void {
   const route = m[kRoute];
   if (!metrics || route === undefined) return;
   res.off('close', onFastPathClose);
-  m[kHeld] = { metrics, route, service };
-  metrics.watcherParked(service);
-  res.on('close', onHeldClose);
+  holdWatcher(m, metrics, route, service);
 }
 
 /**

@@ -1,12 +1,11 @@
 // `GET /v1/health/service/:name` and `GET /v1/catalog/service/:name` before Koa (issue #3): the
 // reads every client polls, answered with the route's own barrier, headers and body.
 
-import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ParkedReply } from './blocking.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery } from './consistency.ts';
-import { errorReply } from './errors.ts';
+import { errorReply, sendReply, textReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 
 export type ServiceReadKind = 'health' | 'catalog';
@@ -92,21 +91,6 @@ export interface ServiceReadFastPathOptions {
   log: HttpLogger;
 }
 
-function send(res: ServerResponse, reply: ParkedReply): void {
-  // Koa's respond(): only an end once the client is gone.
-  if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {
-    res.end();
-    return;
-  }
-  res.writeHead(reply.status, STATUS_CODES[reply.status] ?? 'unknown', reply.headers as string[]);
-  res.end(reply.body);
-}
-
-function textReply(status: number, message: string): ParkedReply {
-  const body = Buffer.from(message);
-  return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
-}
-
 /**
  * The plain form of the two service reads without Koa: the same barrier, headers (X-Consul-Index
  * and the rest, Content-Type, Content-Length, in the same order), body (the app's body cache),
@@ -133,11 +117,11 @@ export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath 
       .then(() => prepared.park(req, res))
       .then(
         (parked) => {
-          if (!parked) send(res, prepared.reply());
+          if (!parked) sendReply(res, prepared.reply());
         },
         (err: unknown) => {
           const { status, message } = errorReply(err, log, 'GET', read.path);
-          send(res, textReply(status, message));
+          sendReply(res, textReply(status, message));
         },
       );
     return SERVICE_READ_ROUTES[read.kind];

@@ -7,7 +7,7 @@ import type { RegistryCommand } from '../src/registry/model.ts';
 import { readJsonBody } from './body.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery, queryFlag, queryValue } from './consistency.ts';
-import { errorReply } from './errors.ts';
+import { errorReply, sendReply, textReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { runAsRequest } from './metrics.ts';
 import { parseRegisterBody, parseRequestId, pickNamespace } from './register-parse.ts';
@@ -87,16 +87,8 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
     if (req.headers['content-encoding'] !== undefined || req.headers.expect !== undefined) return false;
     const query = plainQuery(qs, ROUTE_PARAMS, opts.datacenter);
     if (!query) return false;
-    // Koa's reply: text/plain (its type for a string body), Content-Length, nothing else; only
-    // an end once the client is gone (Koa's ctx.writable).
-    const send = (status: number, body: string): void => {
-      if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {
-        res.end();
-        return;
-      }
-      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
-      res.end(body);
-    };
+    // Koa's reply: text/plain (its type for a string body), Content-Length, nothing else.
+    const send = (status: number, body: string): void => sendReply(res, textReply(status, body));
     (trackWrites ? runAsRequest(req, () => handle(req, query)) : handle(req, query)).then(
       () => send(200, ''),
       (err: unknown) => {

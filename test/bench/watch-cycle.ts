@@ -6,7 +6,10 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { parseExposition, sumOf } from '../support/prom-text.ts';
+import { waitFor } from '../support/ports.ts';
 import { SiderCluster, cpuSeconds, getText, putJson, registration } from './http-read.ts';
+import { median } from './http-register.ts';
 
 export interface WatchCycleOptions {
   /** Watchers, one connection each (default 4,000). */
@@ -30,7 +33,7 @@ export interface WatchCycleResult {
 }
 
 const SERVICE = 'bench-cycle';
-/** Every loop below is bounded by this. */
+/** Every wait below is bounded by this. */
 const DEADLINE_MS = 60_000;
 
 /** One watcher: a keep-alive connection that asks again with the index of each answer. */
@@ -72,24 +75,9 @@ class Watcher {
   }
 }
 
+/** Queries held on the server, as its `sider_watchers_active` gauge reports them. */
 async function held(http: string): Promise<number> {
-  const { text } = await getText(`http://${http}/metrics`);
-  let n = 0;
-  for (const m of text.matchAll(/^sider_watchers_active\{[^}]*\} (\d+)$/gm)) n += Number(m[1]);
-  return n;
-}
-
-async function until(what: string, cond: () => Promise<boolean>): Promise<void> {
-  const end = performance.now() + DEADLINE_MS;
-  while (!(await cond())) {
-    if (performance.now() > end) throw new Error(`watch cycle: ${what} not within ${DEADLINE_MS} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)] ?? Number.NaN;
+  return sumOf(parseExposition((await getText(`http://${http}/metrics`)).text), 'sider_watchers_active');
 }
 
 export async function runWatchCycle(opts: WatchCycleOptions = {}): Promise<WatchCycleResult> {
@@ -110,7 +98,7 @@ export async function runWatchCycle(opts: WatchCycleOptions = {}): Promise<Watch
     await Promise.all(all.map((w) => new Promise((r) => (w.socket.connecting ? w.socket.once('connect', r) : r(null)))));
     const cpu0 = cpuSeconds(pid);
     for (const w of all) w.ask(index);
-    await until(`${watchers} parked`, async () => (await held(http)) >= watchers);
+    await waitFor(`${watchers} parked`, async () => (await held(http)) >= watchers, DEADLINE_MS);
     const firstParkUs = ((cpuSeconds(pid) - cpu0) * 1e6) / watchers;
     const perChangeUs: number[] = [];
     const cycleMs: number[] = [];
@@ -121,7 +109,7 @@ export async function runWatchCycle(opts: WatchCycleOptions = {}): Promise<Watch
       const r = await putJson(`http://${http}/v1/agent/service/register`, registration(SERVICE, `${SERVICE}-x${c}`, 100 + c));
       if (r.status !== 200) throw new Error(`change ${c}: HTTP ${r.status} ${r.text}`);
       const acked = performance.now();
-      await until(`change ${c} answered and parked again`, async () => answered >= watchers && (await held(http)) >= watchers);
+      await waitFor(`change ${c} answered and parked again`, async () => answered >= watchers && (await held(http)) >= watchers, DEADLINE_MS);
       if (c < warmups) continue;
       cycleMs.push(performance.now() - acked);
       perChangeUs.push(((cpuSeconds(pid) - cpu1) * 1e6) / watchers);

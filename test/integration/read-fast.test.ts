@@ -9,6 +9,7 @@ import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
 import { plainServiceRead } from '../../http/read-fast.ts';
 import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
+import { waitFor } from '../support/ports.ts';
 import { parseExposition, sumOf } from '../support/prom-text.ts';
 import type { Side } from '../support/fast-path.ts';
 
@@ -192,14 +193,6 @@ async function watchers(s: Side, service = 'api'): Promise<number> {
   return sumOf(parseExposition((await s.metrics.scrape(false)).body), 'sider_watchers_active', { service });
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (await cond()) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 t.test('blocking queries: parked, woken, timed out and refused as the Koa routes do', async (t) => {
   const fast = await side(t, { maxBlockingQueries: 2 });
   const koa = await side(t, { maxBlockingQueries: 2 });
@@ -213,7 +206,7 @@ t.test('blocking queries: parked, woken, timed out and refused as the Koa routes
   const path = `/v1/health/service/api?index=${index}&wait=30s&passing`;
   const a = rawRequest(fast.port, get(path), 10_000);
   const b = rawRequest(koa.port, get(viaKoa(path)), 10_000);
-  await until(async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1, 'both queries held');
+  await waitFor('both queries held', async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1);
   t.equal(fast.koaSeen, 0, 'parked without Koa');
   await register(fast, 'default', 'api-5', 'passing');
   await register(koa, 'default', 'api-5', 'passing');
@@ -244,14 +237,14 @@ t.test('blocking queries: parked, woken, timed out and refused as the Koa routes
     });
   const sa = await socketOf(fast.port, gone);
   const sb = await socketOf(koa.port, viaKoa(gone));
-  await until(async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1, 'both held');
+  await waitFor('both held', async () => (await watchers(fast)) === 1 && (await watchers(koa)) === 1);
   sa.destroy();
   sb.destroy();
-  await until(async () => (await watchers(fast)) === 0 && (await watchers(koa)) === 0, 'both released');
+  await waitFor('both released', async () => (await watchers(fast)) === 0 && (await watchers(koa)) === 0);
 
   // At the cap (2 here): 429, as the route answers.
   const held = [rawRequest(fast.port, get(gone), 10_000), rawRequest(fast.port, get(gone), 10_000), rawRequest(koa.port, get(viaKoa(gone)), 10_000), rawRequest(koa.port, get(viaKoa(gone)), 10_000)];
-  await until(async () => (await watchers(fast)) === 2 && (await watchers(koa)) === 2, 'two held on each');
+  await waitFor('two held on each', async () => (await watchers(fast)) === 2 && (await watchers(koa)) === 2);
   const [ra, rb] = await Promise.all([rawRequest(fast.port, get(gone)), rawRequest(koa.port, get(viaKoa(gone)))]);
   t.equal(ra.head[0], 'HTTP/1.1 429 Too Many Requests');
   t.same(ra, rb, 'over the cap: the same bytes');
