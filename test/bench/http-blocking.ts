@@ -538,30 +538,40 @@ export interface HeldResult {
   holderRssMiB: number[];
   /** Seconds until the server's descriptors were back near the start after the clients left. */
   releaseSeconds: number;
+  /** Server RSS after each step (one step: after all of them). */
+  points: HeldPoint[];
+}
+
+export interface HeldPoint {
+  held: number;
+  rssMiB: number;
 }
 
 /**
- * RSS for `held` queries one per connection, derived from three measured runs when the open-files
+ * RSS for `held` queries one per connection, derived from two measured runs when the open-files
  * limit forbids measuring it. Model: RSS growth = fixed + held × query + connections × connection.
- * The fixed part is real: under the burst of requests V8's young generation grows from a few MiB to
- * 128 MiB and stays, whatever the count.
+ * The fixed part is real: under the burst of requests V8's young generation grows and stays,
+ * whatever the count.
  */
 export interface HeldEstimate {
   case: 'held-estimate';
   held: number;
   why: string;
-  /** Fixed growth: the intercept of the two one-per-connection runs. */
+  /** Points of the stepped one-per-connection run the line was fitted to. */
+  points: number;
+  /** Fixed growth: the fitted line's intercept. */
   fixedMiB: number;
   /** Split of the marginal cost: per held query (request, response, waiter) and per connection (socket, parser). */
   perQueryKiB: number;
   perConnectionKiB: number;
-  /** before + fixed + held × (query + connection): the model fitted to the three runs. */
+  /** before + fixed + held × (query + connection): the fitted line at `held`. */
   fitMiB: number;
-  /** before + held × (growth per query in the largest one-per-connection run): counts the fixed part `held / max` times over. */
+  /** The largest distance of a measured point from the line (how straight the growth was). */
+  maxResidualMiB: number;
+  /** before + held × (growth per query in the largest run): counts the fixed part `held / max` times over. */
   linearMiB: number;
-  /** KiB per query + connection in the half-size and full-size one-per-connection runs (linearity check). */
-  perQueryHalfKiB: number;
-  perQueryFullKiB: number;
+  /** Growth per query + connection at each step of the stepped run (a linearity check). */
+  perQueryAtStepsKiB: number[];
 }
 
 export interface WakeResult {
@@ -634,9 +644,17 @@ export interface BlockingOptions {
 
 const WATCH_SERVICES = 5;
 
-async function runHeld(count: number, pipelining: number, nofile: number | undefined, nodeArgs: string[], graceMs: number, log: (l: string) => void): Promise<HeldResult> {
+async function runHeld(
+  count: number,
+  pipelining: number,
+  nofile: number | undefined,
+  nodeArgs: string[],
+  graceMs: number,
+  log: (l: string) => void,
+  steps = 1,
+): Promise<HeldResult> {
   const cluster = await SiderCluster.start({ size: 1, nodeArgs, ...(nofile ? { nofile } : {}), log });
-  let held: HeldSet | null = null;
+  const sets: HeldSet[] = [];
   try {
     const http = cluster.http('n1');
     const pid = cluster.pid('n1');
@@ -649,16 +667,31 @@ async function runHeld(count: number, pipelining: number, nofile: number | undef
     }
     await untilIdle(pid);
     const rss0 = statusKiB(pid, 'VmRSS');
-    log(`held: server pid ${pid} RSS ${(rss0 / 1024).toFixed(0)} MiB; holding ${count} queries on ${WATCH_SERVICES} services, ${pipelining} per connection …`);
-    held = await holdAll(`http://${http}`, pid, paths, count, { pipelining }, log);
-    const rss1 = statusKiB(pid, 'VmRSS');
+    log(
+      `held: server pid ${pid} RSS ${(rss0 / 1024).toFixed(0)} MiB; holding ${count} queries on ${WATCH_SERVICES} services, ${pipelining} per connection` +
+        `${steps > 1 ? `, in ${steps} steps` : ''} …`,
+    );
+    // Each step adds its share on top of the ones before (its own client children); the server's
+    // RSS is read once it holds them all and is idle again.
+    const points: HeldPoint[] = [];
+    let sofar = 0;
+    for (let k = 0; k < steps; k++) {
+      const part = Math.floor(count / steps) + (k < count % steps ? 1 : 0);
+      sets.push(await holdAll(`http://${http}`, pid, paths, part, { pipelining }, log));
+      sofar += part;
+      points.push({ held: sofar, rssMiB: statusKiB(pid, 'VmRSS') / 1024 });
+      if (steps > 1) log(`  step ${k + 1}/${steps}: ${sofar} held, server RSS ${points.at(-1)!.rssMiB.toFixed(0)} MiB`);
+    }
+    const rss1 = points.at(-1)!.rssMiB * 1024;
     const fds = fdCount(pid);
-    const hst = await Promise.all(held.holders.map((h) => h.stats()));
-    const { setupSeconds, connections } = held;
+    const holders = sets.flatMap((h) => h.holders);
+    const hst = await Promise.all(holders.map((h) => h.stats()));
+    const setupSeconds = sets.reduce((a, h) => a + h.setupSeconds, 0);
+    const connections = sets.reduce((a, h) => a + h.connections, 0);
     const t0 = performance.now();
     const fdBase = fds - connections;
-    await Promise.all(held.holders.map((h) => h.close()));
-    held = null;
+    await Promise.all(holders.map((h) => h.close()));
+    sets.length = 0;
     await waitFor('the server to release the connections', () => fdCount(pid) <= fdBase + 100, 120_000, 50);
     return {
       case: 'held',
@@ -675,17 +708,22 @@ async function runHeld(count: number, pipelining: number, nofile: number | undef
       serverFds: fds,
       holderRssMiB: hst.map((s) => Math.round(s.rssKiB / 1024)),
       releaseSeconds: (performance.now() - t0) / 1000,
+      points,
     };
   } finally {
-    if (held) await Promise.all(held.holders.map((h) => h.close()));
+    await Promise.all(sets.flatMap((h) => h.holders).map((h) => h.close()));
     await cluster.teardown(graceMs);
   }
 }
 
+/** Steps in which the largest one-per-connection run adds its queries (RSS read after each). */
+const HELD_STEPS = 4;
+
 /**
  * `target` held queries one per connection when the open-files limit allows it. Otherwise (here:
  * 20,000, and no CAP_SYS_RESOURCE to raise it) two measured runs: as many as the limit allows one
- * per connection, and `target` pipelined over fewer connections; and the estimate they give.
+ * per connection, added in HELD_STEPS steps on one server, and `target` pipelined over fewer
+ * connections; and the estimate they give.
  */
 async function runHeldCases(target: number, nodeArgs: string[], graceMs: number, log: (l: string) => void): Promise<BlockingResult[]> {
   const margin = 1_000;
@@ -694,33 +732,57 @@ async function runHeldCases(target: number, nodeArgs: string[], graceMs: number,
   if (canRaiseNofile(target + margin)) return [await runHeld(target, 1, target + margin, nodeArgs, graceMs, log)];
   const max = Math.floor((Math.min(soft, hard) - margin) / 1_000) * 1_000;
   const why = `open-files limit ${soft}/${hard} (soft/hard) and no permission to raise it: one server process cannot hold ${target} sockets`;
-  log(`held: ${why}; measuring ${max / 2} and ${max} one per connection and ${target} pipelined`);
-  const half = await runHeld(max / 2, 1, undefined, nodeArgs, graceMs, log);
-  log(formatBlocking(half));
-  const one = await runHeld(max, 1, undefined, nodeArgs, graceMs, log);
+  log(`held: ${why}; measuring up to ${max} one per connection in ${HELD_STEPS} steps and ${target} pipelined`);
+  const one = await runHeld(max, 1, undefined, nodeArgs, graceMs, log, HELD_STEPS);
   log(formatBlocking(one));
   const piped = await runHeld(target, Math.ceil(target / max), undefined, nodeArgs, graceMs, log);
   log(formatBlocking(piped));
-  // Growth Δ (KiB) = a + q·held + c·connections. half and one: slope s = q + c and intercept a;
-  // piped (held ≠ connections) splits s.
+  return [one, piped, heldEstimate(target, why, one, piped)];
+}
+
+/**
+ * The estimate for `target` held one per connection. Growth Δ (KiB) = a + q·held + c·connections:
+ * a least-squares line through the stepped run's points gives the slope s = q + c and the
+ * intercept a; the pipelined run (held ≠ connections) splits s.
+ */
+export function heldEstimate(target: number, why: string, one: HeldResult, piped: HeldResult): HeldEstimate {
+  const before = one.serverRssBeforeMiB * 1024;
+  const xs = one.points.map((p) => p.held);
+  const ys = one.points.map((p) => p.rssMiB * 1024 - before);
+  const { slope, intercept } = leastSquares(xs, ys);
+  const residuals = xs.map((x, i) => ys[i]! - (intercept + slope * x));
   const growth = (r: HeldResult): number => (r.serverRssHeldMiB - r.serverRssBeforeMiB) * 1024;
-  const slope = (growth(one) - growth(half)) / (one.held - half.held);
-  const fixed = growth(one) - one.held * slope;
-  const q = (growth(piped) - fixed - slope * piped.connections) / (piped.held - piped.connections);
-  const before = (half.serverRssBeforeMiB + one.serverRssBeforeMiB + piped.serverRssBeforeMiB) / 3;
-  const est: HeldEstimate = {
+  const q = (growth(piped) - intercept - slope * piped.connections) / (piped.held - piped.connections);
+  return {
     case: 'held-estimate',
     held: target,
     why,
-    fixedMiB: fixed / 1024,
+    points: one.points.length,
+    fixedMiB: intercept / 1024,
     perQueryKiB: q,
     perConnectionKiB: slope - q,
-    fitMiB: before + (fixed + target * slope) / 1024,
-    linearMiB: one.serverRssBeforeMiB + (target * growth(one)) / one.held / 1024,
-    perQueryHalfKiB: half.perQueryKiB,
-    perQueryFullKiB: one.perQueryKiB,
+    fitMiB: (before + intercept + target * slope) / 1024,
+    maxResidualMiB: Math.max(...residuals.map(Math.abs)) / 1024,
+    linearMiB: (before + (target * growth(one)) / one.held) / 1024,
+    perQueryAtStepsKiB: xs.map((x, i) => ys[i]! / x),
   };
-  return [half, one, piped, est];
+}
+
+/** The least-squares line y = intercept + slope·x through two or more points. */
+export function leastSquares(xs: readonly number[], ys: readonly number[]): { slope: number; intercept: number } {
+  const n = xs.length;
+  if (n < 2 || ys.length !== n) throw new Error(`leastSquares: needs two or more points, got ${n} and ${ys.length} values`);
+  const mx = xs.reduce((a, x) => a + x, 0) / n;
+  const my = ys.reduce((a, y) => a + y, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+    sxx += (xs[i]! - mx) ** 2;
+  }
+  if (sxx === 0) throw new Error('leastSquares: every x is the same');
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx };
 }
 
 /** `watchers` blocking queries held on `holdOn`, one registration through `writeVia`: when is each answered? */
@@ -850,9 +912,9 @@ export function formatBlocking(r: BlockingResult): string {
   if (r.case === 'held-estimate') {
     return (
       `held ${r.held} one per connection, estimated (${r.why}): server RSS ≈ ${r.fitMiB.toFixed(0)} MiB ` +
-      `(fixed growth ${r.fixedMiB.toFixed(0)} MiB + ${(r.perQueryKiB + r.perConnectionKiB).toFixed(1)} KiB per query+connection; ` +
-      `proportional to the largest run ${r.linearMiB.toFixed(0)} MiB; ` +
-      `${r.perQueryHalfKiB.toFixed(1)} and ${r.perQueryFullKiB.toFixed(1)} KiB growth per query+connection at half and full size; ` +
+      `(a line fitted to ${r.points} points: fixed growth ${r.fixedMiB.toFixed(0)} MiB + ${(r.perQueryKiB + r.perConnectionKiB).toFixed(1)} KiB per query+connection, ` +
+      `points within ${r.maxResidualMiB.toFixed(1)} MiB of it; proportional to the largest run ${r.linearMiB.toFixed(0)} MiB; ` +
+      `growth per query+connection at the steps ${r.perQueryAtStepsKiB.map((k) => k.toFixed(1)).join(' / ')} KiB; ` +
       `split from the pipelined run: ${r.perQueryKiB.toFixed(1)} KiB per held query + ${r.perConnectionKiB.toFixed(1)} KiB per connection)`
     );
   }
