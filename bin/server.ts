@@ -11,7 +11,7 @@ import { LevelStorage } from '../raft/level-storage.ts';
 import { RaftNode } from '../raft/node.ts';
 import { forceNewCluster } from '../raft/recover.ts';
 import type { Logger } from '../raft/node.ts';
-import { SiderError } from '../raft/errors.ts';
+import { isSiderError, SiderError } from '../raft/errors.ts';
 import { createHttpApp, listenHttp } from '../http/app.ts';
 import { BlockingQueries } from '../http/blocking.ts';
 import { currentRequest, instrumentHttpServer, observability } from '../http/metrics.ts';
@@ -379,7 +379,7 @@ function isLeader(raft: RaftNode): boolean {
 }
 
 /** If this server leads a cluster with other voters, hands leadership to the most caught-up one; the new leader's ID ('' when not the leader). */
-async function handOffLeadership(raft: RaftNode, log: Logger, deadline = Date.now() + 3_000): Promise<string> {
+async function handOffLeadership(raft: LeavingRaft, log: Logger, deadline = Date.now() + 3_000): Promise<string> {
   const st = raft.status();
   if (st.leader !== raft.id) return '';
   const others = st.membership.voters.filter((v) => v !== raft.id);
@@ -400,13 +400,27 @@ async function handOffLeadership(raft: RaftNode, log: Logger, deadline = Date.no
 
 /** Leaving for good takes at most this long; past it the server answers an error and keeps running. */
 const LEAVE_TIMEOUT_MS = 10_000;
+/** Between two requests for this server's removal that a leader refused for now. */
+const LEAVE_RETRY_MS = 50;
+
+/** What leaving uses of the Raft node and of the registry (a test hands in its own). */
+export type LeavingRaft = Pick<RaftNode, 'id' | 'status' | 'transferLeadership'>;
+export type LeavingRegistry = Pick<RaftRegistry, 'removeServer'>;
+
+/**
+ * Refusals of a removal that come before anything is proposed, and pass: a leader just elected
+ * (the hand-off makes one) takes no membership change until it has committed an entry of its
+ * term, nor one while another is pending; leadership may also move meanwhile.
+ */
+const LEAVE_RETRYABLE = new Set(['SIDER_CONF_CHANGE_PENDING', 'SIDER_NOT_LEADER', 'SIDER_NO_LEADER', 'SIDER_TRANSFER_IN_PROGRESS']);
 
 /**
  * PUT /v1/agent/leave: hands leadership to another voter if this server leads, waits for a new
- * leader, and has it remove this server from the configuration.
+ * leader, and has it remove this server from the configuration, asking again (until the deadline)
+ * while the leader refuses for now.
  */
-async function leaveCluster(raft: RaftNode, registry: RaftRegistry, log: Logger): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + LEAVE_TIMEOUT_MS;
+export async function leaveCluster(raft: LeavingRaft, registry: LeavingRegistry, log: Logger, timeoutMs = LEAVE_TIMEOUT_MS): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs;
   const st = raft.status();
   const others = st.membership.voters.filter((v) => v !== raft.id);
   if (st.membership.voters.includes(raft.id) && others.length === 0) {
@@ -418,9 +432,26 @@ async function leaveCluster(raft: RaftNode, registry: RaftRegistry, log: Logger)
     if (Date.now() > deadline) throw new SiderError('SIDER_TIMEOUT', 'leave: no other leader; still a member', { status: 503 });
     await new Promise((r) => setTimeout(r, 20));
   }
-  await registry.removeServer(raft.id);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await registry.removeServer(raft.id);
+      break;
+    } catch (err) {
+      if (!isSiderError(err) || !LEAVE_RETRYABLE.has(err.code) || Date.now() + LEAVE_RETRY_MS > deadline) throw err;
+      // A removal answered with an error may still have been made (a leader that fails
+      // over before answering): no longer a member is a leave done.
+      if (!isMember(raft)) break;
+      log('debug', 'leave: removal refused for now; asking again', { attempt, code: err.code });
+      await new Promise((r) => setTimeout(r, LEAVE_RETRY_MS));
+    }
+  }
   log('info', 'left the cluster', { transferredTo, leader: raft.status().leader });
   return { id: raft.id, transferredTo };
+}
+
+function isMember(raft: LeavingRaft): boolean {
+  const m = raft.status().membership;
+  return m.voters.includes(raft.id) || m.learners.includes(raft.id);
 }
 
 /** The DNS server of `-dns` (none with `-dns off`): answers from this node's local state (DESIGN §7). */
