@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { SiderCluster, closedLoop, cpuUsPerOp, formatCpu, formatErrors, formatLatency, formatUsPerOp, getText, httpError, registration, spreadPools } from './http-read.ts';
 import type { LoopResult } from './http-read.ts';
 import { wrkLoop } from './wrk.ts';
+import { fixedLoopMs, formatFixedLoop } from './machine-speed.ts';
 
 export interface RegisterResult extends LoopResult {
   /** The load generator. */
@@ -231,6 +232,8 @@ if (import.meta.main) {
     ...(values['server-log-dir'] ? { serverLogDir: values['server-log-dir'] } : {}),
     ...(values['metrics-dir'] ? { metricsDir: values['metrics-dir'] } : {}),
   };
+  console.log(`machine speed at the start: ${formatFixedLoop(fixedLoopMs())}`);
   const results = await runHttpRegisterRuns(runs, opts);
   if (runs > 1) console.log(formatRegisterMedians(`${client ?? 'undici'}, ${only}`, registerMedians(results)));
+  console.log(`machine speed at the end: ${formatFixedLoop(fixedLoopMs())}`);
 }

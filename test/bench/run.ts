@@ -14,6 +14,7 @@ import type { DnsBenchResult } from './dns.ts';
 import type { AgentBenchResult } from './agent.ts';
 import { runHealthProbes } from './health-probes.ts';
 import type { ProbeBenchResult } from './health-probes.ts';
+import { fixedLoopMs, formatFixedLoop } from './machine-speed.ts';
 import { runHttpBlocking } from './http-blocking.ts';
 import type { BlockingResult, HeldEstimate, HeldResult } from './http-blocking.ts';
 import { runHttpRead } from './http-read.ts';
@@ -77,6 +78,9 @@ const machine = {
   platform: `${process.platform}-${process.arch}`,
 };
 console.log(`machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}`);
+// This VM's speed moves between hours; the loop's time before and after says how fast it ran.
+const loopMs: { before: number; after?: number } = { before: fixedLoopMs() };
+console.log(`machine speed at the start: ${formatFixedLoop(loopMs.before)}`);
 
 let fsync: FsyncResult[] = [];
 let commit: CommitResult[] = [];
@@ -410,9 +414,12 @@ if (runs('failover')) {
   );
 }
 
+loopMs.after = fixedLoopMs();
+console.log(`\nmachine speed at the end: ${formatFixedLoop(loopMs.after)}`);
+
 const dir = fileURLToPath(new URL('./results/', import.meta.url));
 await mkdir(dir, { recursive: true });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 const file = `${dir}${stamp}.json`;
-await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine, levelFsync: fsync, snapshotWrite, snapshotEncode, raftCommit: commit, httpRead, httpBlocking, watchCycle, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
+await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), machine: { ...machine, fixedLoopMs: loopMs }, levelFsync: fsync, snapshotWrite, snapshotEncode, raftCommit: commit, httpRead, httpBlocking, watchCycle, httpRegister, registerLeaderMedians, registerRounds, healthProbes, agent: agentBench, dns: dnsBench, ttlRenew, metrics: metricsBench, failover }, null, 2)}\n`);
 console.log(`\nresults written to ${file}`);
