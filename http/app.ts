@@ -18,7 +18,7 @@ import { BlockingQueries, parseBlockingParams } from './blocking.ts';
 import type { ParkTarget, ParkedReply, WatchFn } from './blocking.ts';
 import { parseReadMode, queryFlag, queryValue, queryValues, readBarrier, readHeaders, setReadHeaders } from './consistency.ts';
 import type { EffectiveConsistency } from './consistency.ts';
-import { errorMiddleware, errorReply, textReply } from './errors.ts';
+import { errorMiddleware, errorTextReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { parseFilter } from './filter.ts';
 import type { Filter, FilterType } from './filter.ts';
@@ -246,8 +246,7 @@ export function createHttpApp(service: RegistryService, opts: HttpAppOptions = {
       headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(body.length));
       return { status: 200, headers, body };
     } catch (err) {
-      const { status, message } = errorReply(err, log, 'GET', path);
-      return textReply(status, message);
+      return errorTextReply(err, log, 'GET', path);
     }
   }
 

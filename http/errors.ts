@@ -111,6 +111,12 @@ export function textReply(status: number, message: string): ParkedReply {
   return { status, headers: ['Content-Type', 'text/plain; charset=utf-8', 'Content-Length', String(body.length)], body };
 }
 
+/** errorReply as a plain-text answer written outside Koa (the error middleware's reply, byte for byte). */
+export function errorTextReply(err: unknown, log: HttpLogger, method: string, path: string): ParkedReply {
+  const { status, message } = errorReply(err, log, method, path);
+  return textReply(status, message);
+}
+
 /** Writes a whole answer outside Koa as Koa's respond() would: only an end once the client is gone. */
 export function sendReply(res: ServerResponse, reply: ParkedReply): void {
   if (res.writableEnded || (res.socket !== null && !res.socket.writable)) {

@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ParkedReply } from './blocking.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery } from './consistency.ts';
-import { errorReply, sendReply, textReply } from './errors.ts';
+import { errorTextReply, sendReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 
 export type ServiceReadKind = 'health' | 'catalog';
@@ -119,10 +119,7 @@ export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath 
         (parked) => {
           if (!parked) sendReply(res, prepared.reply());
         },
-        (err: unknown) => {
-          const { status, message } = errorReply(err, log, 'GET', read.path);
-          sendReply(res, textReply(status, message));
-        },
+        (err: unknown) => sendReply(res, errorTextReply(err, log, 'GET', read.path)),
       );
     return SERVICE_READ_ROUTES[read.kind];
   };

@@ -7,7 +7,7 @@ import type { RegistryCommand } from '../src/registry/model.ts';
 import { readJsonBody } from './body.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery, queryFlag, queryValue } from './consistency.ts';
-import { errorReply, sendReply, textReply } from './errors.ts';
+import { errorTextReply, sendReply, textReply } from './errors.ts';
 import type { HttpLogger } from './errors.ts';
 import { runAsRequest } from './metrics.ts';
 import { parseRegisterBody, parseRequestId, pickNamespace } from './register-parse.ts';
@@ -88,13 +88,9 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
     const query = plainQuery(qs, ROUTE_PARAMS, opts.datacenter);
     if (!query) return false;
     // Koa's reply: text/plain (its type for a string body), Content-Length, nothing else.
-    const send = (status: number, body: string): void => sendReply(res, textReply(status, body));
     (trackWrites ? runAsRequest(req, () => handle(req, query)) : handle(req, query)).then(
-      () => send(200, ''),
-      (err: unknown) => {
-        const { status, message } = errorReply(err, log, 'PUT', REGISTER_PATH);
-        send(status, message);
-      },
+      () => sendReply(res, textReply(200, '')),
+      (err: unknown) => sendReply(res, errorTextReply(err, log, 'PUT', REGISTER_PATH)),
     );
     return REGISTER_PATH;
   };
