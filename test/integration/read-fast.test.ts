@@ -8,10 +8,10 @@ import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
 import { plainServiceRead } from '../../http/read-fast.ts';
-import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
+import { checkFailures, checkRequestLines, httpCounts, rawRequest, requestLines, side } from '../support/fast-path.ts';
 import { waitFor } from '../support/ports.ts';
 import { parseExposition, sumOf } from '../support/prom-text.ts';
-import type { Side } from '../support/fast-path.ts';
+import type { Failure, Side } from '../support/fast-path.ts';
 
 function get(path: string, headers: Record<string, string> = {}, method = 'GET'): string {
   const lines = [`${method} ${path} HTTP/1.1`, 'Host: 127.0.0.1'];
@@ -143,36 +143,19 @@ t.test('with request logging (-log-level debug) the fast path writes the same re
   const koa = await side(t, {}, true);
   await populate(fast);
   await populate(koa);
-  for (const [, path, headers] of FAST) {
-    await rawRequest(fast.port, get(path, headers));
-    // Koa's line names the path, not the query: the extra parameter leaves it alike.
-    await rawRequest(koa.port, get(viaKoa(path), headers));
-  }
-  t.equal(fast.koaSeen, 0, 'all answered by the fast path');
-  const lines = requestLines;
-  t.equal(lines(fast).length, FAST.length, 'one line per request');
-  t.same(lines(fast), lines(koa), 'the same lines (but the time)');
-  t.match(lines(fast)[0], { level: 'debug', fields: { method: 'GET', path: '/v1/health/service/api', route: '/v1/health/service/:name', status: 200, ms: 'number', remote: '127.0.0.1' } });
+  // Koa's line names the path, not the query: the extra parameter leaves it alike.
+  await checkRequestLines(t, fast, koa, FAST.map(([, path, headers]) => [get(path, headers), get(viaKoa(path), headers)] as const));
+  t.match(requestLines(fast)[0], { level: 'debug', fields: { method: 'GET', path: '/v1/health/service/api', route: '/v1/health/service/:name', status: 200, ms: 'number', remote: '127.0.0.1' } });
 });
 
 t.test('a failed barrier: 503 without a leader, 500 for anything unexpected (logged), as Koa answers', async (t) => {
   const fast = await side(t);
   const koa = await side(t);
-  const failures: [string, () => Error, number][] = [
+  const failures: Failure[] = [
     ['no leader', () => new SiderError('SIDER_NO_LEADER', 'no cluster leader is known; retry later'), 503],
     ['a bug', () => new Error('boom'), 500],
   ];
-  for (const [name, err, status] of failures) {
-    fast.reg.failNext = err();
-    koa.reg.failNext = err();
-    const a = await rawRequest(fast.port, get('/v1/health/service/api'));
-    const b = await rawRequest(koa.port, get(viaKoa('/v1/health/service/api')));
-    t.equal(a.head[0]?.split(' ')[1], String(status), name);
-    t.same(a, b, `${name}: the same bytes`);
-  }
-  t.same(withoutStacks(fast.logs), withoutStacks(koa.logs), 'the same log lines');
-  t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
-  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
+  await checkFailures(t, fast, koa, failures, get('/v1/health/service/api'), get(viaKoa('/v1/health/service/api')));
   t.equal(fast.koaSeen, 0, 'neither went through Koa');
 });
 

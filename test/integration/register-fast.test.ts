@@ -6,7 +6,8 @@
 
 import t from 'tap';
 import { SiderError } from '../../raft/errors.ts';
-import { httpCounts, rawRequest, requestLines, side, withoutStacks } from '../support/fast-path.ts';
+import { checkFailures, checkRequestLines, httpCounts, rawRequest, requestLines, side } from '../support/fast-path.ts';
+import type { Failure } from '../support/fast-path.ts';
 import { SiderCluster } from '../support/server-process.ts';
 
 interface Req {
@@ -133,37 +134,20 @@ t.test('without write tracking (a server logging at warn) no request context is 
 t.test('with request logging (-log-level debug) the fast path writes the same request line as Koa', async (t) => {
   const fast = await side(t, { jsonLimit: JSON_LIMIT }, true);
   const koa = await side(t, { jsonLimit: JSON_LIMIT }, true);
-  for (const [, req] of CASES) {
-    await rawRequest(fast.port, wire(req));
-    await rawRequest(koa.port, wire(viaKoa(req)));
-  }
-  t.equal(fast.koaSeen, 0, 'all answered by the fast path');
-  const lines = requestLines;
-  t.equal(lines(fast).length, CASES.length, 'one line per request');
-  t.same(lines(fast), lines(koa), 'the same lines (but the time)');
-  t.match(lines(fast)[0], { level: 'debug', fields: { method: 'PUT', path: '/v1/agent/service/register', route: '/v1/agent/service/register', status: 200, ms: 'number', remote: '127.0.0.1' } });
+  await checkRequestLines(t, fast, koa, CASES.map(([, req]) => [wire(req), wire(viaKoa(req))] as const));
+  t.match(requestLines(fast)[0], { level: 'debug', fields: { method: 'PUT', path: '/v1/agent/service/register', route: '/v1/agent/service/register', status: 200, ms: 'number', remote: '127.0.0.1' } });
 });
 
 t.test('failed writes: 503 without a leader, 500 for anything unexpected (logged)', async (t) => {
   const fast = await side(t);
   const koa = await side(t);
-  const failures: [string, () => Error, number][] = [
+  const failures: Failure[] = [
     ['no leader', () => new SiderError('SIDER_NO_LEADER', 'no cluster leader is known; retry later'), 503],
     ['not leader', () => new SiderError('SIDER_NOT_LEADER', 'not the leader'), 503],
     ['a bug', () => new Error('boom'), 500],
   ];
-  for (const [name, err, status] of failures) {
-    const req: Req = { path: '/v1/agent/service/register', body: ttl('api-1') };
-    fast.reg.failNext = err();
-    koa.reg.failNext = err();
-    const a = await rawRequest(fast.port, wire(req));
-    const b = await rawRequest(koa.port, wire(viaKoa(req)));
-    t.equal(a.head[0]?.split(' ')[1], String(status), name);
-    t.same(a, b, `${name}: the same bytes`);
-  }
-  t.same(withoutStacks(fast.logs), withoutStacks(koa.logs), 'the same log lines');
-  t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
-  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
+  const req: Req = { path: '/v1/agent/service/register', body: ttl('api-1') };
+  await checkFailures(t, fast, koa, failures, wire(req), wire(viaKoa(req)));
   t.equal(fast.koaSeen, 0, 'none of them went through Koa');
 });
 

@@ -116,3 +116,46 @@ export function requestLines(s: Side): unknown[] {
 export function withoutStacks(logs: Side['logs']): unknown[] {
   return logs.map((l) => ({ ...l, fields: { ...l.fields, stack: undefined } }));
 }
+
+/** The assertions the checks below make (tap's). */
+interface Checks {
+  equal(found: unknown, wanted: unknown, message: string): unknown;
+  same(found: unknown, wanted: unknown, message: string): unknown;
+}
+
+/**
+ * Each pair's first request to `fast`, its second (the same request made Koa's) to `koa`, both
+ * logging requests: every one was the fast path's, and it logged one line per request, the lines
+ * Koa logged (but the time).
+ */
+export async function checkRequestLines(t: Checks, fast: Side, koa: Side, pairs: readonly (readonly [string, string])[]): Promise<void> {
+  for (const [viaFast, viaKoa] of pairs) {
+    await rawRequest(fast.port, viaFast);
+    await rawRequest(koa.port, viaKoa);
+  }
+  t.equal(fast.koaSeen, 0, 'all answered by the fast path');
+  t.equal(requestLines(fast).length, pairs.length, 'one line per request');
+  t.same(requestLines(fast), requestLines(koa), 'the same lines (but the time)');
+}
+
+/** A failure for the next registry call, and the status it must be answered with. */
+export type Failure = [name: string, make: () => Error, status: number];
+
+/**
+ * Each failure made to happen once on both sides, the request sent to `fast` and its Koa twin to
+ * `koa`: the status, the same bytes; then the same log lines (the unexpected error logged once)
+ * and request counts.
+ */
+export async function checkFailures(t: Checks, fast: Side, koa: Side, failures: readonly Failure[], viaFast: string, viaKoa: string): Promise<void> {
+  for (const [name, err, status] of failures) {
+    fast.reg.failNext = err();
+    koa.reg.failNext = err();
+    const a = await rawRequest(fast.port, viaFast);
+    const b = await rawRequest(koa.port, viaKoa);
+    t.equal(a.head[0]?.split(' ')[1], String(status), name);
+    t.same(a, b, `${name}: the same bytes`);
+  }
+  t.same(withoutStacks(fast.logs), withoutStacks(koa.logs), 'the same log lines');
+  t.equal(fast.logs.filter((l) => l.msg === 'http handler error').length, 1, 'the unexpected error is logged');
+  t.same(await httpCounts(fast.metrics), await httpCounts(koa.metrics), 'the same request counts');
+}
