@@ -12,6 +12,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { responseFrame } from '../support/http-frame.ts';
 import { waitFor } from '../support/ports.ts';
 import { parseExposition, sumOf } from '../support/prom-text.ts';
 import { percentile } from './level-fsync.ts';
@@ -168,27 +169,17 @@ function holderMain(): void {
           sock.write(text);
         });
         let got = '';
-        let need = -1;
-        let status = '';
         const onData = (d: Buffer): void => {
           got += d.toString('latin1');
-          if (need < 0) {
-            const end = got.indexOf('\r\n\r\n');
-            if (end < 0) return;
-            status = got.slice(9, 12);
-            const len = /\r\ncontent-length: *(\d+)/i.exec(got.slice(0, end));
-            if (!len) {
-              countError({ code: 'NO_CONTENT_LENGTH' });
-              sock.off('data', onData);
-              return;
-            }
-            need = end + 4 + Number(len[1]);
+          const f = responseFrame(got);
+          if (!f) return;
+          sock.off('data', onData);
+          if (Number.isNaN(f.end)) {
+            countError({ code: 'NO_CONTENT_LENGTH' });
+            return;
           }
-          if (got.length >= need) {
-            times.push(monoMs());
-            statuses[status] = (statuses[status] ?? 0) + 1;
-            sock.off('data', onData);
-          }
+          times.push(monoMs());
+          statuses[f.status] = (statuses[f.status] ?? 0) + 1;
         };
         sock.on('data', onData);
         sock.on('error', countError);

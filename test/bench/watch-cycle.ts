@@ -7,6 +7,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { parseExposition, sumOf } from '../support/prom-text.ts';
+import { responseFrame } from '../support/http-frame.ts';
 import { waitFor } from '../support/ports.ts';
 import { SiderCluster, cpuSeconds, getText, putJson, registration } from './http-read.ts';
 import { median } from './http-register.ts';
@@ -57,18 +58,13 @@ class Watcher {
 
   #read(d: string): void {
     this.#buf += d;
-    for (;;) {
-      const end = this.#buf.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      const head = this.#buf.slice(0, end);
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-      const index = Number(/\r\nx-consul-index: *(\d+)/i.exec(head)?.[1] ?? NaN);
-      if (!head.startsWith('HTTP/1.1 200 ') || !Number.isFinite(length) || !Number.isFinite(index)) {
-        this.socket.destroy(new Error(`unexpected answer: ${head.slice(0, 200)}`));
+    for (let f = responseFrame(this.#buf); f; f = responseFrame(this.#buf)) {
+      const index = Number(/\r\nx-consul-index: *(\d+)/i.exec(f.head)?.[1] ?? NaN);
+      if (!f.head.startsWith('HTTP/1.1 200 ') || !Number.isFinite(f.end) || !Number.isFinite(index)) {
+        this.socket.destroy(new Error(`unexpected answer: ${f.head.slice(0, 200)}`));
         return;
       }
-      if (this.#buf.length < end + 4 + length) return;
-      this.#buf = this.#buf.slice(end + 4 + length);
+      this.#buf = this.#buf.slice(f.end);
       this.#onAnswer();
       this.ask(index);
     }

@@ -9,6 +9,7 @@ import type { HttpAppOptions } from '../../http/app.ts';
 import { currentRequest, instrumentHttpServer, observability } from '../../http/metrics.ts';
 import { ServerMetrics } from '../../src/metrics.ts';
 import { observeWrites } from '../../src/observe.ts';
+import { responseFrame } from './http-frame.ts';
 import { LocalRegistry, listenForTest } from './local-registry.ts';
 
 export interface RawReply {
@@ -24,8 +25,8 @@ export interface RawReply {
 export function rawRequest(port: number, request: string, timeoutMs = 5_000): Promise<RawReply> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port });
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => done(new Error(`no whole answer within ${timeoutMs} ms: ${JSON.stringify(buf.toString('latin1'))}`)), timeoutMs);
+    let text = '';
+    const timer = setTimeout(() => done(new Error(`no whole answer within ${timeoutMs} ms: ${JSON.stringify(text)}`)), timeoutMs);
     let settled = false;
     function done(err: Error | null, reply?: RawReply): void {
       if (settled) return;
@@ -36,21 +37,16 @@ export function rawRequest(port: number, request: string, timeoutMs = 5_000): Pr
       else resolve(reply!);
     }
     const parse = (): RawReply | null => {
-      let end = buf.indexOf('\r\n\r\n');
-      // An interim answer (100 Continue) before the real one.
-      while (end >= 0 && /^HTTP\/1\.1 1\d\d /.test(buf.subarray(0, 13).toString('latin1'))) {
-        buf = buf.subarray(end + 4);
-        end = buf.indexOf('\r\n\r\n');
-      }
-      if (end < 0) return null;
-      const lines = buf.subarray(0, end).toString('latin1').split('\r\n');
-      const length = Number(/^content-length:\s*(\d+)$/im.exec(lines.join('\n'))?.[1] ?? NaN);
-      if (!Number.isInteger(length)) throw new Error(`no Content-Length in ${JSON.stringify(lines)}`);
-      if (buf.length < end + 4 + length) return null;
-      return { head: lines.filter((l) => !/^date:/i.test(l)), body: buf.subarray(end + 4, end + 4 + length).toString('utf8') };
+      // An interim answer (100 Continue) before the real one: a head without a body.
+      for (let end = text.indexOf('\r\n\r\n'); end >= 0 && /^HTTP\/1\.1 1\d\d /.test(text); end = text.indexOf('\r\n\r\n')) text = text.slice(end + 4);
+      const f = responseFrame(text);
+      if (!f) return null;
+      const lines = f.head.split('\r\n');
+      if (Number.isNaN(f.end)) throw new Error(`no Content-Length in ${JSON.stringify(lines)}`);
+      return { head: lines.filter((l) => !/^date:/i.test(l)), body: Buffer.from(text.slice(f.bodyStart, f.end), 'latin1').toString('utf8') };
     };
     socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
+      text += chunk.toString('latin1');
       try {
         const r = parse();
         if (r) done(null, r);
@@ -59,7 +55,7 @@ export function rawRequest(port: number, request: string, timeoutMs = 5_000): Pr
       }
     });
     socket.on('error', (err) => done(err));
-    socket.on('close', () => done(new Error(`connection closed before a whole answer: ${JSON.stringify(buf.toString('latin1'))}`)));
+    socket.on('close', () => done(new Error(`connection closed before a whole answer: ${JSON.stringify(text)}`)));
     socket.write(Buffer.from(request, 'latin1'));
   });
 }
