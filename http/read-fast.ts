@@ -3,6 +3,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ParkedReply } from './blocking.ts';
+import { requestHeader } from './check-routes.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery } from './consistency.ts';
 import { errorTextReply, sendReply } from './errors.ts';
@@ -105,10 +106,9 @@ export function serviceReadFastPath(opts: ServiceReadFastPathOptions): FastPath 
     if (req.method !== 'GET') return false;
     const read = plainServiceRead(req.url ?? '', datacenter);
     if (!read) return false;
-    const ns = req.headers['x-sider-namespace'];
     let prepared: PreparedRead;
     try {
-      prepared = prepare(read, typeof ns === 'string' ? ns : '');
+      prepared = prepare(read, requestHeader(req, 'x-sider-namespace'));
     } catch {
       return false;
     }

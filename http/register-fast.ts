@@ -5,6 +5,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
 import type { RegistryCommand } from '../src/registry/model.ts';
 import { readJsonBody } from './body.ts';
+import { requestHeader } from './check-routes.ts';
 import type { FastPath } from './check-routes.ts';
 import { plainQuery, queryFlag, queryValue } from './consistency.ts';
 import { errorTextReply, sendReply, textReply } from './errors.ts';
@@ -55,12 +56,6 @@ export interface RegisterFastPathOptions extends RegisterCommandOptions {
   trackWrites: boolean;
 }
 
-/** A request header as Koa's `ctx.get` reads it ('' when absent). */
-function header(req: IncomingMessage, name: string): string {
-  const v = req.headers[name];
-  return typeof v === 'string' ? v : '';
-}
-
 /**
  * `PUT /v1/agent/service/register` without Koa: the same body reader and limit, the same command
  * (registerCommand), request ID, write and error mapping as the route, answered with the same
@@ -74,8 +69,8 @@ export function registerFastPath(opts: RegisterFastPathOptions): FastPath {
   const { write, log, trackWrites } = opts;
   const handle = async (req: IncomingMessage, query: Context['query']): Promise<void> => {
     const body = await readJsonBody(req, opts.jsonLimit);
-    const cmd = registerCommand(body, query, header(req, 'x-sider-namespace'), opts);
-    await write(cmd, parseRequestId(header(req, 'x-sider-request-id')));
+    const cmd = registerCommand(body, query, requestHeader(req, 'x-sider-namespace'), opts);
+    await write(cmd, parseRequestId(requestHeader(req, 'x-sider-request-id')));
   };
   return (req, res) => {
     if (req.method !== 'PUT') return false;
