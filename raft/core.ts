@@ -1072,6 +1072,22 @@ export class RaftCore {
     return rd;
   }
 
+  /**
+   * Committed entries not handed out yet, for a driver that applies them between `ready()` and
+   * `advance()`, while that Ready's write is in progress: an acknowledgement that commits entries
+   * need not wait for the fsync of newer ones. Only entries already handed out for writing (in
+   * this or an earlier Ready) are taken, so nothing is applied, and no snapshot taken, beyond what
+   * the driver holds or is writing. The next Ready leaves the taken entries out.
+   */
+  takeCommitted(): Entry[] {
+    const l = this.#log;
+    const upTo = Math.min(l.committed, l.unstableFrom - 1);
+    if (upTo <= l.applied) return [];
+    const taken = l.slice(l.applied + 1, upTo);
+    l.applied = upTo;
+    return taken;
+  }
+
   /** The driver has persisted, sent and applied what `rd` asked for. */
   advance(rd: Ready): void {
     const last = rd.entries[rd.entries.length - 1];

@@ -49,6 +49,8 @@ export interface SimResult {
     unknown: number;
     leaders: number;
     snapshotsInstalled: number;
+    /** Entries applied during their node's own write (takeCommitted), not after it. */
+    appliedDuringWrite: number;
     crashes: number;
     membershipChanges: number;
     finalCommit: number;
@@ -148,7 +150,7 @@ export class SimCluster {
   #committed = new Map<number, number>(); // index -> term
   #maxCommitted = 0;
   #appliedAt = new Map<number, string>(); // index -> digest of entry
-  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0 };
+  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0 };
 
   constructor(opts: SimOptions) {
     this.opts = {
@@ -331,6 +333,7 @@ export class SimCluster {
         unknown: this.#history.length - acked,
         leaders: this.#stats.leaders,
         snapshotsInstalled: this.#stats.snapshotsInstalled,
+        appliedDuringWrite: this.#stats.appliedDuringWrite,
         crashes: this.#stats.crashes,
         membershipChanges: this.#stats.membershipChanges,
         finalCommit: leader?.core?.status().commit ?? 0,
@@ -382,6 +385,15 @@ export class SimCluster {
     while (n.nextTickAt <= this.#now) {
       core.tick();
       n.nextTickAt += TICK_MS;
+    }
+    // As the driver: during a synced write, what the messages just stepped commit is applied at
+    // once (takeCommitted), not after the write.
+    if (n.persisting && n.persisting.sync && !n.persisting.rd.snapshot) {
+      for (const e of core.takeCommitted()) {
+        this.#applyEntry(n, e);
+        this.#stats.appliedDuringWrite++;
+      }
+      this.#serveReads(n);
     }
     if (n.persisting && n.persisting.doneAt <= this.#now) this.#finishPersist(n);
     if (!n.persisting && core.hasReady()) {

@@ -18,13 +18,16 @@ function explain(r: SimResult, o: SimOptions): string {
 
 for (const nodes of [3, 5]) {
   t.test(`clusters of ${nodes} stay safe and linearizable under random faults (${SEEDS} seeds)`, async (t) => {
+    let duringWrite = 0;
     for (let seed = 1; seed <= SEEDS; seed++) {
       const o: SimOptions = { seed, nodes };
       const r = runSim(o);
       t.ok(r.ok, `seed ${seed}: ${r.stats.acked} acknowledged ops, ${r.stats.leaders} leaderships`, r.ok ? {} : { diag: explain(r, o) });
       if (!r.ok) t.comment(explain(r, o));
       t.ok(r.stats.acked > 100, `seed ${seed} made progress`);
+      duringWrite += r.stats.appliedDuringWrite;
     }
+    t.ok(duringWrite > 0, `entries were applied during their node's own write (${duringWrite})`);
   });
 }
 

@@ -94,6 +94,12 @@ export interface HarnessOptions {
    * a node that has a Ready pending is stepped between that `ready()` and its `advance()`.
    */
   interleave?: boolean;
+  /**
+   * With `interleave`, like the driver that applies what a message commits during the write
+   * (`takeCommitted()` between `ready()` and `advance()`): the taken entries are applied after the
+   * Ready's own committed ones. `takenBetween` counts them.
+   */
+  applyBetween?: boolean;
 }
 
 function encodeState(applied: Applied[]): Uint8Array {
@@ -147,6 +153,9 @@ export class CoreHarness {
   #cfg: Partial<Omit<CoreConfig, 'id' | 'random'>>;
   #seed: number;
   #interleave: boolean;
+  #applyBetween: boolean;
+  /** Entries applied through `takeCommitted()` during a write (`applyBetween`). */
+  takenBetween = 0;
   #nodeSeq = 0;
   #leaderOfTerm = new Map<number, NodeId>();
   /** Index → "term/type/data" of every entry any node applied: state machine safety. */
@@ -155,6 +164,7 @@ export class CoreHarness {
   constructor(opts: HarnessOptions = {}) {
     this.#seed = opts.seed ?? 1;
     this.#interleave = opts.interleave ?? false;
+    this.#applyBetween = opts.applyBetween ?? false;
     this.#cfg = { electionTicks: 10, heartbeatTicks: 1, ...opts.cfg };
   }
 
@@ -413,7 +423,7 @@ export class CoreHarness {
   }
 
   /** Steps 1–5 of the driver contract for one Ready. */
-  #persist(id: NodeId, core: RaftCore, rd: Ready): void {
+  #persist(id: NodeId, core: RaftCore, rd: Ready, taken: Entry[] = []): void {
     const st = this.store(id);
     if (rd.snapshot) {
       const meta = rd.snapshot.meta;
@@ -444,7 +454,7 @@ export class CoreHarness {
       this.#route(m);
       if (m.type === 'snap') snaps.push(this.sent.at(-1)!);
     }
-    for (const e of rd.committed) {
+    for (const e of [...rd.committed, ...taken]) {
       if (e.index !== st.appliedIndex + 1) throw new Error(`${id} applies ${e.index} after ${st.appliedIndex}`);
       const a: Applied = { index: e.index, term: e.term, type: e.type, data: e.type === 'normal' ? dec.decode(e.data) : '' };
       this.#checkApplied(id, a);
@@ -477,7 +487,9 @@ export class CoreHarness {
       // The message arrives while the node's previous Ready is being written.
       const rd = core.ready();
       core.step(m);
-      this.#persist(m.to, core, rd);
+      const taken = this.#applyBetween && !rd.snapshot ? core.takeCommitted() : [];
+      this.takenBetween += taken.length;
+      this.#persist(m.to, core, rd, taken);
     } else {
       core.step(m);
     }

@@ -279,6 +279,57 @@ t.test('reordered and duplicated appends leave the follower log intact', async (
   t.same(h.core('n2').logView().entries.map((e) => e.term), h.core('n1').logView().entries.map((e) => e.term));
 });
 
+t.test('what an acknowledgement commits during the leader\'s own write is taken once (takeCommitted) and left out of the next Ready', async (t) => {
+  const h = three();
+  const n1 = h.core('n1');
+  const { index } = h.propose('n1', 'a');
+  const rd = n1.ready(); // the leader starts writing 'a' and sends it
+  t.same(rd.entries.map((e) => e.index), [index], "the Ready hands out 'a' for writing");
+  t.same(n1.takeCommitted(), [], 'nothing committed yet');
+  // Both followers write and acknowledge it before the leader's own write ends.
+  for (const m of rd.messages.filter((x) => x.type === 'app')) {
+    const f = h.core(m.to);
+    f.step(m);
+    const frd = f.ready();
+    f.advance(frd);
+    for (const r of frd.messages) n1.step(r);
+  }
+  t.equal(n1.status().commit, index, 'committed on the followers while the leader still writes');
+  t.same(n1.takeCommitted().map((e) => e.index), [index], 'taken during the write');
+  t.equal(n1.status().applied, index, 'and counted as handed to the state machine');
+  t.same(n1.takeCommitted(), [], 'taken once');
+  n1.advance(rd);
+  const next = n1.ready();
+  t.notOk(next.committed.some((e) => e.index === index), 'the next Ready leaves it out');
+  n1.advance(next);
+  t.notOk(n1.hasReady(), 'and nothing is left pending for it');
+});
+
+t.test('a follower takes only committed entries it has been handed to write', async (t) => {
+  const h = new CoreHarness();
+  const n2 = h.addNode('n2', { hardState: { term: 2, vote: '', commit: 5 }, snapshot: null, entries: initialLog(['n1', 'n2', 'n3']) });
+  n2.advance(n2.ready());
+  // Entry 6 arrives already committed by the leader: it is applied with the Ready that writes it.
+  n2.step(msg('app', 'n1', 'n2', 2, { index: 5, logTerm: 1, entries: [dataEntry(6, 2, 'x')], commit: 6 }));
+  t.equal(n2.status().commit, 6);
+  t.same(n2.takeCommitted(), [], 'committed, but not handed out for writing yet');
+  const rd6 = n2.ready();
+  t.same(rd6.entries.map((e) => e.index), [6]);
+  t.same(rd6.committed.map((e) => e.index), [6], 'the Ready that writes it applies it');
+  n2.advance(rd6);
+  // Entry 7 arrives uncommitted; during its write, entry 8 arrives with commit 7.
+  n2.step(msg('app', 'n1', 'n2', 2, { index: 6, logTerm: 2, entries: [dataEntry(7, 2, 'y')], commit: 6 }));
+  const rd7 = n2.ready();
+  t.same(rd7.committed, [], 'entry 7 not committed yet');
+  n2.step(msg('app', 'n1', 'n2', 2, { index: 7, logTerm: 2, entries: [dataEntry(8, 2, 'z')], commit: 8 }));
+  t.equal(n2.status().commit, 8);
+  t.same(n2.takeCommitted().map((e) => e.index), [7], 'entry 7 (being written) is taken; entry 8 (not handed out) is not');
+  n2.advance(rd7);
+  const rd8 = n2.ready();
+  t.same(rd8.entries.map((e) => e.index), [8]);
+  t.same(rd8.committed.map((e) => e.index), [8], 'the next Ready applies only entry 8');
+});
+
 // ---- linearizable reads -----------------------------------------------------------------------
 
 t.test('many concurrent reads share one heartbeat round', async (t) => {

@@ -336,32 +336,37 @@ t.test('a crashed leader is replaced and no committed entry is lost', async (t) 
   for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) t.same(h.appliedData(id), ['c0', 'c1', 'c2', 'next'], `${id} state`);
 });
 
-t.test('messages stepped while a Ready is being persisted keep logs and state machines consistent', async (t) => {
-  // The driver steps incoming messages during its disk write, between ready() and advance().
-  const h = CoreHarness.cluster(['n1', 'n2', 'n3', 'n4', 'n5'], { interleave: true, cfg: { maxEntriesPerMsg: 2 } });
-  h.elect('n1');
-  for (let round = 0; round < 4; round++) {
+for (const applyBetween of [false, true]) {
+  const how = applyBetween ? ', and what they commit applied during the write,' : '';
+  t.test(`messages stepped while a Ready is being persisted${how} keep logs and state machines consistent`, async (t) => {
+    // The driver steps incoming messages during its disk write, between ready() and advance(); the
+    // real one also applies what they commit then (takeCommitted).
+    const h = CoreHarness.cluster(['n1', 'n2', 'n3', 'n4', 'n5'], { interleave: true, applyBetween, cfg: { maxEntriesPerMsg: 2 } });
+    h.elect('n1');
+    for (let round = 0; round < 4; round++) {
+      const leader = h.leader();
+      const cut = h.isolate(leader);
+      for (let i = 0; i < 3; i++) h.propose(leader, `lost-${round}-${i}`); // never replicated: truncated later
+      h.deliverAll();
+      tickUntil(h, () => h.leader() !== '' && h.leader() !== leader);
+      const next = h.leader();
+      for (let i = 0; i < 4; i++) h.propose(next, `r${round}-${i}`);
+      h.deliverAll();
+      cut();
+      h.tickAll(15);
+    }
     const leader = h.leader();
-    const cut = h.isolate(leader);
-    for (let i = 0; i < 3; i++) h.propose(leader, `lost-${round}-${i}`); // never replicated: truncated later
-    h.deliverAll();
-    tickUntil(h, () => h.leader() !== '' && h.leader() !== leader);
-    const next = h.leader();
-    for (let i = 0; i < 4; i++) h.propose(next, `r${round}-${i}`);
-    h.deliverAll();
-    cut();
-    h.tickAll(15);
-  }
-  const leader = h.leader();
-  const want = h.appliedData(leader);
-  t.equal(want.length, 16);
-  t.notOk(want.some((d) => d.startsWith('lost')), 'entries of isolated leaders never applied');
-  for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) {
-    t.same(h.appliedData(id), want, `${id} state`);
-    t.same(
-      h.store(id).entries.map((e) => `${e.index}/${e.term}`),
-      h.store(leader).entries.map((e) => `${e.index}/${e.term}`),
-      `${id} stored log`,
-    );
-  }
-});
+    const want = h.appliedData(leader);
+    t.equal(want.length, 16);
+    t.notOk(want.some((d) => d.startsWith('lost')), 'entries of isolated leaders never applied');
+    for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) {
+      t.same(h.appliedData(id), want, `${id} state`);
+      t.same(
+        h.store(id).entries.map((e) => `${e.index}/${e.term}`),
+        h.store(leader).entries.map((e) => `${e.index}/${e.term}`),
+        `${id} stored log`,
+      );
+    }
+    if (applyBetween) t.ok(h.takenBetween > 0, `entries were applied during writes (${h.takenBetween})`);
+  });
+}

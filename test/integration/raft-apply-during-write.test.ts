@@ -1,0 +1,104 @@
+// What the followers' acknowledgements commit is applied on the leader while the leader's own write
+// (of the same or newer entries) is still in progress: a proposal on a three-voter cluster is
+// answered although the leader's fsync of it has not finished. The driver with in-memory storage
+// and network (real timers, hence this folder); the leader's storage holds one write until released.
+
+import t from 'tap';
+import { MemoryNetwork } from '../../raft/memory-transport.ts';
+import { MemorySnapshotStore, MemoryStorage } from '../../raft/memory-storage.ts';
+import { RaftNode } from '../../raft/node.ts';
+import type { StateMachine, Transport } from '../../raft/ports.ts';
+import type { Entry, HardState, SnapshotMeta } from '../../raft/types.ts';
+import { waitFor } from '../support/ports.ts';
+
+class ListMachine implements StateMachine {
+  applied: string[] = [];
+  apply(e: Entry): unknown {
+    const s = Buffer.from(e.data).toString();
+    this.applied.push(s);
+    return `applied ${s}`;
+  }
+  snapshot(): () => Promise<Uint8Array> {
+    const data = Buffer.from(JSON.stringify(this.applied));
+    return async () => data;
+  }
+  restore(data: Uint8Array, _meta: SnapshotMeta): void {
+    this.applied = JSON.parse(Buffer.from(data).toString()) as string[];
+  }
+}
+
+/** Storage whose write of an entry with the given data waits until released. */
+class GatedStorage extends MemoryStorage {
+  #hold = '';
+  #release: (() => void) | null = null;
+  holding = false;
+  hold(data: string): void {
+    this.#hold = data;
+  }
+  release(): void {
+    this.#release?.();
+  }
+  override async save(hardState: HardState | null, entries: Entry[]): Promise<void> {
+    if (this.#hold && entries.some((e) => Buffer.from(e.data).toString() === this.#hold)) {
+      this.#hold = '';
+      this.holding = true;
+      await new Promise<void>((r) => (this.#release = r));
+      this.holding = false;
+    }
+    await super.save(hardState, entries);
+  }
+}
+
+/** A joiner's transport: like HTTP replies to a request, it can answer n1 before it knows the membership. */
+function joinerTransport(net: MemoryNetwork, id: string): Transport {
+  const tr = net.transport(id);
+  const setPeers = tr.setPeers.bind(tr);
+  tr.setPeers = (addrs) => setPeers({ n1: 'n1', ...addrs });
+  return tr;
+}
+
+t.test("the leader applies and answers a proposal the followers committed while its own write of it is held", async (t) => {
+  const net = new MemoryNetwork();
+  const common = { tickMs: 10, snapshotCheckMs: 3_600_000 };
+  const storage = new GatedStorage();
+  const m1 = new ListMachine();
+  const n1 = await RaftNode.open({ id: 'n1', storage, snapshots: new MemorySnapshotStore(), stateMachine: m1, transport: () => net.transport('n1'), bootstrap: { addr: 'n1' }, ...common });
+  t.teardown(() => n1.close());
+  await waitFor('n1 to lead', () => n1.status().leader === 'n1', 10_000);
+  await n1.propose(Buffer.from('first'));
+  const followers: { node: RaftNode; sm: ListMachine }[] = [];
+  for (const id of ['n2', 'n3']) {
+    const sm = new ListMachine();
+    const node = await RaftNode.open({ id, storage: new MemoryStorage(), snapshots: new MemorySnapshotStore(), stateMachine: sm, transport: () => joinerTransport(net, id), clusterId: n1.clusterId, ...common });
+    t.teardown(() => node.close());
+    followers.push({ node, sm });
+    await n1.addServer(id, id);
+  }
+  await waitFor('three voters', () => n1.status().membership.voters.length === 3, 10_000);
+  await n1.propose(Buffer.from('second'));
+
+  storage.hold('held');
+  let answer: unknown = null;
+  let answeredWhileHeld = false;
+  const proposal = n1.propose(Buffer.from('held')).then((r) => {
+    answer = r.result;
+    answeredWhileHeld = storage.holding;
+  });
+  await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
+  await waitFor('the proposal to be answered', () => answer !== null, 10_000).catch((err: Error) => {
+    storage.release();
+    throw err;
+  });
+  t.equal(answer, 'applied held', 'the proposal got its apply result');
+  t.ok(answeredWhileHeld, "answered while the leader's own write was still held");
+  t.same(m1.applied.slice(-2), ['second', 'held'], 'applied once, in order');
+  t.equal(n1.status().applied, n1.status().commit, 'applied caught up with the commit');
+
+  storage.release();
+  await proposal;
+  await n1.propose(Buffer.from('after'));
+  for (const f of followers) await waitFor('followers to apply', () => f.sm.applied.at(-1) === 'after', 10_000);
+  t.same(m1.applied.slice(-3), ['second', 'held', 'after'], 'nothing applied twice after the write ends');
+  for (const f of followers) t.same(f.sm.applied.slice(-3), ['second', 'held', 'after'], `${f.node.status().id} has the same state`);
+  t.same((await storage.loadEntries(storage.lastIndex(), storage.lastIndex())).map((e) => Buffer.from(e.data).toString()), ['after'], 'the held write landed, then the next');
+});
