@@ -1088,6 +1088,19 @@ export class RaftCore {
     return taken;
   }
 
+  /**
+   * Confirmed read indexes not handed out yet, for a driver that answers reads between `ready()`
+   * and `advance()`, while that Ready's write is in progress: a read index is a commit index
+   * confirmed by a quorum round, and serving it needs only the entries up to it applied, nothing
+   * from the local write. The next Ready leaves the taken ones out.
+   */
+  takeReadStates(): ReadState[] {
+    if (this.#readStates.length === 0) return [];
+    const taken = this.#readStates;
+    this.#readStates = [];
+    return taken;
+  }
+
   /** The driver has persisted, sent and applied what `rd` asked for. */
   advance(rd: Ready): void {
     const last = rd.entries[rd.entries.length - 1];

@@ -10,7 +10,7 @@ import { SiderError, invariant } from './errors.ts';
 import { afterWrite, mustSync, splitMessages } from './persist-rules.ts';
 import type { DurableVote } from './persist-rules.ts';
 import type { RaftStorage, SnapshotStore, StateMachine, Transport, TransportReport } from './ports.ts';
-import type { ConfChange, Entry, HardState, Membership, Message, NodeId, Ready, Snapshot, SnapshotMeta } from './types.ts';
+import type { ConfChange, Entry, HardState, Membership, Message, NodeId, ReadState, Ready, Snapshot, SnapshotMeta } from './types.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type Logger = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => void;
@@ -144,7 +144,7 @@ export class RaftNode {
 
   #running = false;
   #looping = false;
-  /** A Ready's entries are being written (synced); see #applyCommittedNow. */
+  /** A Ready's entries are being written (synced); see #takeDuringWrite. */
   #writing = false;
   #again = false;
   #fatal: Error | null = null;
@@ -449,7 +449,7 @@ export class RaftNode {
     this.#core.step(m);
     if (this.#writing) {
       try {
-        this.#applyCommittedNow();
+        this.#takeDuringWrite();
       } catch (err) {
         // As in the Ready loop: a state machine that fails to apply stops the node.
         this.#die(err);
@@ -511,6 +511,10 @@ export class RaftNode {
     //    rebuilt from the snapshot and log, and the leader sends the entries again. A snapshot is
     //    only taken after the write (below), so none covers entries this node does not hold yet.
     for (const e of rd.committed) this.#apply(e);
+    //    Reads whose index a quorum confirmed likewise need nothing from the write: each is answered
+    //    once its index is applied.
+    for (const rs of rd.readStates) this.#readConfirmed(rs);
+    this.#releaseReads();
     // 3. Entries and hard state: one synced batch (everything proposed meanwhile rides along in
     //    the next one). A hard state that moved only the commit index need not be durable (it is
     //    recovered from the log, persist-rules.ts): it is not written on its own but with the next
@@ -519,8 +523,9 @@ export class RaftNode {
       const sync = mustSync(rd, this.#durable);
       if (sync) {
         const t0 = performance.now();
-        // While the write is in progress, what an acknowledgement commits is applied at once (see
-        // #applyCommittedNow); not while a snapshot from the leader is being installed.
+        // While the write is in progress, what a message commits is applied, and the reads it
+        // confirms answered, at once (see #takeDuringWrite); not while a snapshot from the
+        // leader is being installed.
         this.#writing = !rd.snapshot;
         try {
           await this.#storage.save(rd.hardState ?? this.#pendingHard, rd.entries);
@@ -538,14 +543,7 @@ export class RaftNode {
     for (const m of late) this.#send(m);
     if (rd.membership) this.#setPeers(rd.membership);
     if (rd.softState) this.#onSoftState(rd.softState.leader, rd.softState.role);
-    // 5. Answer reads.
-    for (const rs of rd.readStates) {
-      const r = this.#reads.get(rs.ctx);
-      if (!r) continue;
-      this.#reads.delete(rs.ctx);
-      r.index = rs.index;
-      this.#waitingReads.push(r);
-    }
+    // 5. Fail the reads the core gave up on; answer those the write's wait let apply.
     for (const ctx of rd.droppedReads) {
       const r = this.#reads.get(ctx);
       if (!r) continue;
@@ -621,13 +619,25 @@ export class RaftNode {
    * acknowledgements mostly arrive while it syncs newer entries, and the proposers (HTTP requests)
    * waiting for the committed ones need not wait for that fsync. Safe for the reason committed
    * entries are applied before a Ready's write: they are final (durable on a quorum). The core
-   * hands out only entries it has already handed out for writing.
+   * hands out only entries it has already handed out for writing. Reads a message confirms (a
+   * quorum's heartbeat answers on the leader, the leader's answer on a follower) are taken too.
    */
-  #applyCommittedNow(): void {
+  #takeDuringWrite(): void {
     const entries = this.#core.takeCommitted();
-    if (entries.length === 0) return;
     for (const e of entries) this.#apply(e);
-    this.#releaseReads();
+    // Reads whose quorum round a message just confirmed are answered once applied, too.
+    const reads = this.#core.takeReadStates();
+    for (const rs of reads) this.#readConfirmed(rs);
+    if (entries.length || reads.length) this.#releaseReads();
+  }
+
+  /** A read's index is confirmed: it is answered once this node has applied that index. */
+  #readConfirmed(rs: ReadState): void {
+    const r = this.#reads.get(rs.ctx);
+    if (!r) return;
+    this.#reads.delete(rs.ctx);
+    r.index = rs.index;
+    this.#waitingReads.push(r);
   }
 
   #releaseReads(): void {

@@ -1,6 +1,6 @@
 // What the followers' acknowledgements commit is applied on the leader while the leader's own write
 // (of the same or newer entries) is still in progress: a proposal on a three-voter cluster is
-// answered although the leader's fsync of it has not finished. The driver with in-memory storage
+// answered although the leader's fsync of it has not finished, and so is a linearizable read. The driver with in-memory storage
 // and network (real timers, hence this folder); the leader's storage holds one write until released.
 
 import t from 'tap';
@@ -57,7 +57,7 @@ function joinerTransport(net: MemoryNetwork, id: string): Transport {
   return tr;
 }
 
-t.test("the leader applies and answers a proposal the followers committed while its own write of it is held", async (t) => {
+t.test("the leader answers a proposal the followers committed, and a read they confirmed, while its own write is held", async (t) => {
   const net = new MemoryNetwork();
   const common = { tickMs: 10, snapshotCheckMs: 3_600_000 };
   const storage = new GatedStorage();
@@ -84,8 +84,17 @@ t.test("the leader applies and answers a proposal the followers committed while 
     answer = r.result;
     answeredWhileHeld = storage.holding;
   });
+  // A linearizable read asked in the same turn: its heartbeat round leaves with the held write,
+  // and the followers' answers confirm it while that write is still in progress.
+  const commitAtRead = n1.status().commit;
+  let readIndex = -1;
+  let readAnsweredWhileHeld = false;
+  const read = n1.readBarrier(5_000).then((i) => {
+    readIndex = i;
+    readAnsweredWhileHeld = storage.holding;
+  });
   await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
-  await waitFor('the proposal to be answered', () => answer !== null, 10_000).catch((err: Error) => {
+  await waitFor('the proposal and the read to be answered', () => answer !== null && readIndex >= 0, 10_000).catch((err: Error) => {
     storage.release();
     throw err;
   });
@@ -93,9 +102,11 @@ t.test("the leader applies and answers a proposal the followers committed while 
   t.ok(answeredWhileHeld, "answered while the leader's own write was still held");
   t.same(m1.applied.slice(-2), ['second', 'held'], 'applied once, in order');
   t.equal(n1.status().applied, n1.status().commit, 'applied caught up with the commit');
+  t.ok(readAnsweredWhileHeld, "a read asked with the proposal was answered while the leader's write was still held");
+  t.ok(readIndex >= commitAtRead, 'at the commit index it was asked at, or later');
 
   storage.release();
-  await proposal;
+  await Promise.all([proposal, read]);
   await n1.propose(Buffer.from('after'));
   for (const f of followers) await waitFor('followers to apply', () => f.sm.applied.at(-1) === 'after', 10_000);
   t.same(m1.applied.slice(-3), ['second', 'held', 'after'], 'nothing applied twice after the write ends');

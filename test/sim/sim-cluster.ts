@@ -51,6 +51,8 @@ export interface SimResult {
     snapshotsInstalled: number;
     /** Entries applied during their node's own write (takeCommitted), not after it. */
     appliedDuringWrite: number;
+    /** Reads confirmed during their node's own write (takeReadStates). */
+    readsDuringWrite: number;
     crashes: number;
     membershipChanges: number;
     finalCommit: number;
@@ -150,7 +152,7 @@ export class SimCluster {
   #committed = new Map<number, number>(); // index -> term
   #maxCommitted = 0;
   #appliedAt = new Map<number, string>(); // index -> digest of entry
-  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0 };
+  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0, readsDuringWrite: 0 };
 
   constructor(opts: SimOptions) {
     this.opts = {
@@ -334,6 +336,7 @@ export class SimCluster {
         leaders: this.#stats.leaders,
         snapshotsInstalled: this.#stats.snapshotsInstalled,
         appliedDuringWrite: this.#stats.appliedDuringWrite,
+        readsDuringWrite: this.#stats.readsDuringWrite,
         crashes: this.#stats.crashes,
         membershipChanges: this.#stats.membershipChanges,
         finalCommit: leader?.core?.status().commit ?? 0,
@@ -386,12 +389,18 @@ export class SimCluster {
       core.tick();
       n.nextTickAt += TICK_MS;
     }
-    // As the driver: during a synced write, what the messages just stepped commit is applied at
-    // once (takeCommitted), not after the write.
+    // As the driver: during a synced write, what the messages just stepped commit is applied, and
+    // the reads they confirm are served, at once (takeCommitted, takeReadStates), not after it.
     if (n.persisting && n.persisting.sync && !n.persisting.rd.snapshot) {
       for (const e of core.takeCommitted()) {
         this.#applyEntry(n, e);
         this.#stats.appliedDuringWrite++;
+      }
+      for (const rs of core.takeReadStates()) {
+        const req = n.reads.get(rs.ctx);
+        n.reads.delete(rs.ctx);
+        if (req) n.waitingReads.push({ index: rs.index, req });
+        this.#stats.readsDuringWrite++;
       }
       this.#serveReads(n);
     }
@@ -411,6 +420,13 @@ export class SimCluster {
         this.#event(`${n.id} installed snapshot ${rd.snapshot.meta.index}`);
       }
       for (const e of rd.committed) this.#applyEntry(n, e);
+      // Reads whose index a quorum confirmed need nothing from the write either.
+      for (const rs of rd.readStates) {
+        const req = n.reads.get(rs.ctx);
+        n.reads.delete(rs.ctx);
+        if (req) n.waitingReads.push({ index: rs.index, req });
+      }
+      this.#serveReads(n);
       const sync = mustSync(rd, n.durableVote);
       n.persisting = { rd, late, sync, doneAt: this.#now + (this.opts.bug === 'skipFsync' ? 0 : 1 + this.#int(3)) };
       if (n.persisting.doneAt <= this.#now) this.#finishPersist(n);
@@ -484,12 +500,8 @@ export class SimCluster {
       }
       this.#sendRaft(m);
     }
-    // 4. reads (the snapshot and the committed entries were applied when the write started).
-    for (const rs of rd.readStates) {
-      const req = n.reads.get(rs.ctx);
-      n.reads.delete(rs.ctx);
-      if (req) n.waitingReads.push({ index: rs.index, req });
-    }
+    // 4. reads given up on (the snapshot, the committed entries and the confirmed reads were
+    //    taken when the write started).
     for (const ctx of rd.droppedReads) {
       const req = n.reads.get(ctx);
       n.reads.delete(ctx);

@@ -19,6 +19,7 @@ function explain(r: SimResult, o: SimOptions): string {
 for (const nodes of [3, 5]) {
   t.test(`clusters of ${nodes} stay safe and linearizable under random faults (${SEEDS} seeds)`, async (t) => {
     let duringWrite = 0;
+    let readsDuringWrite = 0;
     for (let seed = 1; seed <= SEEDS; seed++) {
       const o: SimOptions = { seed, nodes };
       const r = runSim(o);
@@ -26,8 +27,10 @@ for (const nodes of [3, 5]) {
       if (!r.ok) t.comment(explain(r, o));
       t.ok(r.stats.acked > 100, `seed ${seed} made progress`);
       duringWrite += r.stats.appliedDuringWrite;
+      readsDuringWrite += r.stats.readsDuringWrite;
     }
     t.ok(duringWrite > 0, `entries were applied during their node's own write (${duringWrite})`);
+    t.ok(readsDuringWrite > 0, `reads were confirmed during their node's own write (${readsDuringWrite})`);
   });
 }
 

@@ -95,9 +95,10 @@ export interface HarnessOptions {
    */
   interleave?: boolean;
   /**
-   * With `interleave`, like the driver that applies what a message commits during the write
-   * (`takeCommitted()` between `ready()` and `advance()`): the taken entries are applied after the
-   * Ready's own committed ones. `takenBetween` counts them.
+   * With `interleave`, like the driver that applies what a message commits, and takes the reads
+   * it confirms, during the write (`takeCommitted()` and `takeReadStates()` between `ready()` and
+   * `advance()`): the taken entries are applied after the Ready's own committed ones, the taken
+   * reads recorded after its own. `takenBetween` and `readsBetween` count them.
    */
   applyBetween?: boolean;
 }
@@ -156,6 +157,8 @@ export class CoreHarness {
   #applyBetween: boolean;
   /** Entries applied through `takeCommitted()` during a write (`applyBetween`). */
   takenBetween = 0;
+  /** Read states taken through `takeReadStates()` during a write (`applyBetween`). */
+  readsBetween = 0;
   #nodeSeq = 0;
   #leaderOfTerm = new Map<number, NodeId>();
   /** Index → "term/type/data" of every entry any node applied: state machine safety. */
@@ -423,7 +426,7 @@ export class CoreHarness {
   }
 
   /** Steps 1–5 of the driver contract for one Ready. */
-  #persist(id: NodeId, core: RaftCore, rd: Ready, taken: Entry[] = []): void {
+  #persist(id: NodeId, core: RaftCore, rd: Ready, taken: Entry[] = [], takenReads: ReadState[] = []): void {
     const st = this.store(id);
     if (rd.snapshot) {
       const meta = rd.snapshot.meta;
@@ -461,7 +464,7 @@ export class CoreHarness {
       st.applied.push(a);
       st.appliedIndex = e.index;
     }
-    st.readStates.push(...rd.readStates);
+    st.readStates.push(...rd.readStates, ...takenReads);
     st.droppedReads.push(...rd.droppedReads);
     core.advance(rd);
     // A snapshot that never left (dropped, or the receiver is down) is reported failed, as a transport would.
@@ -488,8 +491,10 @@ export class CoreHarness {
       const rd = core.ready();
       core.step(m);
       const taken = this.#applyBetween && !rd.snapshot ? core.takeCommitted() : [];
+      const reads = this.#applyBetween && !rd.snapshot ? core.takeReadStates() : [];
       this.takenBetween += taken.length;
-      this.#persist(m.to, core, rd, taken);
+      this.readsBetween += reads.length;
+      this.#persist(m.to, core, rd, taken, reads);
     } else {
       core.step(m);
     }

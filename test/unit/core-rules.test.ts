@@ -373,6 +373,31 @@ t.test('a follower obtains its read index from the leader', async (t) => {
   t.same(h.store('n2').readStates, [{ ctx: 42, index: h.core('n1').status().commit }]);
 });
 
+t.test("a read confirmed during the leader's own write is taken once (takeReadStates) and left out of the next Ready", async (t) => {
+  const h = three();
+  const n1 = h.core('n1');
+  const commitBefore = n1.status().commit;
+  h.propose('n1', 'a');
+  n1.readIndex(7);
+  const rd = n1.ready(); // the leader starts writing 'a'; the read's heartbeat round leaves with it
+  const beats = rd.messages.filter((m) => m.type === 'heartbeat');
+  t.equal(beats.length, 2, 'one heartbeat per follower');
+  t.same(n1.takeReadStates(), [], 'not confirmed yet');
+  for (const m of beats) {
+    const f = h.core(m.to);
+    f.step(m);
+    const frd = f.ready();
+    f.advance(frd);
+    for (const r of frd.messages.filter((x) => x.type === 'heartbeatResp')) n1.step(r);
+  }
+  t.same(n1.takeReadStates(), [{ ctx: 7, index: commitBefore }], "confirmed by the followers' answers while the leader still writes");
+  t.same(n1.takeReadStates(), [], 'taken once');
+  n1.advance(rd);
+  const next = n1.ready();
+  t.same(next.readStates, [], 'the next Ready leaves it out');
+  n1.advance(next);
+});
+
 t.test('a leader that has not committed in its term delays reads', async (t) => {
   const h = CoreHarness.cluster(['n1', 'n2', 'n3']);
   h.hold(['appResp']);

@@ -351,7 +351,11 @@ for (const applyBetween of [false, true]) {
       tickUntil(h, () => h.leader() !== '' && h.leader() !== leader);
       const next = h.leader();
       for (let i = 0; i < 4; i++) h.propose(next, `r${round}-${i}`);
+      const readAt = h.core(next).status().commit;
+      h.core(next).readIndex(100 + round);
       h.deliverAll();
+      const read = h.store(next).readStates.find((r) => r.ctx === 100 + round);
+      t.ok(read && read.index >= readAt, `round ${round}: the read is confirmed at or after the commit index it was asked at`);
       cut();
       h.tickAll(15);
     }
@@ -367,6 +371,9 @@ for (const applyBetween of [false, true]) {
         `${id} stored log`,
       );
     }
-    if (applyBetween) t.ok(h.takenBetween > 0, `entries were applied during writes (${h.takenBetween})`);
+    if (applyBetween) {
+      t.ok(h.takenBetween > 0, `entries were applied during writes (${h.takenBetween})`);
+      t.ok(h.readsBetween > 0, `reads were confirmed during writes (${h.readsBetween})`);
+    }
   });
 }
