@@ -1101,6 +1101,20 @@ export class RaftCore {
     return taken;
   }
 
+  /**
+   * Messages waiting for the next Ready that `pick` says may leave now, taken out (in order), for
+   * a driver that sends them while a Ready's write is in progress (persist-rules.ts
+   * `sendableDuringWrite`).
+   */
+  takeMessages(pick: (m: Message) => boolean): Message[] {
+    if (!this.#msgs.some(pick)) return [];
+    const taken: Message[] = [];
+    const rest: Message[] = [];
+    for (const m of this.#msgs) (pick(m) ? taken : rest).push(m);
+    this.#msgs = rest;
+    return taken;
+  }
+
   /** The driver has persisted, sent and applied what `rd` asked for. */
   advance(rd: Ready): void {
     const last = rd.entries[rd.entries.length - 1];

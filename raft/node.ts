@@ -7,7 +7,7 @@ import { RaftCore } from './core.ts';
 import type { CoreStatus } from './core.ts';
 import { encodeConfChange } from './codec.ts';
 import { SiderError, invariant } from './errors.ts';
-import { afterWrite, mustSync, splitMessages } from './persist-rules.ts';
+import { afterWrite, mustSync, sendableDuringWrite, splitMessages } from './persist-rules.ts';
 import type { DurableVote } from './persist-rules.ts';
 import type { RaftStorage, SnapshotStore, StateMachine, Transport, TransportReport } from './ports.ts';
 import type { ConfChange, Entry, HardState, Membership, Message, NodeId, ReadState, Ready, Snapshot, SnapshotMeta } from './types.ts';
@@ -317,6 +317,8 @@ export class RaftNode {
         reject(this.#withLeaderAddr(err));
         return;
       }
+      // A follower's question to the leader need not wait for this node's write in progress.
+      if (this.#writing) this.#sendEarly();
       this.#kick();
     });
   }
@@ -629,6 +631,14 @@ export class RaftNode {
     const reads = this.#core.takeReadStates();
     for (const rs of reads) this.#readConfirmed(rs);
     if (entries.length || reads.length) this.#releaseReads();
+    // And heartbeat answers and read indexes (asked or answered) leave now, not after the write.
+    this.#sendEarly();
+  }
+
+  /** Sends the waiting messages that may leave during the write (persist-rules.ts). */
+  #sendEarly(): void {
+    const term = this.#durable.term;
+    for (const m of this.#core.takeMessages((x) => sendableDuringWrite(x, term))) this.#send(m);
   }
 
   /** A read's index is confirmed: it is answered once this node has applied that index. */

@@ -21,10 +21,22 @@ export function mustSync(rd: Ready, durable: DurableVote): boolean {
 }
 
 /**
+ * Messages that claim nothing about what the node is writing, sent once the term they carry is
+ * durable even while a write is in progress, also between Readys: a heartbeat's answer (it says
+ * only that this node follows that leader in that term), and a read index asked or answered (the
+ * answer is the leader's commit index, durable on a quorum). They make linearizable reads under
+ * write load wait for no fsync of unrelated entries.
+ */
+export function sendableDuringWrite(m: Message, durableTerm: number): boolean {
+  return m.term === durableTerm && (m.type === 'heartbeatResp' || m.type === 'readIndex' || m.type === 'readIndexResp');
+}
+
+/**
  * Raft thesis §10.2.1: a leader may send AppendEntries and heartbeats while its own write is in
  * progress, provided the term they carry is already durable (its own copy counts towards commit
- * only after the write, through `advance`). Everything else — votes, responses, TimeoutNow —
- * waits for the write.
+ * only after the write, through `advance`); so may any node the messages of
+ * `sendableDuringWrite`. Everything else — votes, append responses, TimeoutNow — waits for the
+ * write.
  */
 export function splitMessages(rd: Ready, durable: DurableVote): { early: Message[]; late: Message[] } {
   const hs = rd.hardState;
@@ -33,7 +45,7 @@ export function splitMessages(rd: Ready, durable: DurableVote): { early: Message
   const early: Message[] = [];
   const late: Message[] = [];
   for (const m of rd.messages) {
-    if ((m.type === 'app' || m.type === 'heartbeat') && m.term === durable.term) early.push(m);
+    if (((m.type === 'app' || m.type === 'heartbeat') && m.term === durable.term) || sendableDuringWrite(m, durable.term)) early.push(m);
     else late.push(m);
   }
   return { early, late };

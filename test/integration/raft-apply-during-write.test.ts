@@ -113,3 +113,47 @@ t.test("the leader answers a proposal the followers committed, and a read they c
   for (const f of followers) t.same(f.sm.applied.slice(-3), ['second', 'held', 'after'], `${f.node.status().id} has the same state`);
   t.same((await storage.loadEntries(storage.lastIndex(), storage.lastIndex())).map((e) => Buffer.from(e.data).toString()), ['after'], 'the held write landed, then the next');
 });
+
+t.test("reads are confirmed while the followers' own writes are held: heartbeat answers and read indexes do not wait for an fsync", async (t) => {
+  const net = new MemoryNetwork();
+  const common = { tickMs: 10, snapshotCheckMs: 3_600_000 };
+  const n1 = await RaftNode.open({ id: 'n1', storage: new MemoryStorage(), snapshots: new MemorySnapshotStore(), stateMachine: new ListMachine(), transport: () => net.transport('n1'), bootstrap: { addr: 'n1' }, ...common });
+  t.teardown(() => n1.close());
+  await waitFor('n1 to lead', () => n1.status().leader === 'n1', 10_000);
+  await n1.propose(Buffer.from('first'));
+  const followers: { node: RaftNode; storage: GatedStorage }[] = [];
+  for (const id of ['n2', 'n3']) {
+    const storage = new GatedStorage();
+    const node = await RaftNode.open({ id, storage, snapshots: new MemorySnapshotStore(), stateMachine: new ListMachine(), transport: () => joinerTransport(net, id), clusterId: n1.clusterId, ...common });
+    t.teardown(() => node.close());
+    followers.push({ node, storage });
+    await n1.addServer(id, id);
+  }
+  await waitFor('three voters', () => n1.status().membership.voters.length === 3, 10_000);
+  await n1.propose(Buffer.from('second'));
+  const commit = n1.status().commit;
+  for (const f of followers) await waitFor('followers to apply', () => f.node.status().applied >= commit, 10_000);
+
+  // Both followers start writing an entry and hold the write: it cannot commit.
+  for (const f of followers) f.storage.hold('stuck');
+  const stuck = n1.propose(Buffer.from('stuck')).catch(() => undefined);
+  const release = (): void => {
+    for (const f of followers) f.storage.release();
+  };
+  try {
+    await waitFor("the followers' writes to be held", () => followers.every((f) => f.storage.holding), 10_000);
+    // The leader's read needs one follower's heartbeat answer; both are in the middle of a write.
+    const leaderRead = await n1.readBarrier(3_000);
+    t.ok(leaderRead >= commit, "the leader's read is confirmed");
+    t.ok(followers.every((f) => f.storage.holding), "while both followers' writes were still held");
+    // A follower's own read: its question to the leader and the answer pass its write too.
+    const followerRead = await followers[0]!.node.readBarrier(3_000);
+    t.ok(followerRead >= commit, "a follower's read is confirmed");
+    t.ok(followers[0]!.storage.holding, 'while its own write was still held');
+    t.equal(n1.status().commit, commit, 'and the held entry is not committed');
+  } finally {
+    release();
+  }
+  await stuck;
+  await waitFor('the held entry to commit once written', () => n1.status().commit > commit, 10_000);
+});

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { RaftCore } from '../../raft/core.ts';
 import { encodeConfChange } from '../../raft/codec.ts';
 import { SiderError } from '../../raft/errors.ts';
-import { afterWrite, mustSync, splitMessages } from '../../raft/persist-rules.ts';
+import { afterWrite, mustSync, sendableDuringWrite, splitMessages } from '../../raft/persist-rules.ts';
 import type { DurableVote } from '../../raft/persist-rules.ts';
 import type { Entry, HardState, Message, NodeId, Ready, Snapshot } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
@@ -53,6 +53,8 @@ export interface SimResult {
     appliedDuringWrite: number;
     /** Reads confirmed during their node's own write (takeReadStates). */
     readsDuringWrite: number;
+    /** Heartbeat answers and read indexes sent during their node's own write. */
+    sentDuringWrite: number;
     crashes: number;
     membershipChanges: number;
     finalCommit: number;
@@ -152,7 +154,7 @@ export class SimCluster {
   #committed = new Map<number, number>(); // index -> term
   #maxCommitted = 0;
   #appliedAt = new Map<number, string>(); // index -> digest of entry
-  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0, readsDuringWrite: 0 };
+  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0, readsDuringWrite: 0, sentDuringWrite: 0 };
 
   constructor(opts: SimOptions) {
     this.opts = {
@@ -337,6 +339,7 @@ export class SimCluster {
         snapshotsInstalled: this.#stats.snapshotsInstalled,
         appliedDuringWrite: this.#stats.appliedDuringWrite,
         readsDuringWrite: this.#stats.readsDuringWrite,
+        sentDuringWrite: this.#stats.sentDuringWrite,
         crashes: this.#stats.crashes,
         membershipChanges: this.#stats.membershipChanges,
         finalCommit: leader?.core?.status().commit ?? 0,
@@ -389,8 +392,9 @@ export class SimCluster {
       core.tick();
       n.nextTickAt += TICK_MS;
     }
-    // As the driver: during a synced write, what the messages just stepped commit is applied, and
-    // the reads they confirm are served, at once (takeCommitted, takeReadStates), not after it.
+    // As the driver: during a synced write, what the messages just stepped commit is applied, the
+    // reads they confirm are served, and heartbeat answers and read indexes sent, at once
+    // (takeCommitted, takeReadStates, takeMessages), not after it.
     if (n.persisting && n.persisting.sync && !n.persisting.rd.snapshot) {
       for (const e of core.takeCommitted()) {
         this.#applyEntry(n, e);
@@ -403,6 +407,11 @@ export class SimCluster {
         this.#stats.readsDuringWrite++;
       }
       this.#serveReads(n);
+      const term = n.durableVote.term;
+      for (const m of core.takeMessages((x) => sendableDuringWrite(x, term))) {
+        this.#sendRaft(m);
+        this.#stats.sentDuringWrite++;
+      }
     }
     if (n.persisting && n.persisting.doneAt <= this.#now) this.#finishPersist(n);
     if (!n.persisting && core.hasReady()) {

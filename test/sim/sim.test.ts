@@ -20,6 +20,7 @@ for (const nodes of [3, 5]) {
   t.test(`clusters of ${nodes} stay safe and linearizable under random faults (${SEEDS} seeds)`, async (t) => {
     let duringWrite = 0;
     let readsDuringWrite = 0;
+    let sentDuringWrite = 0;
     for (let seed = 1; seed <= SEEDS; seed++) {
       const o: SimOptions = { seed, nodes };
       const r = runSim(o);
@@ -28,9 +29,11 @@ for (const nodes of [3, 5]) {
       t.ok(r.stats.acked > 100, `seed ${seed} made progress`);
       duringWrite += r.stats.appliedDuringWrite;
       readsDuringWrite += r.stats.readsDuringWrite;
+      sentDuringWrite += r.stats.sentDuringWrite;
     }
     t.ok(duringWrite > 0, `entries were applied during their node's own write (${duringWrite})`);
     t.ok(readsDuringWrite > 0, `reads were confirmed during their node's own write (${readsDuringWrite})`);
+    t.ok(sentDuringWrite > 0, `heartbeat answers and read indexes were sent during their node's own write (${sentDuringWrite})`);
   });
 }
 
