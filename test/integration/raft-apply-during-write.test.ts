@@ -1,31 +1,17 @@
-// What the followers' acknowledgements commit is applied on the leader while the leader's own write
-// (of the same or newer entries) is still in progress: a proposal on a three-voter cluster is
-// answered although the leader's fsync of it has not finished, and so is a linearizable read. The driver with in-memory storage
-// and network (real timers, hence this folder); the leader's storage holds one write until released.
+// What a message commits or confirms is acted on while the node's own write is still in progress
+// (raft/node.ts #takeDuringWrite): the leader answers a proposal, and a read asked with it, before
+// its fsync of that entry finishes; and reads are confirmed while both followers' writes are held,
+// because heartbeat answers and read indexes leave during a write (persist-rules.ts). The driver
+// with in-memory storage and network (real timers, hence this folder); a gated storage holds one
+// write until released.
 
 import t from 'tap';
 import { MemoryNetwork } from '../../raft/memory-transport.ts';
 import { MemorySnapshotStore, MemoryStorage } from '../../raft/memory-storage.ts';
 import { RaftNode } from '../../raft/node.ts';
-import type { StateMachine, Transport } from '../../raft/ports.ts';
-import type { Entry, HardState, SnapshotMeta } from '../../raft/types.ts';
+import type { Entry, HardState } from '../../raft/types.ts';
+import { ListMachine, joinerTransport } from '../support/memory-cluster.ts';
 import { waitFor } from '../support/ports.ts';
-
-class ListMachine implements StateMachine {
-  applied: string[] = [];
-  apply(e: Entry): unknown {
-    const s = Buffer.from(e.data).toString();
-    this.applied.push(s);
-    return `applied ${s}`;
-  }
-  snapshot(): () => Promise<Uint8Array> {
-    const data = Buffer.from(JSON.stringify(this.applied));
-    return async () => data;
-  }
-  restore(data: Uint8Array, _meta: SnapshotMeta): void {
-    this.applied = JSON.parse(Buffer.from(data).toString()) as string[];
-  }
-}
 
 /** Storage whose write of an entry with the given data waits until released. */
 class GatedStorage extends MemoryStorage {
@@ -47,14 +33,6 @@ class GatedStorage extends MemoryStorage {
     }
     await super.save(hardState, entries);
   }
-}
-
-/** A joiner's transport: like HTTP replies to a request, it can answer n1 before it knows the membership. */
-function joinerTransport(net: MemoryNetwork, id: string): Transport {
-  const tr = net.transport(id);
-  const setPeers = tr.setPeers.bind(tr);
-  tr.setPeers = (addrs) => setPeers({ n1: 'n1', ...addrs });
-  return tr;
 }
 
 t.test("the leader answers a proposal the followers committed, and a read they confirmed, while its own write is held", async (t) => {

@@ -9,24 +9,10 @@ import { MemoryNetwork } from '../../raft/memory-transport.ts';
 import { MemorySnapshotStore, MemoryStorage } from '../../raft/memory-storage.ts';
 import { RaftNode } from '../../raft/node.ts';
 import type { RaftEvent } from '../../raft/node.ts';
-import type { SnapshotStore, StateMachine, Transport } from '../../raft/ports.ts';
-import type { Entry, Snapshot, SnapshotMeta } from '../../raft/types.ts';
+import type { SnapshotStore } from '../../raft/ports.ts';
+import type { Snapshot } from '../../raft/types.ts';
+import { ListMachine, joinerTransport } from '../support/memory-cluster.ts';
 import { waitFor } from '../support/ports.ts';
-
-class ListMachine implements StateMachine {
-  applied: string[] = [];
-  apply(e: Entry): unknown {
-    this.applied.push(Buffer.from(e.data).toString());
-    return null;
-  }
-  snapshot(): () => Promise<Uint8Array> {
-    const data = Buffer.from(JSON.stringify(this.applied));
-    return async () => data;
-  }
-  restore(data: Uint8Array, _meta: SnapshotMeta): void {
-    this.applied = JSON.parse(Buffer.from(data).toString()) as string[];
-  }
-}
 
 /** A snapshot store whose next save, once armed, waits until released. */
 class GatedStore implements SnapshotStore {
@@ -59,14 +45,6 @@ class GatedStore implements SnapshotStore {
   list(): ReturnType<SnapshotStore['list']> {
     return this.inner.list();
   }
-}
-
-/** A joiner's transport: like HTTP replies to a request, it can answer n1 before it knows the membership. */
-function joinerTransport(net: MemoryNetwork, id: string): Transport {
-  const tr = net.transport(id);
-  const setPeers = tr.setPeers.bind(tr);
-  tr.setPeers = (addrs) => setPeers({ n1: 'n1', ...addrs });
-  return tr;
 }
 
 t.test("a follower's own snapshot that finishes after an installed newer one does not replace it", async (t) => {
