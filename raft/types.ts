@@ -127,9 +127,14 @@ export interface ReadState {
  *  3. persist `entries` (an entry whose index is ≤ the last stored index replaces that index and
  *     everything after it) and `hardState`, durably (`sync: true`) and in one batch;
  *  4. only then send `messages` (a vote or an acknowledgement must never leave before the state it
- *     promises is on disk), then answer `readStates` whose index is applied, fail `droppedReads`;
+ *     promises is on disk; persist-rules.ts `splitMessages` says which may leave before), fail
+ *     `droppedReads`; answer `readStates` once their index is applied (any time after step 2);
  *  5. call `core.advance(ready)`.
- * The driver calls `ready()` again only after `advance()`.
+ * The driver calls `ready()` again only after `advance()`. Between `ready()` and `advance()`
+ * (while the write of step 3 is in progress) it may step messages, and then take what they
+ * committed (`takeCommitted()`, applied after this Ready's `committed`), the reads they confirmed
+ * (`takeReadStates()`) and the messages `sendableDuringWrite` allows (`takeMessages()`); the next
+ * Ready leaves out what was taken.
  */
 export interface Ready {
   softState: SoftState | null;
