@@ -545,7 +545,8 @@ export class RaftNode {
     for (const m of late) this.#send(m);
     if (rd.membership) this.#setPeers(rd.membership);
     if (rd.softState) this.#onSoftState(rd.softState.leader, rd.softState.role);
-    // 5. Fail the reads the core gave up on; answer those the write's wait let apply.
+    // 5. Fail the reads the core gave up on. (Confirmed reads were answered in step 2 or, once
+    //    applied, by #takeDuringWrite: nothing is applied after the write.)
     for (const ctx of rd.droppedReads) {
       const r = this.#reads.get(ctx);
       if (!r) continue;
@@ -553,7 +554,6 @@ export class RaftNode {
       clearTimeout(r.timer);
       r.reject(this.#withLeaderAddr(new SiderError('SIDER_NO_LEADER', 'leadership changed while confirming a read; retry')) as Error);
     }
-    this.#releaseReads();
     this.#core.advance(rd);
     if (this.#snapshotDue()) this.#takeSnapshot();
   }

@@ -45,7 +45,7 @@ export function splitMessages(rd: Ready, durable: DurableVote): { early: Message
   const early: Message[] = [];
   const late: Message[] = [];
   for (const m of rd.messages) {
-    if (((m.type === 'app' || m.type === 'heartbeat') && m.term === durable.term) || sendableDuringWrite(m, durable.term)) early.push(m);
+    if (m.term === durable.term && (m.type === 'app' || m.type === 'heartbeat' || sendableDuringWrite(m, durable.term))) early.push(m);
     else late.push(m);
   }
   return { early, late };
