@@ -7,11 +7,12 @@
 
 import t from 'tap';
 import { MemoryNetwork } from '../../raft/memory-transport.ts';
-import { MemorySnapshotStore, MemoryStorage } from '../../raft/memory-storage.ts';
-import { RaftNode } from '../../raft/node.ts';
+import { MemoryStorage } from '../../raft/memory-storage.ts';
 import type { Entry, HardState } from '../../raft/types.ts';
-import { ListMachine, joinerTransport } from '../support/memory-cluster.ts';
+import { openThreeVoters } from '../support/memory-cluster.ts';
 import { waitFor } from '../support/ports.ts';
+
+const COMMON = { tickMs: 10, snapshotCheckMs: 3_600_000 };
 
 /** Storage whose write of an entry with the given data waits until released. */
 class GatedStorage extends MemoryStorage {
@@ -36,23 +37,8 @@ class GatedStorage extends MemoryStorage {
 }
 
 t.test("the leader answers a proposal the followers committed, and a read they confirmed, while its own write is held", async (t) => {
-  const net = new MemoryNetwork();
-  const common = { tickMs: 10, snapshotCheckMs: 3_600_000 };
-  const storage = new GatedStorage();
-  const m1 = new ListMachine();
-  const n1 = await RaftNode.open({ id: 'n1', storage, snapshots: new MemorySnapshotStore(), stateMachine: m1, transport: () => net.transport('n1'), bootstrap: { addr: 'n1' }, ...common });
-  t.teardown(() => n1.close());
-  await waitFor('n1 to lead', () => n1.status().leader === 'n1', 10_000);
-  await n1.propose(Buffer.from('first'));
-  const followers: { node: RaftNode; sm: ListMachine }[] = [];
-  for (const id of ['n2', 'n3']) {
-    const sm = new ListMachine();
-    const node = await RaftNode.open({ id, storage: new MemoryStorage(), snapshots: new MemorySnapshotStore(), stateMachine: sm, transport: () => joinerTransport(net, id), clusterId: n1.clusterId, ...common });
-    t.teardown(() => node.close());
-    followers.push({ node, sm });
-    await n1.addServer(id, id);
-  }
-  await waitFor('three voters', () => n1.status().membership.voters.length === 3, 10_000);
+  const { leader, followers } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
+  const { node: n1, sm: m1, storage } = leader;
   await n1.propose(Buffer.from('second'));
 
   storage.hold('held');
@@ -93,21 +79,8 @@ t.test("the leader answers a proposal the followers committed, and a read they c
 });
 
 t.test("reads are confirmed while the followers' own writes are held: heartbeat answers and read indexes do not wait for an fsync", async (t) => {
-  const net = new MemoryNetwork();
-  const common = { tickMs: 10, snapshotCheckMs: 3_600_000 };
-  const n1 = await RaftNode.open({ id: 'n1', storage: new MemoryStorage(), snapshots: new MemorySnapshotStore(), stateMachine: new ListMachine(), transport: () => net.transport('n1'), bootstrap: { addr: 'n1' }, ...common });
-  t.teardown(() => n1.close());
-  await waitFor('n1 to lead', () => n1.status().leader === 'n1', 10_000);
-  await n1.propose(Buffer.from('first'));
-  const followers: { node: RaftNode; storage: GatedStorage }[] = [];
-  for (const id of ['n2', 'n3']) {
-    const storage = new GatedStorage();
-    const node = await RaftNode.open({ id, storage, snapshots: new MemorySnapshotStore(), stateMachine: new ListMachine(), transport: () => joinerTransport(net, id), clusterId: n1.clusterId, ...common });
-    t.teardown(() => node.close());
-    followers.push({ node, storage });
-    await n1.addServer(id, id);
-  }
-  await waitFor('three voters', () => n1.status().membership.voters.length === 3, 10_000);
+  const { leader, followers } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
+  const n1 = leader.node;
   await n1.propose(Buffer.from('second'));
   const commit = n1.status().commit;
   for (const f of followers) await waitFor('followers to apply', () => f.node.status().applied >= commit, 10_000);

@@ -9,7 +9,7 @@ import { encodeConfChange } from '../../raft/codec.ts';
 import { SiderError } from '../../raft/errors.ts';
 import { afterWrite, mustSync, sendableDuringWrite, splitMessages } from '../../raft/persist-rules.ts';
 import type { DurableVote } from '../../raft/persist-rules.ts';
-import type { Entry, HardState, Message, NodeId, Ready, Snapshot } from '../../raft/types.ts';
+import type { Entry, HardState, Message, NodeId, ReadState, Ready, Snapshot } from '../../raft/types.ts';
 import { KvMachine, encodeKvCommand } from '../support/kv-machine.ts';
 import type { KvResult } from '../support/kv-machine.ts';
 import { checkLinearizable, kvModel } from '../support/linearizability.ts';
@@ -401,9 +401,7 @@ export class SimCluster {
         this.#stats.appliedDuringWrite++;
       }
       for (const rs of core.takeReadStates()) {
-        const req = n.reads.get(rs.ctx);
-        n.reads.delete(rs.ctx);
-        if (req) n.waitingReads.push({ index: rs.index, req });
+        this.#readConfirmed(n, rs);
         this.#stats.readsDuringWrite++;
       }
       this.#serveReads(n);
@@ -430,11 +428,7 @@ export class SimCluster {
       }
       for (const e of rd.committed) this.#applyEntry(n, e);
       // Reads whose index a quorum confirmed need nothing from the write either.
-      for (const rs of rd.readStates) {
-        const req = n.reads.get(rs.ctx);
-        n.reads.delete(rs.ctx);
-        if (req) n.waitingReads.push({ index: rs.index, req });
-      }
+      for (const rs of rd.readStates) this.#readConfirmed(n, rs);
       this.#serveReads(n);
       const sync = mustSync(rd, n.durableVote);
       n.persisting = { rd, late, sync, doneAt: this.#now + (this.opts.bug === 'skipFsync' ? 0 : 1 + this.#int(3)) };
@@ -535,6 +529,13 @@ export class SimCluster {
       if (p.term === e.term && result) this.#reply(p.req.client, { req: p.req.id, ok: true, value: result.value });
       else this.#reply(p.req.client, { req: p.req.id, ok: false, leader: '' });
     }
+  }
+
+  /** A read's index is confirmed: it is served once the node has applied that index. */
+  #readConfirmed(n: SimNode, rs: ReadState): void {
+    const req = n.reads.get(rs.ctx);
+    n.reads.delete(rs.ctx);
+    if (req) n.waitingReads.push({ index: rs.index, req });
   }
 
   #serveReads(n: SimNode): void {

@@ -28,6 +28,21 @@ function count(lines: string[], re: RegExp): number {
 
 const code = errorCode;
 
+/**
+ * Each follower that `sent` addresses with a message of `type` steps it, handles its Ready at once
+ * (writes, answers) and the leader steps the answers: what happens while the leader's own Ready
+ * is still being written.
+ */
+function followersAnswer(h: CoreHarness, leader: RaftCore, sent: Message[], type: MessageType): void {
+  for (const m of sent.filter((x) => x.type === type)) {
+    const f = h.core(m.to);
+    f.step(m);
+    const frd = f.ready();
+    f.advance(frd);
+    for (const r of frd.messages) if (r.to === leader.id) leader.step(r);
+  }
+}
+
 // ---- elections ----------------------------------------------------------------------------------
 
 t.test('a candidate with a shorter log cannot win (§5.4.1)', async (t) => {
@@ -287,13 +302,7 @@ t.test('what an acknowledgement commits during the leader\'s own write is taken 
   t.same(rd.entries.map((e) => e.index), [index], "the Ready hands out 'a' for writing");
   t.same(n1.takeCommitted(), [], 'nothing committed yet');
   // Both followers write and acknowledge it before the leader's own write ends.
-  for (const m of rd.messages.filter((x) => x.type === 'app')) {
-    const f = h.core(m.to);
-    f.step(m);
-    const frd = f.ready();
-    f.advance(frd);
-    for (const r of frd.messages) n1.step(r);
-  }
+  followersAnswer(h, n1, rd.messages, 'app');
   t.equal(n1.status().commit, index, 'committed on the followers while the leader still writes');
   t.same(n1.takeCommitted().map((e) => e.index), [index], 'taken during the write');
   t.equal(n1.status().applied, index, 'and counted as handed to the state machine');
@@ -383,13 +392,7 @@ t.test("a read confirmed during the leader's own write is taken once (takeReadSt
   const beats = rd.messages.filter((m) => m.type === 'heartbeat');
   t.equal(beats.length, 2, 'one heartbeat per follower');
   t.same(n1.takeReadStates(), [], 'not confirmed yet');
-  for (const m of beats) {
-    const f = h.core(m.to);
-    f.step(m);
-    const frd = f.ready();
-    f.advance(frd);
-    for (const r of frd.messages.filter((x) => x.type === 'heartbeatResp')) n1.step(r);
-  }
+  followersAnswer(h, n1, beats, 'heartbeat');
   t.same(n1.takeReadStates(), [{ ctx: 7, index: commitBefore }], "confirmed by the followers' answers while the leader still writes");
   t.same(n1.takeReadStates(), [], 'taken once');
   n1.advance(rd);
