@@ -939,7 +939,19 @@ export class RaftCore {
     return this.#queuedReads.length + this.#pendingReads.length + this.#forwardedReads.size;
   }
 
-  /** Queues a read; the round starts in ready(), so every read asked before it shares one round. */
+  /**
+   * Starts the quorum round for the reads queued on this leader now, if one is due, rather than at
+   * the next ready(); returns whether it did. For a driver whose write is in progress: it calls
+   * this once per event-loop turn, so the reads asked in that turn share the round, and sends the
+   * round's heartbeats with `takeMessages` (persist-rules.ts `sendableDuringWrite`).
+   */
+  startReadRound(): boolean {
+    if (!this.#readRoundDue()) return false;
+    this.#startReadRound();
+    return true;
+  }
+
+  /** Queues a read; the round starts in ready() (or startReadRound()), so every read asked before it shares one round. */
   #leaderRead(r: PendingRead): void {
     this.#queuedReads.push(r);
   }

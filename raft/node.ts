@@ -147,6 +147,8 @@ export class RaftNode {
   /** A Ready's entries are being written (synced); see #takeDuringWrite. */
   #writing = false;
   #again = false;
+  /** The pending #readRoundSoon. */
+  #roundImmediate: NodeJS.Immediate | null = null;
   #fatal: Error | null = null;
   #tickTimer: NodeJS.Timeout | null = null;
   #snapTimer: NodeJS.Timeout | null = null;
@@ -317,8 +319,12 @@ export class RaftNode {
         reject(this.#withLeaderAddr(err));
         return;
       }
-      // A follower's question to the leader need not wait for this node's write in progress.
-      if (this.#writing) this.#sendEarly();
+      // Neither a follower's question to the leader nor, on a leader, the read's quorum round need
+      // wait for this node's write in progress.
+      if (this.#writing) {
+        this.#sendEarly();
+        this.#readRoundSoon();
+      }
       this.#kick();
     });
   }
@@ -407,6 +413,8 @@ export class RaftNode {
     this.#running = false;
     if (this.#tickTimer) clearInterval(this.#tickTimer);
     if (this.#snapTimer) clearInterval(this.#snapTimer);
+    if (this.#roundImmediate) clearImmediate(this.#roundImmediate);
+    this.#roundImmediate = null;
     const stopped = new SiderError('SIDER_STOPPED', 'raft node is shutting down');
     for (const p of this.#proposals.values()) {
       clearTimeout(p.timer);
@@ -450,6 +458,8 @@ export class RaftNode {
     if (m.type === 'appResp') this.#appendAnswered(m);
     this.#core.step(m);
     if (this.#writing) {
+      // A follower's read asked of this leader: its round need not wait for the write either.
+      if (m.type === 'readIndex') this.#readRoundSoon();
       try {
         this.#takeDuringWrite();
       } catch (err) {
@@ -636,6 +646,24 @@ export class RaftNode {
   }
 
   /** Sends the waiting messages that may leave during the write (persist-rules.ts). */
+  /**
+   * On a leader whose write is in progress, starts the round for the reads asked in this event-loop
+   * turn at its end (all of them share it) instead of after the write; the round's heartbeats leave
+   * at once. If the write has ended by then, the next Ready starts the round as usual.
+   */
+  #readRoundSoon(): void {
+    if (this.#roundImmediate) return;
+    this.#roundImmediate = setImmediate(() => {
+      this.#roundImmediate = null;
+      if (!this.#running || !this.#writing || !this.#core.startReadRound()) return;
+      try {
+        this.#takeDuringWrite();
+      } catch (err) {
+        this.#die(err);
+      }
+    });
+  }
+
   #sendEarly(): void {
     const term = this.#durable.term;
     for (const m of this.#core.takeMessages((x) => sendableDuringWrite(x, term))) this.#send(m);

@@ -22,13 +22,17 @@ export function mustSync(rd: Ready, durable: DurableVote): boolean {
 
 /**
  * Messages that claim nothing about what the node is writing, sent once the term they carry is
- * durable even while a write is in progress, also between Readys: a heartbeat's answer (it says
- * only that this node follows that leader in that term), and a read index asked or answered (the
- * answer is the leader's commit index, durable on a quorum). They make linearizable reads under
- * write load wait for no fsync of unrelated entries.
+ * durable even while a write is in progress, also between Readys: a leader's heartbeat (it
+ * carries the leader's term, a commit index no higher than what the follower holds, and a read
+ * round's number), a heartbeat's answer (it says only that this node follows that leader in that
+ * term), and a read index asked or answered (the answer is the leader's commit index, durable on a
+ * quorum). They make linearizable reads under write load wait for no fsync of unrelated entries.
  */
 export function sendableDuringWrite(m: Message, durableTerm: number): boolean {
-  return m.term === durableTerm && (m.type === 'heartbeatResp' || m.type === 'readIndex' || m.type === 'readIndexResp');
+  return (
+    m.term === durableTerm &&
+    (m.type === 'heartbeat' || m.type === 'heartbeatResp' || m.type === 'readIndex' || m.type === 'readIndexResp')
+  );
 }
 
 /**

@@ -133,8 +133,9 @@ export interface ReadState {
  * The driver calls `ready()` again only after `advance()`. Between `ready()` and `advance()`
  * (while the write of step 3 is in progress) it may step messages, and then take what they
  * committed (`takeCommitted()`, applied after this Ready's `committed`), the reads they confirmed
- * (`takeReadStates()`) and the messages `sendableDuringWrite` allows (`takeMessages()`); the next
- * Ready leaves out what was taken.
+ * (`takeReadStates()`) and the messages `sendableDuringWrite` allows (`takeMessages()`); a leader's
+ * driver may also start the quorum round of reads asked meanwhile (`startReadRound()`, whose
+ * heartbeats `takeMessages()` then hands out). The next Ready leaves out what was taken.
  */
 export interface Ready {
   softState: SoftState | null;

@@ -1,6 +1,6 @@
 // What a message commits or confirms is acted on while the node's own write is still in progress
-// (raft/node.ts #takeDuringWrite): the leader answers a proposal, and a read asked with it, before
-// its fsync of that entry finishes; and reads are confirmed while both followers' writes are held,
+// (raft/node.ts #takeDuringWrite): the leader answers a proposal, and a read asked with it or during
+// the write, before its fsync of that entry finishes; and reads are confirmed while both followers' writes are held,
 // because heartbeat answers and read indexes leave during a write (persist-rules.ts). The driver
 // with in-memory storage and network (real timers, hence this folder); a gated storage holds one
 // write until released.
@@ -76,6 +76,57 @@ t.test("the leader answers a proposal the followers committed, and a read they c
   t.same(m1.applied.slice(-3), ['second', 'held', 'after'], 'nothing applied twice after the write ends');
   for (const f of followers) t.same(f.sm.applied.slice(-3), ['second', 'held', 'after'], `${f.node.status().id} has the same state`);
   t.same((await storage.loadEntries(storage.lastIndex(), storage.lastIndex())).map((e) => Buffer.from(e.data).toString()), ['after'], 'the held write landed, then the next');
+});
+
+t.test("a read asked on the leader after its write started is confirmed while that write is held: the round does not wait for it", async (t) => {
+  const { leader } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
+  const { node: n1, storage } = leader;
+  await n1.propose(Buffer.from('first'));
+
+  storage.hold('held');
+  const proposal = n1.propose(Buffer.from('held'));
+  await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
+  // Asked only now, with the write already in progress: before, its quorum round started at the
+  // next Ready, after the write.
+  let readIndex = -1;
+  let readAnsweredWhileHeld = false;
+  const read = n1.readBarrier(5_000).then((i) => {
+    readIndex = i;
+    readAnsweredWhileHeld = storage.holding;
+  });
+  await waitFor('the read to be answered', () => readIndex >= 0, 2_000).catch((err: Error) => {
+    storage.release();
+    throw err;
+  });
+  t.ok(readAnsweredWhileHeld, "answered while the leader's write was still held");
+  storage.release();
+  await Promise.all([proposal, read]);
+  t.ok(readIndex >= 1, `at a committed index (${readIndex})`);
+});
+
+t.test("a follower's read that reaches the leader during its write is confirmed while that write is held", async (t) => {
+  const { leader, followers } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
+  const { node: n1, storage } = leader;
+  await n1.propose(Buffer.from('first'));
+  const n2 = followers[0]!.node;
+  await waitFor('n2 to apply the first entry', () => followers[0]!.sm.applied.at(-1) === 'first', 10_000);
+
+  storage.hold('held');
+  const proposal = n1.propose(Buffer.from('held'));
+  await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
+  let readIndex = -1;
+  let readAnsweredWhileHeld = false;
+  const read = n2.readBarrier(5_000).then((i) => {
+    readIndex = i;
+    readAnsweredWhileHeld = storage.holding;
+  });
+  await waitFor("n2's read to be answered", () => readIndex >= 0, 2_000).catch((err: Error) => {
+    storage.release();
+    throw err;
+  });
+  t.ok(readAnsweredWhileHeld, "answered while the leader's write was still held");
+  storage.release();
+  await Promise.all([proposal, read]);
 });
 
 t.test("reads are confirmed while the followers' own writes are held: heartbeat answers and read indexes do not wait for an fsync", async (t) => {

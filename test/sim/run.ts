@@ -31,7 +31,7 @@ for (const seed of seeds) {
     const t0 = Date.now();
     const r = runSim({ seed, nodes, bug, keepTrace: values.trace, faultMix: values.crashes ? 'crashes' : 'all', ...(values['active-ms'] ? { activeMs: Number(values['active-ms']) } : {}) });
     const s = r.stats;
-    const line = `seed=${seed} nodes=${nodes} ${r.ok ? 'ok  ' : 'FAIL'} ops=${s.ops} acked=${s.acked} unknown=${s.unknown} leaders=${s.leaders} crashes=${s.crashes} snapInstalls=${s.snapshotsInstalled} duringWrite=${s.appliedDuringWrite}/${s.readsDuringWrite}/${s.sentDuringWrite} conf=${s.membershipChanges} commit=${s.finalCommit} hash=${r.traceHash.slice(0, 12)} ${Date.now() - t0}ms`;
+    const line = `seed=${seed} nodes=${nodes} ${r.ok ? 'ok  ' : 'FAIL'} ops=${s.ops} acked=${s.acked} unknown=${s.unknown} leaders=${s.leaders} crashes=${s.crashes} snapInstalls=${s.snapshotsInstalled} duringWrite=${s.appliedDuringWrite}/${s.readsDuringWrite}/${s.sentDuringWrite}/${s.roundsDuringWrite} conf=${s.membershipChanges} commit=${s.finalCommit} hash=${r.traceHash.slice(0, 12)} ${Date.now() - t0}ms`;
     console.log(line);
     if (!r.ok) {
       failed++;

@@ -53,8 +53,10 @@ export interface SimResult {
     appliedDuringWrite: number;
     /** Reads confirmed during their node's own write (takeReadStates). */
     readsDuringWrite: number;
-    /** Heartbeat answers and read indexes sent during their node's own write. */
+    /** Heartbeats, their answers and read indexes sent during their node's own write. */
     sentDuringWrite: number;
+    /** Read rounds a leader started during its own write (startReadRound). */
+    roundsDuringWrite: number;
     crashes: number;
     membershipChanges: number;
     finalCommit: number;
@@ -154,7 +156,7 @@ export class SimCluster {
   #committed = new Map<number, number>(); // index -> term
   #maxCommitted = 0;
   #appliedAt = new Map<number, string>(); // index -> digest of entry
-  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0, readsDuringWrite: 0, sentDuringWrite: 0 };
+  #stats = { leaders: 0, snapshotsInstalled: 0, crashes: 0, membershipChanges: 0, appliedDuringWrite: 0, readsDuringWrite: 0, sentDuringWrite: 0, roundsDuringWrite: 0 };
 
   constructor(opts: SimOptions) {
     this.opts = {
@@ -340,6 +342,7 @@ export class SimCluster {
         appliedDuringWrite: this.#stats.appliedDuringWrite,
         readsDuringWrite: this.#stats.readsDuringWrite,
         sentDuringWrite: this.#stats.sentDuringWrite,
+        roundsDuringWrite: this.#stats.roundsDuringWrite,
         crashes: this.#stats.crashes,
         membershipChanges: this.#stats.membershipChanges,
         finalCommit: leader?.core?.status().commit ?? 0,
@@ -396,6 +399,8 @@ export class SimCluster {
     // reads they confirm are served, and heartbeat answers and read indexes sent, at once
     // (takeCommitted, takeReadStates, takeMessages), not after it.
     if (n.persisting && n.persisting.sync && !n.persisting.rd.snapshot) {
+      // A leader starts the round of the reads asked meanwhile (RaftNode does it once per turn).
+      if (core.startReadRound()) this.#stats.roundsDuringWrite++;
       for (const e of core.takeCommitted()) {
         this.#applyEntry(n, e);
         this.#stats.appliedDuringWrite++;

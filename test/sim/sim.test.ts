@@ -21,6 +21,7 @@ for (const nodes of [3, 5]) {
     let duringWrite = 0;
     let readsDuringWrite = 0;
     let sentDuringWrite = 0;
+    let roundsDuringWrite = 0;
     for (let seed = 1; seed <= SEEDS; seed++) {
       const o: SimOptions = { seed, nodes };
       const r = runSim(o);
@@ -30,10 +31,12 @@ for (const nodes of [3, 5]) {
       duringWrite += r.stats.appliedDuringWrite;
       readsDuringWrite += r.stats.readsDuringWrite;
       sentDuringWrite += r.stats.sentDuringWrite;
+      roundsDuringWrite += r.stats.roundsDuringWrite;
     }
     t.ok(duringWrite > 0, `entries were applied during their node's own write (${duringWrite})`);
     t.ok(readsDuringWrite > 0, `reads were confirmed during their node's own write (${readsDuringWrite})`);
-    t.ok(sentDuringWrite > 0, `heartbeat answers and read indexes were sent during their node's own write (${sentDuringWrite})`);
+    t.ok(sentDuringWrite > 0, `heartbeats, their answers and read indexes were sent during their node's own write (${sentDuringWrite})`);
+    t.ok(roundsDuringWrite > 0, `leaders started read rounds during their own write (${roundsDuringWrite})`);
   });
 }
 

@@ -3,6 +3,7 @@
 
 import t from 'tap';
 import { RaftCore } from '../../raft/core.ts';
+import { sendableDuringWrite } from '../../raft/persist-rules.ts';
 import { emptyMessage } from '../../raft/types.ts';
 import type { Entry, Message, MessageType, NodeId } from '../../raft/types.ts';
 import { CoreHarness, addrOf, confEntry, dataEntry, initialLog, mulberry32, errorCode } from '../support/core-harness.ts';
@@ -398,6 +399,28 @@ t.test("a read confirmed during the leader's own write is taken once (takeReadSt
   n1.advance(rd);
   const next = n1.ready();
   t.same(next.readStates, [], 'the next Ready leaves it out');
+  n1.advance(next);
+});
+
+t.test("a read asked during the leader's own write starts its round then (startReadRound), not at the next Ready", async (t) => {
+  const h = three();
+  const n1 = h.core('n1');
+  h.propose('n1', 'a');
+  const rd = n1.ready(); // the leader starts writing 'a'
+  t.notOk(n1.startReadRound(), 'no read queued: no round');
+  const commitAtRead = n1.status().commit;
+  n1.readIndex(8);
+  n1.readIndex(9);
+  t.ok(n1.startReadRound(), 'the queued reads start one round');
+  t.notOk(n1.startReadRound(), 'only one round in flight');
+  const beats = n1.takeMessages((m) => sendableDuringWrite(m, n1.status().term));
+  t.same(beats.map((m) => m.type), ['heartbeat', 'heartbeat'], 'its heartbeats may leave during the write');
+  followersAnswer(h, n1, beats, 'heartbeat');
+  t.same(n1.takeReadStates(), [{ ctx: 8, index: commitAtRead }, { ctx: 9, index: commitAtRead }], 'both confirmed while the leader still writes');
+  n1.advance(rd);
+  const next = n1.ready();
+  t.same(next.readStates, [], 'the next Ready leaves them out');
+  t.notOk(next.messages.some((m) => m.type === 'heartbeat'), 'and starts no second round for them');
   n1.advance(next);
 });
 

@@ -25,12 +25,12 @@ t.test('mustSync: entries, a snapshot, or a new term or vote; not a commit index
   t.notOk(mustSync(ready({}), durable), 'nothing');
 });
 
-t.test('sendableDuringWrite: heartbeat answers and read indexes of the durable term only', async (t) => {
-  for (const type of ['heartbeatResp', 'readIndex', 'readIndexResp'] as const) {
+t.test('sendableDuringWrite: heartbeats, their answers and read indexes of the durable term only', async (t) => {
+  for (const type of ['heartbeat', 'heartbeatResp', 'readIndex', 'readIndexResp'] as const) {
     t.ok(sendableDuringWrite(msg(type, 3), 3), `${type} of the durable term`);
     t.notOk(sendableDuringWrite(msg(type, 4), 3), `${type} of a term not yet durable`);
   }
-  for (const type of ['appResp', 'vote', 'voteResp', 'preVoteResp', 'timeoutNow', 'snap', 'app', 'heartbeat'] as const) {
+  for (const type of ['appResp', 'vote', 'voteResp', 'preVoteResp', 'timeoutNow', 'snap', 'app'] as const) {
     t.notOk(sendableDuringWrite(msg(type, 3), 3), `${type} is not`);
   }
 });
