@@ -8,6 +8,7 @@
 import t from 'tap';
 import { MemoryNetwork } from '../../raft/memory-transport.ts';
 import { MemoryStorage } from '../../raft/memory-storage.ts';
+import type { RaftNode } from '../../raft/node.ts';
 import type { Entry, HardState } from '../../raft/types.ts';
 import { openThreeVoters } from '../support/memory-cluster.ts';
 import { waitFor } from '../support/ports.ts';
@@ -78,55 +79,50 @@ t.test("the leader answers a proposal the followers committed, and a read they c
   t.same((await storage.loadEntries(storage.lastIndex(), storage.lastIndex())).map((e) => Buffer.from(e.data).toString()), ['after'], 'the held write landed, then the next');
 });
 
+/**
+ * Holds the leader's write of a new entry and, once that write has started, asks `reader` for a
+ * read barrier (before, a leader started the read's quorum round only at its next Ready, after the
+ * write). Returns the read's index and whether it was answered while the write was still held.
+ */
+async function readDuringHeldWrite(
+  leader: { node: RaftNode; storage: GatedStorage },
+  reader: RaftNode,
+): Promise<{ index: number; whileHeld: boolean }> {
+  const { node, storage } = leader;
+  storage.hold('held');
+  const proposal = node.propose(Buffer.from('held'));
+  await waitFor("the leader's write of the entry to start", () => storage.holding, 10_000);
+  let index = -1;
+  let whileHeld = false;
+  const read = reader.readBarrier(5_000).then((i) => {
+    index = i;
+    whileHeld = storage.holding;
+  });
+  try {
+    await waitFor('the read to be answered', () => index >= 0, 2_000);
+  } finally {
+    storage.release();
+  }
+  await Promise.all([proposal, read]);
+  return { index, whileHeld };
+}
+
 t.test("a read asked on the leader after its write started is confirmed while that write is held: the round does not wait for it", async (t) => {
   const { leader } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
-  const { node: n1, storage } = leader;
-  await n1.propose(Buffer.from('first'));
-
-  storage.hold('held');
-  const proposal = n1.propose(Buffer.from('held'));
-  await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
-  // Asked only now, with the write already in progress: before, its quorum round started at the
-  // next Ready, after the write.
-  let readIndex = -1;
-  let readAnsweredWhileHeld = false;
-  const read = n1.readBarrier(5_000).then((i) => {
-    readIndex = i;
-    readAnsweredWhileHeld = storage.holding;
-  });
-  await waitFor('the read to be answered', () => readIndex >= 0, 2_000).catch((err: Error) => {
-    storage.release();
-    throw err;
-  });
-  t.ok(readAnsweredWhileHeld, "answered while the leader's write was still held");
-  storage.release();
-  await Promise.all([proposal, read]);
-  t.ok(readIndex >= 1, `at a committed index (${readIndex})`);
+  await leader.node.propose(Buffer.from('first'));
+  const read = await readDuringHeldWrite(leader, leader.node);
+  t.ok(read.whileHeld, "answered while the leader's write was still held");
+  t.ok(read.index >= 1, `at a committed index (${read.index})`);
 });
 
 t.test("a follower's read that reaches the leader during its write is confirmed while that write is held", async (t) => {
   const { leader, followers } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
-  const { node: n1, storage } = leader;
-  await n1.propose(Buffer.from('first'));
-  const n2 = followers[0]!.node;
-  await waitFor('n2 to apply the first entry', () => followers[0]!.sm.applied.at(-1) === 'first', 10_000);
-
-  storage.hold('held');
-  const proposal = n1.propose(Buffer.from('held'));
-  await waitFor("n1's write of the entry to start", () => storage.holding, 10_000);
-  let readIndex = -1;
-  let readAnsweredWhileHeld = false;
-  const read = n2.readBarrier(5_000).then((i) => {
-    readIndex = i;
-    readAnsweredWhileHeld = storage.holding;
-  });
-  await waitFor("n2's read to be answered", () => readIndex >= 0, 2_000).catch((err: Error) => {
-    storage.release();
-    throw err;
-  });
-  t.ok(readAnsweredWhileHeld, "answered while the leader's write was still held");
-  storage.release();
-  await Promise.all([proposal, read]);
+  await leader.node.propose(Buffer.from('first'));
+  const n2 = followers[0]!;
+  await waitFor('n2 to apply the first entry', () => n2.sm.applied.at(-1) === 'first', 10_000);
+  const read = await readDuringHeldWrite(leader, n2.node);
+  t.ok(read.whileHeld, "answered while the leader's write was still held");
+  t.ok(read.index >= 1, `at a committed index (${read.index})`);
 });
 
 t.test("reads are confirmed while the followers' own writes are held: heartbeat answers and read indexes do not wait for an fsync", async (t) => {
