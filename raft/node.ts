@@ -645,7 +645,6 @@ export class RaftNode {
     this.#sendEarly();
   }
 
-  /** Sends the waiting messages that may leave during the write (persist-rules.ts). */
   /**
    * On a leader whose write is in progress, starts the round for the reads asked in this event-loop
    * turn at its end (all of them share it) instead of after the write; the round's heartbeats leave
@@ -664,6 +663,7 @@ export class RaftNode {
     });
   }
 
+  /** Sends the waiting messages that may leave during the write (persist-rules.ts). */
   #sendEarly(): void {
     const term = this.#durable.term;
     for (const m of this.#core.takeMessages((x) => sendableDuringWrite(x, term))) this.#send(m);
