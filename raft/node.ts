@@ -460,13 +460,7 @@ export class RaftNode {
     if (this.#writing) {
       // A follower's read asked of this leader: its round need not wait for the write either.
       if (m.type === 'readIndex') this.#readRoundSoon();
-      try {
-        this.#takeDuringWrite();
-      } catch (err) {
-        // As in the Ready loop: a state machine that fails to apply stops the node.
-        this.#die(err);
-        return;
-      }
+      if (!this.#takeDuringWrite()) return;
     }
     this.#kick();
   }
@@ -633,16 +627,23 @@ export class RaftNode {
    * entries are applied before a Ready's write: they are final (durable on a quorum). The core
    * hands out only entries it has already handed out for writing. Reads a message confirms (a
    * quorum's heartbeat answers on the leader, the leader's answer on a follower) are taken too.
+   * Returns false when an apply failed: as in the Ready loop, that stops the node.
    */
-  #takeDuringWrite(): void {
-    const entries = this.#core.takeCommitted();
-    for (const e of entries) this.#apply(e);
-    // Reads whose quorum round a message just confirmed are answered once applied, too.
-    const reads = this.#core.takeReadStates();
-    for (const rs of reads) this.#readConfirmed(rs);
-    if (entries.length || reads.length) this.#releaseReads();
-    // And heartbeat answers and read indexes (asked or answered) leave now, not after the write.
+  #takeDuringWrite(): boolean {
+    try {
+      const entries = this.#core.takeCommitted();
+      for (const e of entries) this.#apply(e);
+      // Reads whose quorum round a message just confirmed are answered once applied, too.
+      const reads = this.#core.takeReadStates();
+      for (const rs of reads) this.#readConfirmed(rs);
+      if (entries.length || reads.length) this.#releaseReads();
+    } catch (err) {
+      this.#die(err);
+      return false;
+    }
+    // And heartbeats, their answers and read indexes (asked or answered) leave now, not after the write.
     this.#sendEarly();
+    return true;
   }
 
   /**
@@ -654,12 +655,7 @@ export class RaftNode {
     if (this.#roundImmediate) return;
     this.#roundImmediate = setImmediate(() => {
       this.#roundImmediate = null;
-      if (!this.#running || !this.#writing || !this.#core.startReadRound()) return;
-      try {
-        this.#takeDuringWrite();
-      } catch (err) {
-        this.#die(err);
-      }
+      if (this.#running && this.#writing && this.#core.startReadRound()) this.#takeDuringWrite();
     });
   }
 

@@ -38,7 +38,7 @@ export function sendableDuringWrite(m: Message, durableTerm: number): boolean {
 /**
  * Raft thesis §10.2.1: a leader may send AppendEntries and heartbeats while its own write is in
  * progress, provided the term they carry is already durable (its own copy counts towards commit
- * only after the write, through `advance`); so may any node the messages of
+ * only after the write, through `advance`); so may any node the other messages of
  * `sendableDuringWrite`. Everything else — votes, append responses, TimeoutNow — waits for the
  * write.
  */
@@ -49,7 +49,7 @@ export function splitMessages(rd: Ready, durable: DurableVote): { early: Message
   const early: Message[] = [];
   const late: Message[] = [];
   for (const m of rd.messages) {
-    if (m.term === durable.term && (m.type === 'app' || m.type === 'heartbeat' || sendableDuringWrite(m, durable.term))) early.push(m);
+    if (m.type === 'app' ? m.term === durable.term : sendableDuringWrite(m, durable.term)) early.push(m);
     else late.push(m);
   }
   return { early, late };

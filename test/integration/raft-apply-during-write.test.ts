@@ -11,6 +11,7 @@ import { MemoryStorage } from '../../raft/memory-storage.ts';
 import type { RaftNode } from '../../raft/node.ts';
 import type { Entry, HardState } from '../../raft/types.ts';
 import { openThreeVoters } from '../support/memory-cluster.ts';
+import type { MemoryMember } from '../support/memory-cluster.ts';
 import { waitFor } from '../support/ports.ts';
 
 const COMMON = { tickMs: 10, snapshotCheckMs: 3_600_000 };
@@ -85,7 +86,7 @@ t.test("the leader answers a proposal the followers committed, and a read they c
  * write). Returns the read's index and whether it was answered while the write was still held.
  */
 async function readDuringHeldWrite(
-  leader: { node: RaftNode; storage: GatedStorage },
+  leader: MemoryMember<GatedStorage>,
   reader: RaftNode,
 ): Promise<{ index: number; whileHeld: boolean }> {
   const { node, storage } = leader;
@@ -109,7 +110,6 @@ async function readDuringHeldWrite(
 
 t.test("a read asked on the leader after its write started is confirmed while that write is held: the round does not wait for it", async (t) => {
   const { leader } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
-  await leader.node.propose(Buffer.from('first'));
   const read = await readDuringHeldWrite(leader, leader.node);
   t.ok(read.whileHeld, "answered while the leader's write was still held");
   t.ok(read.index >= 1, `at a committed index (${read.index})`);
@@ -117,7 +117,6 @@ t.test("a read asked on the leader after its write started is confirmed while th
 
 t.test("a follower's read that reaches the leader during its write is confirmed while that write is held", async (t) => {
   const { leader, followers } = await openThreeVoters(t, new MemoryNetwork(), () => new GatedStorage(), COMMON);
-  await leader.node.propose(Buffer.from('first'));
   const n2 = followers[0]!;
   await waitFor('n2 to apply the first entry', () => n2.sm.applied.at(-1) === 'first', 10_000);
   const read = await readDuringHeldWrite(leader, n2.node);

@@ -396,7 +396,7 @@ export class SimCluster {
       n.nextTickAt += TICK_MS;
     }
     // As the driver: during a synced write, what the messages just stepped commit is applied, the
-    // reads they confirm are served, and heartbeat answers and read indexes sent, at once
+    // reads they confirm are served, and heartbeats, their answers and read indexes sent, at once
     // (takeCommitted, takeReadStates, takeMessages), not after it.
     if (n.persisting && n.persisting.sync && !n.persisting.rd.snapshot) {
       // A leader starts the round of the reads asked meanwhile (RaftNode does it once per turn).
