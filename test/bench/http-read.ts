@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Agent, Pool, request } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
+import { SERVER_NODE_FLAGS } from '../../src/node-flags.ts';
 import { SIDER_BIN } from '../support/server-process.ts';
 import { percentile } from './level-fsync.ts';
 import { wrkLoop } from './wrk.ts';
@@ -150,7 +151,8 @@ export class SiderProc {
 
   constructor(spec: SiderNodeSpec) {
     this.spec = spec;
-    const args = [...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
+    // The shipped flags first (src/node-flags.ts); a benchmark's own node arguments come after and win.
+    const args = [...SERVER_NODE_FLAGS, ...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
     if (spec.bootstrap) args.push('-bootstrap');
     if (spec.join) args.push('-join', spec.join);
     const env: NodeJS.ProcessEnv = {};

@@ -22,6 +22,8 @@ export interface RegisterResult extends LoopResult {
   cpuUsPerOp: Record<string, number>;
   /** Registrations answered 200 since the cluster formed, warm-up and earlier cases included (to relate CPU profiles to work). */
   answeredSoFar: number;
+  /** Load before the measurement, on the same cluster (the first round's; later rounds follow earlier ones). */
+  warmupMs: number;
 }
 
 /** undici in this process (default), or wrk (C; http-register.lua builds the same bodies). */
@@ -82,7 +84,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
           const prefix = round === 0 ? `wrk${ci}` : `wrk${ci}r${round}`;
           const { result: r } = await wrkLoop({ script: WRK_SCRIPT, origins: c.origins, connections: clients, env: { REG_PREFIX: prefix }, warmupMs, durationMs, pids });
           completed += r.ops;
-          const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
+          const rr: RegisterResult = { client: 'wrk', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed, warmupMs };
           results.push(rr);
           log(`${formatRegister(rr)}${rounds > 1 ? ` | round ${round + 1}/${rounds}, ${completed} measured registrations so far (warm-ups add more)` : ''}`);
         }
@@ -109,7 +111,7 @@ export async function runHttpRegister(opts: RegisterOptions = {}): Promise<Regis
             completed++;
           },
         });
-        const rr: RegisterResult = { client: 'undici', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed };
+        const rr: RegisterResult = { client: 'undici', target: c.target, clients, services: SERVICES, ...r, cpuUsPerOp: cpuUsPerOp(r), answeredSoFar: completed, warmupMs };
         results.push(rr);
         log(formatRegister(rr));
       } finally {

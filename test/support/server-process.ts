@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
+import { SERVER_NODE_FLAGS } from '../../src/node-flags.ts';
 import { freePort, waitFor } from './ports.ts';
 
 export const SIDER_BIN = fileURLToPath(new URL('../../bin/sider.ts', import.meta.url));
@@ -78,7 +79,9 @@ export class SiderChild {
     Object.assign(env, envExtra);
     // `ip netns exec` enters the namespace and then execs node, so the PID is node's own.
     const { netns, command } = opts;
-    let [cmd, argv] = netns === undefined ? [process.execPath, [SIDER_BIN, ...args]] : ['ip', ['netns', 'exec', netns, process.execPath, SIDER_BIN, ...args]];
+    // The flags every launcher gives a server (src/node-flags.ts), so tests run what ships.
+    const nodeArgv = [...SERVER_NODE_FLAGS, SIDER_BIN, ...args];
+    let [cmd, argv] = netns === undefined ? [process.execPath, nodeArgv] : ['ip', ['netns', 'exec', netns, process.execPath, ...nodeArgv]];
     if (command) [cmd, argv] = [command.cmd, command.argv];
     this.child = spawn(cmd, argv, { cwd: command?.cwd ?? REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     if (this.child.pid === undefined) throw new Error(`could not spawn ${label}`);

@@ -20,6 +20,7 @@ function run(opsPerSec: number, p99Ms: number, correctedP99Ms?: number): Registe
     cpu: {},
     cpuUsPerOp: {},
     answeredSoFar: 0,
+    warmupMs: 10_000,
     ...(correctedP99Ms === undefined ? {} : { corrected: { p50Ms: 5, p99Ms: correctedP99Ms } }),
   } as RegisterResult;
 }
