@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
+#!/usr/bin/env -S node --max-semi-space-size=32
 // The `sider` command line: dispatches to sub-commands. `server` runs a registry server, `agent`
 // keeps a host's services registered and checked; the operator commands (members, join, services,
 // health, register, deregister, snapshot) are HTTP clients in cli/.

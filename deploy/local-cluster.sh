@@ -61,7 +61,7 @@ start() {
     # `&` on the command alone, so that $! is the server's own PID.
     (
       cd "$ROOT" || exit 1
-      SIDER_CLUSTER_KEY="$key" nohup "$NODE" --max-semi-space-size=16 bin/sider.ts "${args[@]}" >>"$DIR/$name.log" 2>&1 </dev/null &
+      SIDER_CLUSTER_KEY="$key" nohup "$NODE" --max-semi-space-size=32 bin/sider.ts "${args[@]}" >>"$DIR/$name.log" 2>&1 </dev/null &
       echo $! >"$DIR/$name.pid"
     )
     echo "$name started (pid $(cat "$DIR/$name.pid"), http $(http_of "$i"), dns $(dns_of "$i"), log $DIR/$name.log)"

@@ -5,12 +5,14 @@
 // all of them agree.
 
 /**
- * `--max-semi-space-size=16` caps V8's young generation at 16 MiB per semi-space. Node 24 lets it
- * grow to 64 MiB per semi-space under a server's allocation rate, and a registry retains much of
- * what it allocates (instances, checks, log entries until the next snapshot), so each scavenge
- * copied tens of MiB: 15 ms at the median, 40 – 60 ms at the worst, on the 2-vCPU machine of
- * README "Performance", and every request in flight waited for it. At 16 MiB the pauses are a
- * third as long (median 4.5 ms) for the same total scavenging time (measured 2026-12-08 with
- * `--trace-gc`, README "Performance").
+ * `--max-semi-space-size=32` caps V8's young generation at 32 MiB per semi-space. Node 24 lets it
+ * grow to 64 MiB per semi-space under a server's allocation rate, and a registry keeps much of what
+ * it allocates (instances, checks, log entries until the next snapshot), so each scavenge copied
+ * tens of MiB: on the 2-vCPU machine of README "Performance", a leader's scavenges took 15 ms at
+ * the median and a follower's 19 ms, up to 40 – 60 ms, and every registration in flight waited for
+ * them. At 32 MiB they take about half as long (7 – 8 ms on the leader, 12 – 14 ms on a follower)
+ * for no more scavenging in all. 16 MiB halved them again, but then a scavenge fell inside every
+ * wake of 10,000 blocking queries (whose answers outlive it) and pushed that wake past its 200 ms
+ * target (README "Performance", 2026-12-08).
  */
-export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=32'];
