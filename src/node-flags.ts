@@ -1,8 +1,8 @@
 // The Node.js flags a Sider server runs with. They cannot be set from inside a running process
-// (V8 sizes its heap at start), so every launcher passes them on node's command line: the
-// `sider` shebang, `npm start`, the Docker image's ENTRYPOINT and deploy/local-cluster.sh; the
-// test and benchmark harnesses take them from here. test/unit/node-flags.test.ts checks that
-// all of them agree.
+// (V8 sizes its heap at start), so every launcher passes them on node's command line: the `sider`
+// shebang, `npm start`, `npm run sider`, the Docker image's ENTRYPOINT and
+// deploy/local-cluster.sh; the test and benchmark harnesses take them from here.
+// test/unit/node-flags.test.ts checks that all of them agree.
 
 /**
  * `--max-semi-space-size=32` caps V8's young generation at 32 MiB per semi-space. Node 24 lets it

@@ -17,6 +17,7 @@ t.test('every launcher passes the flags', async (t) => {
 
   const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
   t.match(pkg.scripts['start']!, new RegExp(`^node ${SERVER_NODE_FLAGS.join(' ')} bin/sider\\.ts server `), 'npm start');
+  t.equal(pkg.scripts['sider'], `node ${SERVER_NODE_FLAGS.join(' ')} bin/sider.ts`, 'npm run sider');
 
   const entry = /^ENTRYPOINT (.+)$/m.exec(read('deploy/Dockerfile'))?.[1];
   t.same(JSON.parse(entry ?? '[]'), ['node', ...SERVER_NODE_FLAGS, '/app/bin/sider.ts'], 'the image ENTRYPOINT');
