@@ -223,9 +223,10 @@ let httpRegister: RegisterResult[] = [];
 const REGISTER_RUNS = 3;
 /**
  * Load before the judged runs' measurement: the servers' steady state. On the 2-vCPU VM of
- * 2026-12-08, V8 was still compiling 50 – 180 functions a second on the leader 3 – 6 s into the
- * load and fell to about 10 a second only after 10 s (`--trace-opt`, README "Performance"). The
- * cold-start runs (3 s, what the target was judged on until then) are still run and reported.
+ * 2026-12-08, V8 was still completing 90 – 360 optimizations a second on the leader in the first
+ * seconds of load and about 10 a second only after 10 s (`--trace-opt`, README "Performance",
+ * sixteenth session). The cold-start runs (3 s, what the target was judged on until then) are
+ * still run and reported.
  */
 const REGISTER_STEADY_WARMUP_MS = 10_000;
 const REGISTER_COLD_WARMUP_MS = 3_000;

@@ -16,7 +16,7 @@ t.test('every launcher passes the flags', async (t) => {
   t.equal(shebang, `#!/usr/bin/env -S node ${SERVER_NODE_FLAGS.join(' ')}`, 'the sider shebang');
 
   const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
-  t.match(pkg.scripts['start']!, new RegExp(`^node ${SERVER_NODE_FLAGS.join(' ')} bin/sider\\.ts server `), 'npm start');
+  t.ok(pkg.scripts['start']?.startsWith(`node ${SERVER_NODE_FLAGS.join(' ')} bin/sider.ts server `), 'npm start');
   t.equal(pkg.scripts['sider'], `node ${SERVER_NODE_FLAGS.join(' ')} bin/sider.ts`, 'npm run sider');
 
   const entry = /^ENTRYPOINT (.+)$/m.exec(read('deploy/Dockerfile'))?.[1];
