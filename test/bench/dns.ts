@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
-import { SERVER_NODE_FLAGS } from '../../src/node-flags.ts';
-import { REPO_ROOT, SIDER_BIN } from '../support/server-process.ts';
+import { REPO_ROOT, siderNodeArgv } from '../support/server-process.ts';
 
 export interface DnsBenchResult {
   target: string;
@@ -208,10 +207,10 @@ export async function runDnsBench(opts: DnsBenchOptions = {}): Promise<DnsBenchR
     await writeFile(file, `${lines.join('\n')}\n`);
 
     const [httpPort, raftPort, dnsPort] = [await freePort(), await freePort(), await freePort()];
-    const [cmd, args] = pinned(0, process.execPath, [
-      ...SERVER_NODE_FLAGS, SIDER_BIN, 'server', '-bootstrap', '-raft-id', 'dnsbench', '-raft-dir', join(dir, 'data'), '-http', `127.0.0.1:${httpPort}`,
+    const [cmd, args] = pinned(0, process.execPath, siderNodeArgv([
+      'server', '-bootstrap', '-raft-id', 'dnsbench', '-raft-dir', join(dir, 'data'), '-http', `127.0.0.1:${httpPort}`,
       '-raft-bind', `127.0.0.1:${raftPort}`, '-dns', `127.0.0.1:${dnsPort}`, '-log-level', 'warn',
-    ]);
+    ]));
     const server = spawn(cmd, args, { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(server);
     const pool = new Pool(`http://127.0.0.1:${httpPort}`, { connections: 32 });

@@ -13,8 +13,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Agent, Pool, request } from 'undici';
 import { freePort, waitFor } from '../support/ports.ts';
-import { SERVER_NODE_FLAGS } from '../../src/node-flags.ts';
-import { SIDER_BIN } from '../support/server-process.ts';
+import { siderNodeArgv } from '../support/server-process.ts';
 import { percentile } from './level-fsync.ts';
 import { wrkLoop } from './wrk.ts';
 
@@ -151,10 +150,10 @@ export class SiderProc {
 
   constructor(spec: SiderNodeSpec) {
     this.spec = spec;
-    // The shipped flags first (src/node-flags.ts); a benchmark's own node arguments come after and win.
-    const args = [...SERVER_NODE_FLAGS, ...(spec.nodeArgs ?? []), SIDER_BIN, 'server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
-    if (spec.bootstrap) args.push('-bootstrap');
-    if (spec.join) args.push('-join', spec.join);
+    const serverArgs = ['server', '-raft-id', spec.id, '-http', spec.http, '-raft-bind', spec.raft, '-raft-dir', spec.dir, '-dns', 'off', '-log-level', spec.logLevel ?? 'warn'];
+    if (spec.bootstrap) serverArgs.push('-bootstrap');
+    if (spec.join) serverArgs.push('-join', spec.join);
+    const args = siderNodeArgv(serverArgs, spec.nodeArgs);
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SIDER_')) env[k] = v;
     const opts = { stdio: ['ignore', 'pipe', 'pipe'] as ['ignore', 'pipe', 'pipe'], env };

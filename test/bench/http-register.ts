@@ -22,7 +22,7 @@ export interface RegisterResult extends LoopResult {
   cpuUsPerOp: Record<string, number>;
   /** Registrations answered 200 since the cluster formed, warm-up and earlier cases included (to relate CPU profiles to work). */
   answeredSoFar: number;
-  /** Load before the measurement, on the same cluster (the first round's; later rounds follow earlier ones). */
+  /** Load right before the measurement, on the same cluster (every round has its own, after the earlier rounds). */
   warmupMs: number;
 }
 

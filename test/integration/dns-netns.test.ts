@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { REPO_ROOT, SIDER_BIN } from '../support/server-process.ts';
+import { REPO_ROOT, siderNodeArgv } from '../support/server-process.ts';
 import { waitFor } from '../support/ports.ts';
 
 const NS = `sider-dns-${randomBytes(4).toString('hex')}`;
@@ -77,7 +77,7 @@ t.test('getent and curl inside a network namespace reach only healthy instances 
     `require('node:http').createServer((q, s) => s.end(${JSON.stringify(text)})).listen(8080, ${JSON.stringify(host)})`;
   run([process.execPath, '-e', httpServer('127.0.0.1', 'instance one')]);
   run([process.execPath, '-e', httpServer('127.0.0.2', 'instance two')]);
-  run([process.execPath, SIDER_BIN, 'server', '-bootstrap', '-raft-id', 'n1', '-raft-dir', dataDir, '-http', '127.0.0.1:8500', '-raft-bind', '127.0.0.1:8501', '-dns', '127.0.0.1:53', '-raft-tick-ms', '20', '-log-level', 'warn']);
+  run([process.execPath, ...siderNodeArgv(['server', '-bootstrap', '-raft-id', 'n1', '-raft-dir', dataDir, '-http', '127.0.0.1:8500', '-raft-bind', '127.0.0.1:8501', '-dns', '127.0.0.1:53', '-raft-tick-ms', '20', '-log-level', 'warn'])]);
 
   const curl = (args: string[]): { status: number | null; stdout: string } => inNs(['curl', '-s', '--max-time', '5', ...args]);
   await waitFor('the server to elect itself', () => curl(['http://127.0.0.1:8500/v1/status/leader']).stdout.includes('127.0.0.1:8501'), 30_000, 200);

@@ -16,6 +16,15 @@ import { freePort, waitFor } from './ports.ts';
 
 export const SIDER_BIN = fileURLToPath(new URL('../../bin/sider.ts', import.meta.url));
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * node's arguments for `bin/sider.ts <args>`: first the flags every launcher gives a server
+ * (src/node-flags.ts), so tests and benchmarks run what ships; then `nodeArgs` (a benchmark's own),
+ * which win over them.
+ */
+export function siderNodeArgv(args: readonly string[], nodeArgs: readonly string[] = []): string[] {
+  return [...SERVER_NODE_FLAGS, ...nodeArgs, SIDER_BIN, ...args];
+}
 /** Keep this much of a child's output for failure messages. */
 const OUTPUT_KEEP = 64 * 1024;
 
@@ -79,8 +88,7 @@ export class SiderChild {
     Object.assign(env, envExtra);
     // `ip netns exec` enters the namespace and then execs node, so the PID is node's own.
     const { netns, command } = opts;
-    // The flags every launcher gives a server (src/node-flags.ts), so tests run what ships.
-    const nodeArgv = [...SERVER_NODE_FLAGS, SIDER_BIN, ...args];
+    const nodeArgv = siderNodeArgv(args);
     let [cmd, argv] = netns === undefined ? [process.execPath, nodeArgv] : ['ip', ['netns', 'exec', netns, process.execPath, ...nodeArgv]];
     if (command) [cmd, argv] = [command.cmd, command.argv];
     this.child = spawn(cmd, argv, { cwd: command?.cwd ?? REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
